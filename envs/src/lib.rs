@@ -1,0 +1,120 @@
+//! Environments for klrl, with Gymnasium's conventions in Rust.
+//!
+//! - [`Space`]: `Discrete(n)` and `Box { low, high, shape }`.
+//! - [`Env`]: `reset(seed)` and `step(action)`, terminated and truncated kept apart.
+//! - Wrappers: [`TimeLimit`], [`RecordEpisodeStatistics`], [`Checked`].
+//! - [`VecEnv`]: N copies stepped together into contiguous buffers, with
+//!   autoreset that hands back the final observation of a finished episode.
+//! - [`Registry`]: build environments by name from a parameter table.
+//! - Built-in environments: the classic-control ports `CartPole-v1`,
+//!   `Acrobot-v1`, `MountainCar-v0`, `Pendulum-v1` (verified step by step
+//!   against Gymnasium), the movie-recommendation bandit, and a tabular MDP
+//!   with closed-form values.
+//!
+//! Not here: anything that learns (see `klrl-policy` and `klrl-optim`).
+//!
+//! # Plugging in your own environment
+//!
+//! Implement [`Env`] in your own crate; [`VecEnv`] (and everything that
+//! trains on it) works with it unchanged. A two-armed "guess the coin" task:
+//!
+//! ```
+//! use klrl_envs::{Action, Env, EnvError, EnvRng, Space, Step, StepInfo, VecEnv};
+//! use rand::{Rng, SeedableRng};
+//!
+//! /// Each step shows a coin (observation ±1); action 1 means "heads".
+//! struct GuessTheCoin {
+//!     coin: f32,
+//!     t: u32,
+//!     rng: EnvRng,
+//!     obs_space: Space,
+//!     act_space: Space,
+//! }
+//!
+//! impl GuessTheCoin {
+//!     fn new() -> Self {
+//!         GuessTheCoin {
+//!             coin: 1.0,
+//!             t: 0,
+//!             rng: EnvRng::seed_from_u64(0),
+//!             obs_space: Space::uniform_box(1, -1.0, 1.0),
+//!             act_space: Space::discrete(2),
+//!         }
+//!     }
+//! }
+//!
+//! impl Env for GuessTheCoin {
+//!     fn name(&self) -> &str { "GuessTheCoin" }
+//!     fn observation_space(&self) -> &Space { &self.obs_space }
+//!     fn action_space(&self) -> &Space { &self.act_space }
+//!
+//!     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
+//!         if let Some(s) = seed { self.rng = EnvRng::seed_from_u64(s); }
+//!         self.t = 0;
+//!         self.coin = if self.rng.random::<bool>() { 1.0 } else { -1.0 };
+//!         obs.clear();
+//!         obs.push(self.coin);
+//!         Ok(())
+//!     }
+//!
+//!     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
+//!         let Action::Discrete(a) = action else { unreachable!("checked by the wrapper") };
+//!         let heads = self.coin > 0.0;
+//!         let reward = if (a == 1) == heads { 1.0 } else { 0.0 };
+//!         self.t += 1;
+//!         self.coin = if self.rng.random::<bool>() { 1.0 } else { -1.0 };
+//!         obs.clear();
+//!         obs.push(self.coin);
+//!         Ok(Step { reward, terminated: self.t == 10, truncated: false, info: StepInfo::default() })
+//!     }
+//! }
+//!
+//! // Four copies, seeded 7, 8, 9, 10; the perfect policy copies the coin.
+//! let mut venv = VecEnv::new((0..4).map(|_| GuessTheCoin::new()).collect())?;
+//! venv.reset(Some(7))?;
+//! let mut total = 0.0;
+//! for _ in 0..10 {
+//!     let actions: Vec<usize> = venv.observations().iter().map(|&o| (o > 0.0) as usize).collect();
+//!     venv.step_discrete(&actions)?;
+//!     total += venv.rewards().iter().sum::<f64>();
+//! }
+//! assert_eq!(total, 40.0);
+//! // A bad action is a typed error, not a panic.
+//! assert!(venv.step_discrete(&[0, 1, 2, 0]).is_err());
+//! # Ok::<(), EnvError>(())
+//! ```
+
+mod cartpole;
+mod checked;
+mod env;
+mod episode_statistics;
+mod error;
+mod registry;
+mod space;
+mod time_limit;
+mod vec_env;
+
+pub use cartpole::{CartPole, CartPoleParams};
+pub use checked::Checked;
+pub use env::{Env, EpisodeRecord, Step, StepInfo};
+pub use episode_statistics::RecordEpisodeStatistics;
+pub use error::EnvError;
+pub use registry::{parse_params, EnvSpec, Factory, Registry};
+pub use space::{Action, OwnedAction, Space};
+pub use time_limit::TimeLimit;
+pub use vec_env::{Actions, VecEnv};
+
+/// The random number generator every built-in environment owns: ChaCha8,
+/// seeded with `seed_from_u64`, so streams are the same on every platform.
+pub type EnvRng = rand_chacha::ChaCha8Rng;
+
+/// The specs of the built-in environments, in the order `klrl envs` lists them.
+fn builtin_specs() -> Vec<EnvSpec> {
+    vec![registry::spec(
+        CartPole::NAME,
+        "Balance a pole on a cart (Gymnasium CartPole-v1 port); 2 actions, 4-d observation",
+        Some(CartPole::MAX_EPISODE_STEPS),
+        Some(CartPole::REWARD_THRESHOLD),
+        |p| Ok(Box::new(CartPole::new(parse_params(CartPole::NAME, p)?))),
+    )]
+}

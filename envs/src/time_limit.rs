@@ -1,0 +1,78 @@
+//! [`TimeLimit`]: truncates episodes after a fixed number of steps.
+
+use crate::{Action, Env, EnvError, Space, Step};
+
+/// Sets `truncated` on the step at which the episode reaches `max_episode_steps`
+/// steps (Gymnasium's `TimeLimit`). An episode that terminates on that same
+/// step reports both flags; learners treat it as terminated.
+#[derive(Debug, Clone)]
+pub struct TimeLimit<E> {
+    inner: E,
+    max_episode_steps: u64,
+    elapsed: u64,
+}
+
+impl<E: Env> TimeLimit<E> {
+    /// Wrap `inner` with a limit of `max_episode_steps` (at least 1).
+    pub fn new(inner: E, max_episode_steps: u64) -> Result<Self, EnvError> {
+        if max_episode_steps == 0 {
+            return Err(EnvError::param(
+                inner.name(),
+                "max_episode_steps",
+                "must be >= 1, got 0",
+            ));
+        }
+        Ok(TimeLimit {
+            inner,
+            max_episode_steps,
+            elapsed: 0,
+        })
+    }
+
+    /// The limit.
+    pub fn max_episode_steps(&self) -> u64 {
+        self.max_episode_steps
+    }
+
+    /// Steps taken in the current episode.
+    pub fn elapsed(&self) -> u64 {
+        self.elapsed
+    }
+
+    /// The wrapped environment.
+    pub fn inner(&self) -> &E {
+        &self.inner
+    }
+
+    /// The wrapped environment, mutably.
+    pub fn inner_mut(&mut self) -> &mut E {
+        &mut self.inner
+    }
+}
+
+impl<E: Env> Env for TimeLimit<E> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn observation_space(&self) -> &Space {
+        self.inner.observation_space()
+    }
+    fn action_space(&self) -> &Space {
+        self.inner.action_space()
+    }
+    fn action_mask(&self) -> Option<&[bool]> {
+        self.inner.action_mask()
+    }
+    fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
+        self.elapsed = 0;
+        self.inner.reset(seed, obs)
+    }
+    fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
+        let mut step = self.inner.step(action, obs)?;
+        self.elapsed += 1;
+        if self.elapsed >= self.max_episode_steps {
+            step.truncated = true;
+        }
+        Ok(step)
+    }
+}
