@@ -1,1 +1,84 @@
-fn main() {}
+//! `klrl`: train, evaluate and compare KL-constrained policy optimisation runs,
+//! list environments, and compute KL divergences from the command line.
+
+mod envs_cmd;
+mod kl_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for usage and configuration errors.
+const EXIT_USAGE: u8 = 2;
+/// Exit status for failures while running.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "klrl",
+    version,
+    about = "Reinforcement learning with KL-constrained policy updates",
+    after_help = "Examples:\n  klrl envs\n  klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the registered environments with their observation and action spaces.
+    #[command(after_help = "Example:\n  klrl envs")]
+    Envs(envs_cmd::EnvsArgs),
+    /// KL divergence, entropy and friends between two distributions.
+    Kl(kl_cmd::KlArgs),
+}
+
+/// An error that carries its exit status: 2 for bad input, 1 for a failure.
+#[derive(Debug)]
+pub struct CliError {
+    /// Process exit status.
+    pub status: u8,
+    /// The error to print on stderr.
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    /// A usage or input error (exit status 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            status: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+
+    /// A failure while running (exit status 1).
+    pub fn failure(error: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            status: EXIT_FAILURE,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout with status 0, usage errors with 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Envs(args) => envs_cmd::run(args),
+        Command::Kl(args) => kl_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.status)
+        }
+    }
+}
