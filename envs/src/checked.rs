@@ -51,6 +51,23 @@ impl<E: Env> Checked<E> {
         self.inner
     }
 
+    /// Whether `action` is in the action space and allowed by the current
+    /// action mask.
+    pub fn check_action(&self, action: Action<'_>) -> Result<(), EnvError> {
+        self.inner
+            .action_space()
+            .check_action(self.inner.name(), action)?;
+        if let (Action::Discrete(a), Some(mask)) = (action, self.inner.action_mask()) {
+            if !mask.get(a).copied().unwrap_or(false) {
+                return Err(EnvError::MaskedAction {
+                    env: self.inner.name().to_string(),
+                    action: a,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_obs(&self, call: &'static str, obs: &[f32]) -> Result<(), EnvError> {
         let expected = self.inner.observation_space().flat_dim();
         if obs.len() != expected {
@@ -119,17 +136,7 @@ impl<E: Env> Env for Checked<E> {
                 })
             }
         }
-        self.inner
-            .action_space()
-            .check_action(self.inner.name(), action)?;
-        if let (Action::Discrete(a), Some(mask)) = (action, self.inner.action_mask()) {
-            if !mask.get(a).copied().unwrap_or(false) {
-                return Err(EnvError::MaskedAction {
-                    env: self.inner.name().to_string(),
-                    action: a,
-                });
-            }
-        }
+        self.check_action(action)?;
         let step = self.inner.step(action, obs)?;
         if !step.reward.is_finite() {
             return Err(EnvError::NonFiniteReward {

@@ -30,8 +30,10 @@ type Wrapped<E> = RecordEpisodeStatistics<Checked<E>>;
 ///   split across scoped threads, which pays off only for environments whose
 ///   step costs more than the tens of microseconds a thread start costs.
 ///
-/// After an error the copies may be half-stepped; the vectorised environment
-/// then refuses to step until [`VecEnv::reset`] is called.
+/// Actions are validated before any copy steps, so an invalid action changes
+/// nothing. An error raised inside a copy's `step` or `reset` leaves the batch
+/// half-stepped; the vectorised environment then refuses to step until
+/// [`VecEnv::reset`] is called.
 pub struct VecEnv<E: Env = Box<dyn Env>> {
     envs: Vec<Wrapped<E>>,
     scratch: Vec<Vec<f32>>,
@@ -194,6 +196,20 @@ impl<E: Env> VecEnv<E> {
             return Err(EnvError::VecEnv {
                 reason: format!("step() got {got} action values, expected {expected}"),
             });
+        }
+        // Validate every action before stepping any copy, so a bad action
+        // leaves the batch untouched and can be corrected and retried.
+        for i in 0..n {
+            let action = match actions {
+                Actions::Discrete(a) => Action::Discrete(a[i]),
+                Actions::Continuous(a) => {
+                    Action::Continuous(&a[i * self.act_dim..(i + 1) * self.act_dim])
+                }
+            };
+            self.envs[i]
+                .inner()
+                .check_action(action)
+                .map_err(|e| in_copy(i, e))?;
         }
         self.ready = false;
         let threads = self.threads.min(n);
