@@ -154,12 +154,21 @@ pub(crate) fn spec(
 }
 
 /// Deserialise an environment's parameter struct from a config table, turning
-/// an unknown field or a wrong type into [`EnvError::BadParameters`] naming `env`.
+/// an unknown field or a wrong type into [`EnvError::BadParameters`] naming `env`
+/// and the field, e.g. `sutton_barto_reward: invalid type: integer `1`, expected a boolean`.
 pub fn parse_params<P: DeserializeOwned>(env: &str, table: &toml::Table) -> Result<P, EnvError> {
-    toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| EnvError::BadParameters {
-            env: env.into(),
-            reason: e.message().trim().to_string(),
-        })
+    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(
+        |e: serde_path_to_error::Error<toml::de::Error>| {
+            let path = e.path().to_string();
+            let reason = e.inner().message().trim().to_string();
+            EnvError::BadParameters {
+                env: env.into(),
+                reason: if path == "." {
+                    reason
+                } else {
+                    format!("{path}: {reason}")
+                },
+            }
+        },
+    )
 }
