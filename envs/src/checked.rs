@@ -68,6 +68,17 @@ impl<E: Env> Checked<E> {
         Ok(())
     }
 
+    fn needs_reset(&self) -> EnvError {
+        EnvError::NeedsReset {
+            env: self.inner.name().to_string(),
+            when: match self.phase {
+                Phase::NeverReset => "before the first reset()",
+                _ => "after the episode ended (terminated or truncated)",
+            },
+        }
+    }
+
+    #[inline]
     fn check_obs(&self, call: &'static str, obs: &[f32]) -> Result<(), EnvError> {
         let expected = self.inner.observation_space().flat_dim();
         if obs.len() != expected {
@@ -120,23 +131,29 @@ impl<E: Env> Env for Checked<E> {
         Ok(())
     }
 
+    #[inline]
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
-        match self.phase {
-            Phase::Running => {}
-            Phase::NeverReset => {
-                return Err(EnvError::NeedsReset {
-                    env: self.inner.name().to_string(),
-                    when: "before the first reset()",
-                })
-            }
-            Phase::Ended => {
-                return Err(EnvError::NeedsReset {
-                    env: self.inner.name().to_string(),
-                    when: "after the episode ended (terminated or truncated)",
-                })
-            }
+        if self.phase != Phase::Running {
+            return Err(self.needs_reset());
         }
         self.check_action(action)?;
+        self.step_prevalidated(action, obs)
+    }
+}
+
+impl<E: Env> Checked<E> {
+    /// [`Env::step`] for an action the caller has already passed through
+    /// [`Checked::check_action`] in the current state (the vectorised
+    /// environment validates a whole batch before stepping any copy).
+    #[inline]
+    pub(crate) fn step_prevalidated(
+        &mut self,
+        action: Action<'_>,
+        obs: &mut Vec<f32>,
+    ) -> Result<Step, EnvError> {
+        if self.phase != Phase::Running {
+            return Err(self.needs_reset());
+        }
         let step = self.inner.step(action, obs)?;
         if !step.reward.is_finite() {
             return Err(EnvError::NonFiniteReward {

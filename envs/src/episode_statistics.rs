@@ -52,6 +52,7 @@ impl<E: Env> Env for RecordEpisodeStatistics<E> {
         self.len = 0;
         self.inner.reset(seed, obs)
     }
+    #[inline]
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
         let mut step = self.inner.step(action, obs)?;
         self.ret += step.reward;

@@ -135,7 +135,19 @@ impl Space {
 
     /// Check that `x` is an element of this space, or return an
     /// [`EnvError::InvalidAction`] naming `env`.
+    #[inline]
     pub fn check_action(&self, env: &str, x: Action<'_>) -> Result<(), EnvError> {
+        // Fast path for the common case, kept inline; the message is built cold.
+        if let (Space::Discrete { n }, Action::Discrete(a)) = (self, x) {
+            if a < *n {
+                return Ok(());
+            }
+        }
+        self.check_action_slow(env, x)
+    }
+
+    #[cold]
+    fn check_action_slow(&self, env: &str, x: Action<'_>) -> Result<(), EnvError> {
         match self.why_not_contained(x) {
             None => Ok(()),
             Some(reason) => Err(EnvError::InvalidAction {

@@ -11,7 +11,7 @@ pub enum Actions<'a> {
     Continuous(&'a [f32]),
 }
 
-type Wrapped<E> = RecordEpisodeStatistics<Checked<E>>;
+type Wrapped<E> = Checked<RecordEpisodeStatistics<E>>;
 
 /// N copies of an environment stepped in lock-step (Gymnasium's `SyncVectorEnv`
 /// with same-step autoreset, as in Stable-Baselines3).
@@ -93,7 +93,7 @@ impl<E: Env> VecEnv<E> {
         Ok(VecEnv {
             envs: envs
                 .into_iter()
-                .map(|e| RecordEpisodeStatistics::new(Checked::new(e)))
+                .map(|e| Checked::new(RecordEpisodeStatistics::new(e)))
                 .collect(),
             scratch: (0..n).map(|_| Vec::with_capacity(obs_dim)).collect(),
             obs_dim,
@@ -207,7 +207,6 @@ impl<E: Env> VecEnv<E> {
                 }
             };
             self.envs[i]
-                .inner()
                 .check_action(action)
                 .map_err(|e| in_copy(i, e))?;
         }
@@ -366,7 +365,9 @@ fn step_chunk<E: Env>(
         };
         let env = &mut c.envs[j];
         let scratch = &mut c.scratch[j];
-        let step = env.step(action, scratch).map_err(|e| in_copy(i, e))?;
+        let step = env
+            .step_prevalidated(action, scratch)
+            .map_err(|e| in_copy(i, e))?;
         let slot = j * d..(j + 1) * d;
         c.rewards[j] = step.reward;
         c.terminated[j] = step.terminated;
