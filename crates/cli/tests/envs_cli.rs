@@ -1,0 +1,74 @@
+//! `klrl envs` lists every registered environment with its spaces.
+
+use std::process::Command;
+
+use klrl_envs::{Registry, Space};
+
+fn klrl(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_klrl"))
+        .args(args)
+        .output()
+        .expect("run klrl")
+}
+
+#[test]
+fn lists_every_registered_environment_with_its_spaces() {
+    let out = klrl(&["envs"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let registry = Registry::builtin();
+    for spec in registry.specs() {
+        // Each environment is a block: name, description, observation, action, limits.
+        let start = text
+            .find(&format!("{}\n", spec.name))
+            .unwrap_or_else(|| panic!("{} not listed:\n{text}", spec.name));
+        let block = &text[start..];
+        let (obs, act) = registry.spaces(&spec.name).unwrap();
+        let obs_line = block.lines().nth(2).unwrap();
+        let act_line = block.lines().nth(3).unwrap();
+        assert!(
+            obs_line.contains(&format!("observation: Box({};", obs.flat_dim())),
+            "{}: {obs_line}",
+            spec.name
+        );
+        match act {
+            Space::Discrete { n } => assert!(
+                act_line.contains(&format!("action:      Discrete({n})")),
+                "{act_line}"
+            ),
+            Space::Box { .. } => assert!(
+                act_line.contains(&format!("action:      Box({};", act.flat_dim())),
+                "{act_line}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn json_output_has_one_object_per_environment() {
+    let out = klrl(&["envs", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["observation_space"].as_str().unwrap().starts_with("Box("));
+            assert!(v["action_space"].is_string());
+            v["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let expected: Vec<String> = Registry::builtin()
+        .specs()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = klrl(&["envs", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
+}
