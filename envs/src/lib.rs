@@ -84,6 +84,7 @@
 //! # Ok::<(), EnvError>(())
 //! ```
 
+mod bandit;
 mod cartpole;
 mod checked;
 mod env;
@@ -91,9 +92,11 @@ mod episode_statistics;
 mod error;
 mod registry;
 mod space;
+mod tabular;
 mod time_limit;
 mod vec_env;
 
+pub use bandit::{MovieRec, MovieRecParams};
 pub use cartpole::{CartPole, CartPoleParams};
 pub use checked::Checked;
 pub use env::{Env, EpisodeRecord, Step, StepInfo};
@@ -101,6 +104,7 @@ pub use episode_statistics::RecordEpisodeStatistics;
 pub use error::EnvError;
 pub use registry::{parse_params, EnvSpec, Factory, Registry};
 pub use space::{Action, OwnedAction, Space};
+pub use tabular::{ChainParams, TabularMdp};
 pub use time_limit::TimeLimit;
 pub use vec_env::{Actions, VecEnv};
 
@@ -110,11 +114,43 @@ pub type EnvRng = rand_chacha::ChaCha8Rng;
 
 /// The specs of the built-in environments, in the order `klrl envs` lists them.
 fn builtin_specs() -> Vec<EnvSpec> {
-    vec![registry::spec(
-        CartPole::NAME,
-        "Balance a pole on a cart (Gymnasium CartPole-v1 port); 2 actions, 4-d observation",
-        Some(CartPole::MAX_EPISODE_STEPS),
-        Some(CartPole::REWARD_THRESHOLD),
-        |p| Ok(Box::new(CartPole::new(parse_params(CartPole::NAME, p)?))),
-    )]
+    vec![
+        registry::spec(
+            CartPole::NAME,
+            "Balance a pole on a cart (Gymnasium CartPole-v1 port); 2 actions, 4-d observation",
+            Some(CartPole::MAX_EPISODE_STEPS),
+            Some(CartPole::REWARD_THRESHOLD),
+            |p| Ok(Box::new(CartPole::new(parse_params(CartPole::NAME, p)?))),
+        ),
+        registry::spec(
+            MovieRec::NAME,
+            "Recommend 1 of 20 movies to a user of 1 of 4 segments; reward = click (100 users)",
+            None,
+            None,
+            |p| Ok(Box::new(MovieRec::new(parse_params(MovieRec::NAME, p)?)?)),
+        ),
+        registry::spec(
+            MovieRec::SESSION_NAME,
+            "MovieRec with 10-round user sessions; repeating a genre bores the user",
+            None,
+            None,
+            |p| {
+                let mut p = p.clone();
+                let len = MovieRec::SESSION_DEFAULT_LENGTH as i64;
+                p.entry("session_length").or_insert(len.into());
+                let params = parse_params(MovieRec::SESSION_NAME, &p)?;
+                Ok(Box::new(MovieRec::new(params)?))
+            },
+        ),
+        registry::spec(
+            TabularMdp::CHAIN_NAME,
+            "Slippery 10-cell chain, 0.1 at the near end, 1 at the far end; closed-form values",
+            Some(TabularMdp::CHAIN_MAX_EPISODE_STEPS),
+            None,
+            |p| {
+                let params = parse_params(TabularMdp::CHAIN_NAME, p)?;
+                Ok(Box::new(TabularMdp::chain(params)?))
+            },
+        ),
+    ]
 }
