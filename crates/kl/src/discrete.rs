@@ -129,7 +129,10 @@ fn cross_entropy_normalized(p: &[f64], q: &[f64]) -> f64 {
 
 /// KL(P‖Q) on already-normalised input of equal length.
 pub(crate) fn kl_normalized(p: &[f64], q: &[f64]) -> f64 {
-    p.iter().zip(q).map(|(&x, &y)| rel_entr(x, y)).sum()
+    let kl: f64 = p.iter().zip(q).map(|(&x, &y)| rel_entr(x, y)).sum();
+    // Gibbs' inequality makes the exact value ≥ 0; rounding can leave a tiny
+    // negative sum when P ≈ Q.
+    kl.max(0.0)
 }
 
 /// JS(P, Q) on already-normalised input of equal length.

@@ -118,10 +118,8 @@ impl Cholesky {
         let k = self.dim;
         let mut x = vec![0.0; k];
         for i in 0..k {
-            let mut s = b[i];
-            for m in 0..i {
-                s -= self.l[i * k + m] * x[m];
-            }
+            let row = &self.l[i * k..i * k + i];
+            let s = b[i] - row.iter().zip(&x[..i]).map(|(l, x)| l * x).sum::<f64>();
             x[i] = s / self.l[i * k + i];
         }
         x
