@@ -4,5 +4,6 @@
 
 pub mod beta;
 pub mod cg;
+pub mod diagnostics;
 pub mod gae;
 pub mod normalize;
