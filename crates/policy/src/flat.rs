@@ -1,0 +1,147 @@
+//! Flat parameter vectors: all parameters of a network as one `Vec<f64>`.
+//!
+//! TRPO, NPG and the conjugate-gradient solver work on one flat vector θ
+//! (Schulman et al. 2015, Appendix C). The order is the order of the `&[Var]`
+//! slice handed in: each variable's elements in row-major order, one variable
+//! after the other. The networks of this crate document their order in their
+//! `vars()` methods (for an [`crate::Mlp`]: layer 0 weight `[out, in]`, layer 0
+//! bias, layer 1 weight, ...; a Gaussian policy appends `log_std`).
+//!
+//! Values are exchanged as f64 whatever the network's dtype; writing into an
+//! f32 network rounds to nearest, and reading f32 values back is exact.
+
+use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
+
+use crate::error::{check_finite, Context, PolicyError, Result};
+
+/// Number of scalars in `vars` (the length of their flat vector).
+pub fn flat_len(vars: &[Var]) -> usize {
+    vars.iter().map(|v| v.elem_count()).sum()
+}
+
+/// The current values of `vars` as one flat vector (see the module doc for the order).
+///
+/// Errors: [`PolicyError::Candle`] if a tensor cannot be read back.
+pub fn get_flat(vars: &[Var]) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(flat_len(vars));
+    for v in vars {
+        out.extend(tensor_to_f64(v.as_tensor())?);
+    }
+    Ok(out)
+}
+
+/// Overwrites `vars` with the values of `flat` (same order as [`get_flat`]).
+///
+/// All checks happen before the first variable is written: on error the
+/// variables are unchanged.
+///
+/// Errors: [`PolicyError::FlatLength`] when `flat.len()` differs from
+/// [`flat_len`]; [`PolicyError::NonFinite`] for a NaN or infinite value.
+pub fn set_flat(vars: &[Var], flat: &[f64]) -> Result<()> {
+    let n = flat_len(vars);
+    if flat.len() != n {
+        return Err(PolicyError::FlatLength {
+            what: "set_flat",
+            expected: n,
+            got: flat.len(),
+        });
+    }
+    check_finite("set_flat", flat)?;
+    let mut values = Vec::with_capacity(vars.len());
+    let mut offset = 0;
+    for v in vars {
+        let k = v.elem_count();
+        values.push(tensor_from_f64(
+            &flat[offset..offset + k],
+            v.dims(),
+            v.dtype(),
+            v.device(),
+        )?);
+        offset += k;
+    }
+    for (v, t) in vars.iter().zip(&values) {
+        v.set(t).ctx("set_flat")?;
+    }
+    Ok(())
+}
+
+/// The gradient of the scalar `loss` with respect to `vars`, as one flat
+/// vector (same order as [`get_flat`]), by one ordinary `backward()`.
+///
+/// Variables the loss does not depend on get zeros.
+///
+/// Errors: [`PolicyError::Shape`] if `loss` has more than one element;
+/// [`PolicyError::Candle`] if backpropagation fails.
+pub fn flat_grad(vars: &[Var], loss: &Tensor) -> Result<Vec<f64>> {
+    if loss.elem_count() != 1 {
+        return Err(PolicyError::Shape {
+            what: "loss",
+            expected: "a scalar".to_string(),
+            got: loss.dims().to_vec(),
+        });
+    }
+    let grads = loss.backward().ctx("flat_grad backward")?;
+    flat_grad_from_store(vars, &grads)
+}
+
+/// Reads the gradients of `vars` out of a candle [`GradStore`] as one flat
+/// vector; variables without a gradient get zeros.
+///
+/// Errors: [`PolicyError::Candle`] if a gradient cannot be read back.
+pub fn flat_grad_from_store(vars: &[Var], grads: &GradStore) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(flat_len(vars));
+    for v in vars {
+        match grads.get(v.as_tensor()) {
+            Some(g) => out.extend(tensor_to_f64(g)?),
+            None => out.extend(std::iter::repeat_n(0.0, v.elem_count())),
+        }
+    }
+    Ok(out)
+}
+
+/// Builds a tensor of `dtype` (F32 or F64) and `shape` from f64 values.
+pub(crate) fn tensor_from_f64(
+    values: &[f64],
+    shape: &[usize],
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let t = match dtype {
+        DType::F32 => {
+            let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+            Tensor::from_vec(v, shape, device)
+        }
+        DType::F64 => Tensor::from_vec(values.to_vec(), shape, device),
+        other => return Err(unsupported_dtype(other)),
+    };
+    t.ctx("building a tensor from f64 values")
+}
+
+/// All elements of `t`, row-major, converted to f64.
+pub(crate) fn tensor_to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    let flat = t.flatten_all().ctx("reading a tensor")?;
+    match flat.dtype() {
+        DType::F64 => flat.to_vec1::<f64>(),
+        DType::F32 => flat
+            .to_vec1::<f32>()
+            .map(|v| v.into_iter().map(f64::from).collect()),
+        _ => flat.to_dtype(DType::F64).and_then(|t| t.to_vec1::<f64>()),
+    }
+    .ctx("reading a tensor")
+}
+
+/// The error for a dtype other than F32 / F64.
+pub(crate) fn unsupported_dtype(dtype: DType) -> PolicyError {
+    PolicyError::InvalidParameter {
+        param: "dtype",
+        reason: format!("{dtype:?} is not supported; use DType::F32 (default) or DType::F64"),
+    }
+}
+
+/// Checks that `dtype` is F32 or F64.
+pub(crate) fn check_float_dtype(dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F32 | DType::F64 => Ok(()),
+        other => Err(unsupported_dtype(other)),
+    }
+}
