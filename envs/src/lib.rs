@@ -84,24 +84,30 @@
 //! # Ok::<(), EnvError>(())
 //! ```
 
+mod acrobot;
 mod bandit;
 mod cartpole;
 mod checked;
 mod env;
 mod episode_statistics;
 mod error;
+mod mountain_car;
+mod pendulum;
 mod registry;
 mod space;
 mod tabular;
 mod time_limit;
 mod vec_env;
 
+pub use acrobot::{Acrobot, AcrobotParams};
 pub use bandit::{MovieRec, MovieRecParams};
 pub use cartpole::{CartPole, CartPoleParams};
 pub use checked::Checked;
 pub use env::{Env, EpisodeRecord, Step, StepInfo};
 pub use episode_statistics::RecordEpisodeStatistics;
 pub use error::EnvError;
+pub use mountain_car::{MountainCar, MountainCarParams};
+pub use pendulum::{Pendulum, PendulumParams};
 pub use registry::{parse_params, EnvSpec, Factory, Registry};
 pub use space::{Action, OwnedAction, Space};
 pub use tabular::{ChainParams, TabularMdp};
@@ -121,6 +127,27 @@ fn builtin_specs() -> Vec<EnvSpec> {
             Some(CartPole::MAX_EPISODE_STEPS),
             Some(CartPole::REWARD_THRESHOLD),
             |p| Ok(Box::new(CartPole::new(parse_params(CartPole::NAME, p)?))),
+        ),
+        registry::spec(
+            Acrobot::NAME,
+            "Swing a two-link arm's tip above a line (Gymnasium Acrobot-v1 port); 3 actions, 6-d observation",
+            Some(Acrobot::MAX_EPISODE_STEPS),
+            Some(Acrobot::REWARD_THRESHOLD),
+            |p| Ok(Box::new(Acrobot::new(parse_params(Acrobot::NAME, p)?))),
+        ),
+        registry::spec(
+            MountainCar::NAME,
+            "Drive an under-powered car up a hill (Gymnasium MountainCar-v0 port); 3 actions, 2-d observation",
+            Some(MountainCar::MAX_EPISODE_STEPS),
+            Some(MountainCar::REWARD_THRESHOLD),
+            |p| Ok(Box::new(MountainCar::new(parse_params(MountainCar::NAME, p)?)?)),
+        ),
+        registry::spec(
+            Pendulum::NAME,
+            "Swing a pendulum up and hold it upright (Gymnasium Pendulum-v1 port); torque in [-2, 2], 3-d observation",
+            Some(Pendulum::MAX_EPISODE_STEPS),
+            Pendulum::REWARD_THRESHOLD,
+            |p| Ok(Box::new(Pendulum::new(parse_params(Pendulum::NAME, p)?)?)),
         ),
         registry::spec(
             MovieRec::NAME,
