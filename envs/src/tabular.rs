@@ -148,9 +148,8 @@ impl TabularMdp {
         }
         let mut p = Vec::with_capacity(n_states * n_actions * n_states);
         let mut r = Vec::with_capacity(n_states * n_actions * n_states);
-        for s in 0..n_states {
-            let (ps, rs) = (&transitions[s], rewards.get(s));
-            let rs = rs.ok_or_else(|| {
+        for (s, ps) in transitions.iter().enumerate() {
+            let rs = rewards.get(s).ok_or_else(|| {
                 EnvError::param(
                     name,
                     "rewards",
@@ -314,8 +313,8 @@ impl TabularMdp {
         }
         // Terminal rows are never used; make them self-loops so they are valid.
         for s in [0, n - 1] {
-            for a in 0..2 {
-                transitions[s][a][s] = 1.0;
+            for row in &mut transitions[s] {
+                row[s] = 1.0;
             }
         }
         let mut terminal = vec![false; n];
@@ -595,9 +594,8 @@ impl TabularMdp {
     fn policy_transitions(&self, policy: &[Vec<f64>]) -> Vec<f64> {
         let (n, m) = (self.n_states, self.n_actions);
         let mut p_pi = vec![0.0; n * n];
-        for s in 0..n {
-            for a in 0..m {
-                let w = policy[s][a];
+        for (s, pi_s) in policy.iter().enumerate() {
+            for (a, &w) in pi_s.iter().enumerate() {
                 if w == 0.0 {
                     continue;
                 }
