@@ -31,9 +31,10 @@
 //!   Sparse genre vectors make movies of one genre substitutes for each other.
 //! - biases: `b_m ~ N(−2, 0.5²)`, tastes: `u_s[g] ~ N(0, 1.2²)`. With the
 //!   default sizes the best movie's click probability for a segment is
-//!   typically 0.3–0.7 (median ≈ 0.5, 10–90 % range ≈ 0.24–0.78 over worlds)
-//!   while a uniformly random movie is clicked with probability ≈ 0.18: there
-//!   is a lot to learn, and a policy that learned it is clearly visible.
+//!   typically 0.3–0.7 (measured over 50 world seeds × 4 segments: median
+//!   0.47, 10–90 % range 0.23–0.79) while a uniformly random movie is clicked
+//!   with probability ≈ 0.18: there is a lot to learn, and a policy that
+//!   learned it is clearly visible.
 //! - features: `f_s[i] ~ N(0, 1)`, independent of the tastes: the policy has to
 //!   learn which context means which taste. With `context_noise` well below 1
 //!   the segments are told apart easily; raise it to blur them.

@@ -53,14 +53,16 @@ const SUM_TOL: f64 = 1e-9;
 const VALUE_ITERATION_TOL: f64 = 1e-12;
 /// Value iteration gives up after this many sweeps.
 const VALUE_ITERATION_MAX_SWEEPS: usize = 10_000_000;
-/// Upper bound on `n_states` of `Chain-v0`.
-const MAX_CHAIN_STATES: usize = 1 << 16;
+/// Upper bound on `n_states` of `Chain-v0`: the tables are dense
+/// (S × A × S), so 1024 cells already take 32 MB, and the closed forms cost
+/// O(S³).
+const MAX_CHAIN_STATES: usize = 1024;
 
 /// Parameters of `Chain-v0` (all optional in a config).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChainParams {
-    /// Number of cells including the two terminal ends, ≥ 3. Default 10.
+    /// Number of cells including the two terminal ends, in 3..=1024. Default 10.
     pub n_states: usize,
     /// Probability that a move goes the opposite way, in [0, 1]. Default 0.1.
     pub slip: f64,

@@ -500,6 +500,7 @@ fn registry_builds_chain_with_time_limit_and_checks_params() {
     }
     for (bad, param) in [
         ("n_states = 2", "n_states"),
+        ("n_states = 100000", "n_states"),
         ("slip = 1.5", "slip"),
         ("slip = nan", "slip"),
         ("left_reward = inf", "left_reward"),
