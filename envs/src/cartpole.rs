@@ -130,9 +130,11 @@ impl Env for CartPole {
             -FORCE_MAG
         };
         let (sin_t, cos_t) = theta.sin_cos();
-        let temp = (force + POLEMASS_LENGTH * theta_dot * theta_dot * sin_t) / TOTAL_MASS;
+        // Same operation order as Gymnasium (np.square first), so trajectories
+        // match it bit for bit.
+        let temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sin_t) / TOTAL_MASS;
         let theta_acc = (GRAVITY * sin_t - cos_t * temp)
-            / (LENGTH * (4.0 / 3.0 - MASS_POLE * cos_t * cos_t / TOTAL_MASS));
+            / (LENGTH * (4.0 / 3.0 - MASS_POLE * (cos_t * cos_t) / TOTAL_MASS));
         let x_acc = temp - POLEMASS_LENGTH * theta_acc * cos_t / TOTAL_MASS;
         // Explicit Euler: positions advance with the old velocities.
         self.state = [
