@@ -69,11 +69,11 @@ pub fn run(args: EnvsArgs) -> Result<(), CliError> {
             println!("    action:      {}", describe(&act));
             let limit = spec
                 .max_episode_steps
-                .map_or("none".to_string(), |n| n.to_string());
+                .map_or("none".to_string(), |n| format!("{n} steps"));
             let threshold = spec
                 .reward_threshold
                 .map_or("none".to_string(), |t| t.to_string());
-            println!("    time limit:  {limit} steps; reward threshold: {threshold}");
+            println!("    time limit:  {limit}; reward threshold: {threshold}");
         }
     }
     Ok(())
