@@ -31,6 +31,11 @@ enum Command {
     #[command(after_help = "Example:\n  klrl envs")]
     Envs(envs_cmd::EnvsArgs),
     /// KL divergence, entropy and friends between two distributions.
+    #[command(after_help = "Examples:\n  \
+        klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25\n  \
+        klrl kl discrete --csv clicks.csv --p-col group_a --q-col group_b --bits\n  \
+        klrl kl gaussian --p 0,1 --q 1,2 --json\n  \
+        klrl kl vae --mu 0.5,-1 --log-var -0.5,0.2")]
     Kl(kl_cmd::KlArgs),
 }
 

@@ -5,7 +5,7 @@
 //! For actions a ~ π_old with log r = ln π_new(a) − ln π_old(a):
 //! - k1 = −log r: unbiased, high variance, can be negative per sample;
 //! - k2 = ½ (log r)²: biased, low variance, ≥ 0 (accurate when π_new ≈ π_old);
-//! - k3 = (r − 1) − log r: unbiased (E[r] = 1 under π_old), low variance, ≥ 0
+//! - k3 = (r − 1) − log r: unbiased (E\[r\] = 1 under π_old), low variance, ≥ 0
 //!   since eˣ − 1 ≥ x.
 //!
 //! Unbiasedness needs the samples to come from π_old; with samples from π_new

@@ -52,6 +52,8 @@
 //! # Ok::<(), klrl_kl::KlError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod discrete;
 pub mod error;
 pub mod estimators;
