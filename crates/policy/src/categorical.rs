@@ -151,7 +151,12 @@ impl Categorical {
             }
         }
         crate::flat::check_float_dtype(logits.dtype())?;
-        let logits = masked_logits(logits, mask)?;
+        let logits = match mask {
+            Some(_) => masked_logits(logits, mask)?,
+            // own storage, so that a detached copy is a snapshot even when
+            // `logits` is a Var
+            None => logits.copy().ctx("categorical logits")?,
+        };
         let log_probs =
             candle_nn::ops::log_softmax(&logits, D::Minus1).ctx("categorical log_softmax")?;
         Ok(Categorical { logits, log_probs })

@@ -27,7 +27,9 @@ pub struct DiagGaussian {
 
 impl DiagGaussian {
     /// The distributions with means `mean [N, d]` and log standard deviations
-    /// `log_std [d]` (shared by all N states). Gradients flow through both.
+    /// `log_std [d]` (shared by all N states). Both are copied (the copies
+    /// stay in the gradient graph), so later changes to the variables they
+    /// came from do not change the distribution.
     ///
     /// Errors: [`PolicyError::Shape`] unless the shapes are `[N, d]` and `[d]`,
     /// [`PolicyError::DType`] if their dtypes differ.
@@ -57,9 +59,12 @@ impl DiagGaussian {
                 got: log_std.dtype(),
             });
         }
+        // Own copies (still differentiable): a tensor that shares storage with
+        // a Var would change when the Var is set, and `detach()` must give a
+        // snapshot (π_old) that survives a parameter update.
         Ok(DiagGaussian {
-            mean: mean.clone(),
-            log_std: log_std.clone(),
+            mean: mean.copy().ctx("gaussian mean")?,
+            log_std: log_std.copy().ctx("gaussian log_std")?,
         })
     }
 
