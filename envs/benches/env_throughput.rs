@@ -70,5 +70,17 @@ fn cartpole(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, cartpole);
+fn bandit(c: &mut Criterion) {
+    let registry = Registry::builtin();
+    for name in ["MovieRec-v0", "MovieRecSession-v0"] {
+        for n in [1, 8, 64] {
+            let envs = (0..n)
+                .map(|_| registry.make(name, &Default::default()).unwrap())
+                .collect();
+            bench_venv(c, name, "boxed", VecEnv::new(envs).unwrap());
+        }
+    }
+}
+
+criterion_group!(benches, cartpole, bandit);
 criterion_main!(benches);

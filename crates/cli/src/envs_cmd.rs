@@ -29,7 +29,11 @@ fn describe(space: &Space) -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            format!("Box({dims}; low [{}], high [{}])", bounds(low), bounds(high))
+            format!(
+                "Box({dims}; low [{}], high [{}])",
+                bounds(low),
+                bounds(high)
+            )
         }
     }
 }
