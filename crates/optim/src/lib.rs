@@ -2,6 +2,7 @@
 //! running normalisation and the adaptive-β rule so far; PPO with a KL
 //! penalty, PPO-clip, TRPO, NPG and vanilla policy gradient follow.
 
+pub mod adam;
 pub mod beta;
 pub mod cg;
 pub mod diagnostics;
