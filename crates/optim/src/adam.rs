@@ -7,7 +7,11 @@
 //! (candle's AdamW defaults to 0.01), and clipping the global norm of the
 //! policy and value gradients together is one pass over one vector.
 
+use candle_core::{backprop::GradStore, Var};
+use klrl_policy::flat;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{OptimError, Result};
 
 /// Adam's state and hyperparameters for one flat parameter vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +75,37 @@ impl Adam {
             let denom = self.v[i].sqrt() / bc2_sqrt + self.eps;
             theta[i] -= step_size * self.m[i] / denom;
         }
+    }
+}
+
+impl Adam {
+    /// One Adam step on network variables from the gradients of a backward
+    /// pass: reads the flat gradient of `vars`, clips its global norm to
+    /// `max_grad_norm`, steps, and writes the parameters back. Returns the
+    /// gradient norm before clipping.
+    ///
+    /// Errors: a non-finite gradient ([`OptimError::NonFinite`]) leaves the
+    /// parameters unchanged.
+    pub fn step_vars(
+        &mut self,
+        vars: &[Var],
+        grads: &GradStore,
+        lr: f64,
+        max_grad_norm: f64,
+        update: u64,
+    ) -> Result<f64> {
+        let mut grad = flat::flat_grad_from_store(vars, grads)?;
+        let norm = clip_grad_norm(&mut grad, max_grad_norm);
+        if !norm.is_finite() {
+            return Err(OptimError::NonFinite {
+                what: "gradient",
+                update,
+            });
+        }
+        let mut theta = flat::get_flat(vars)?;
+        self.step(&mut theta, &grad, lr);
+        flat::set_flat(vars, &theta)?;
+        Ok(norm)
     }
 }
 

@@ -1,10 +1,35 @@
-//! On-policy optimisers for klrl (being built): GAE, conjugate gradient,
-//! running normalisation and the adaptive-β rule so far; PPO with a KL
-//! penalty, PPO-clip, TRPO, NPG and vanilla policy gradient follow.
+//! On-policy optimisers for klrl: PPO with a KL penalty (fixed and adaptive
+//! β), PPO-clip, TRPO, NPG and an unconstrained vanilla policy gradient, on
+//! the policies of `klrl-policy` and the environments of `klrl-envs`.
+//!
+//! The path of data: [`VecEnv`](klrl_envs::VecEnv) → [`rollout::Collector`]
+//! → [`gae`] → [`Algorithm::update`](algorithm::Algorithm::update) →
+//! [`diagnostics::UpdateDiagnostics`]. [`trainer::Trainer`] runs that loop.
+//!
+//! Not here: logging, checkpoint files and the command line (the `klrl`
+//! program), networks (`klrl-policy`), environments (`klrl-envs`).
 
 pub mod adam;
+pub mod algorithm;
+pub mod batch;
 pub mod beta;
 pub mod cg;
+pub mod config;
 pub mod diagnostics;
+pub mod error;
+pub mod evaluate;
 pub mod gae;
+pub mod measure;
 pub mod normalize;
+pub mod rollout;
+pub mod trainer;
+
+pub use algorithm::{build_algorithm, AlgoState, Algorithm};
+pub use config::{
+    AlgoConfig, ExperimentConfig, NetConfig, PgConfig, PpoConfig, PpoObjective, TrainConfig,
+    TrpoConfig,
+};
+pub use diagnostics::UpdateDiagnostics;
+pub use error::{OptimError, Result};
+pub use evaluate::{evaluate, Evaluation};
+pub use trainer::{PhaseTimes, Trainer, UpdateReport};

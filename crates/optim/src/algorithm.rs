@@ -1,0 +1,118 @@
+//! The interface every optimiser implements, and the factory that builds one
+//! from its configuration.
+
+use std::collections::BTreeMap;
+
+use klrl_policy::{Policy, ValueNet};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::config::{AlgoConfig, TrainConfig};
+use crate::diagnostics::UpdateDiagnostics;
+use crate::error::{OptimError, Result};
+
+/// An on-policy optimiser: turns one batch of experience into one update of
+/// the policy and value networks.
+///
+/// Adding an algorithm means one file implementing this trait, one
+/// [`AlgoConfig`] variant and one line in [`build_algorithm`].
+pub trait Algorithm: Send {
+    /// The config name (`ppo`, `trpo`, `npg`, `vanilla-pg`).
+    fn name(&self) -> &'static str;
+
+    /// Update `policy` and `value` from `batch`, returning the update's
+    /// diagnostics. `rng` shuffles minibatches (and anything else random).
+    fn update(
+        &mut self,
+        policy: &mut dyn Policy,
+        value: &mut ValueNet,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<UpdateDiagnostics>;
+
+    /// Everything the optimiser carries between updates (Adam moments, β),
+    /// for checkpoints.
+    fn state(&self) -> AlgoState;
+
+    /// Restore [`Algorithm::state`]; a state of another algorithm or of
+    /// networks of another size is an [`OptimError::State`].
+    fn load_state(&mut self, state: &AlgoState) -> Result<()>;
+}
+
+/// An optimiser's state between updates: named scalars (β, step counts) and
+/// named vectors (Adam moments), stored exactly in checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlgoState {
+    /// The algorithm's name, checked on load.
+    pub algo: String,
+    /// Named scalars.
+    pub scalars: BTreeMap<String, f64>,
+    /// Named vectors.
+    pub vectors: BTreeMap<String, Vec<f64>>,
+}
+
+impl AlgoState {
+    /// An empty state for `algo`.
+    pub fn new(algo: &str) -> Self {
+        AlgoState {
+            algo: algo.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The scalar `key`, or an error naming it.
+    pub fn scalar(&self, key: &str) -> Result<f64> {
+        self.scalars
+            .get(key)
+            .copied()
+            .ok_or_else(|| OptimError::State(format!("{}: missing scalar `{key}`", self.algo)))
+    }
+
+    /// The vector `key` of length `len`, or an error naming it.
+    pub fn vector(&self, key: &str, len: usize) -> Result<&[f64]> {
+        match self.vectors.get(key) {
+            Some(v) if v.len() == len => Ok(v),
+            Some(v) => Err(OptimError::State(format!(
+                "{}: vector `{key}` has {} values, this network needs {len}",
+                self.algo,
+                v.len()
+            ))),
+            None => Err(OptimError::State(format!(
+                "{}: missing vector `{key}`",
+                self.algo
+            ))),
+        }
+    }
+
+    /// Check that this state was saved by `algo`.
+    pub fn expect_algo(&self, algo: &str) -> Result<()> {
+        if self.algo == algo {
+            Ok(())
+        } else {
+            Err(OptimError::State(format!(
+                "saved by `{}`, cannot be loaded into `{algo}`",
+                self.algo
+            )))
+        }
+    }
+}
+
+/// Build the optimiser `config` names for these networks.
+pub fn build_algorithm(
+    config: &AlgoConfig,
+    train: &TrainConfig,
+    policy: &dyn Policy,
+    value: &ValueNet,
+) -> Result<Box<dyn Algorithm>> {
+    let _ = (train, policy, value);
+    match config {
+        AlgoConfig::Ppo(_)
+        | AlgoConfig::Trpo(_)
+        | AlgoConfig::Npg(_)
+        | AlgoConfig::VanillaPg(_) => Err(OptimError::config(
+            "algo.name",
+            format!("`{}` is not implemented yet", config.name()),
+        )),
+    }
+}

@@ -1,0 +1,546 @@
+//! Hyperparameters, with the papers' names, their defaults and where the
+//! defaults come from. Every struct deserialises from TOML with unknown fields
+//! rejected, and [`ExperimentConfig::validate`] checks every range before
+//! anything runs, naming the field (`algo.max_kl: must be > 0, got -0.01`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{OptimError, Result};
+
+/// Which environment to train on: a registry name and its parameter table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Registry name, e.g. `CartPole-v1` (see `klrl envs`).
+    pub name: String,
+    /// Parameters of the environment (checked by the environment itself),
+    /// plus `max_episode_steps` to override the time limit.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+/// The rollout and advantage settings shared by every algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Total environment steps (summed over copies). Default 100 000.
+    pub total_steps: u64,
+    /// Environment copies stepped together. Default 8.
+    pub n_envs: usize,
+    /// Steps per copy per rollout; a batch has `n_envs · n_steps`
+    /// transitions. Default 32 (the rl-baselines3-zoo CartPole PPO setting).
+    pub n_steps: usize,
+    /// Discount γ in (0, 1]. Default 0.99.
+    pub gamma: f64,
+    /// GAE λ in [0, 1] (Schulman et al. 2016). Default 0.95.
+    pub gae_lambda: f64,
+    /// Normalise observations with running statistics (Huang et al. detail
+    /// "observation normalisation"); helps MountainCar/Acrobot. Default false.
+    pub normalize_obs: bool,
+    /// Divide rewards by the running standard deviation of the discounted
+    /// return. Default false.
+    pub scale_rewards: bool,
+    /// Seed of everything random in the run (environment copy i gets
+    /// `seed + i`). Default 0.
+    pub seed: u64,
+    /// Parameter precision: `"f32"` (default) or `"f64"`.
+    pub dtype: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            total_steps: 100_000,
+            n_envs: 8,
+            n_steps: 32,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            normalize_obs: false,
+            scale_rewards: false,
+            seed: 0,
+            dtype: "f32".to_string(),
+        }
+    }
+}
+
+/// Network shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetConfig {
+    /// Hidden layer widths. Default `[64, 64]`.
+    pub hidden: Vec<usize>,
+    /// `"tanh"` (default) or `"relu"`.
+    pub activation: String,
+    /// Value head on the policy's hidden layers instead of a separate
+    /// network. Default false (separate networks, as in CleanRL and SB3 for
+    /// classic control).
+    pub shared_trunk: bool,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            hidden: vec![64, 64],
+            activation: "tanh".to_string(),
+            shared_trunk: false,
+        }
+    }
+}
+
+impl NetConfig {
+    /// The policy crate's MLP shape.
+    pub fn mlp(&self) -> klrl_policy::MlpConfig {
+        klrl_policy::MlpConfig {
+            hidden: self.hidden.clone(),
+            activation: if self.activation == "relu" {
+                klrl_policy::Activation::Relu
+            } else {
+                klrl_policy::Activation::Tanh
+            },
+        }
+    }
+}
+
+/// The PPO objective (Schulman et al. 2017).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PpoObjective {
+    /// L = Ê[min(r Â, clip(r, 1 − ε, 1 + ε) Â)] (§3).
+    Clip,
+    /// L = Ê[r Â − β KL(π_old ‖ π_θ)] with a fixed β (§4).
+    KlPenalty,
+    /// The same with β adapted after every batch towards `kl_target` (§4).
+    KlAdaptive,
+    /// Clipping and the adaptive penalty together.
+    ClipKlAdaptive,
+}
+
+impl PpoObjective {
+    /// Whether the objective clips the ratio.
+    pub fn clips(self) -> bool {
+        matches!(self, PpoObjective::Clip | PpoObjective::ClipKlAdaptive)
+    }
+    /// Whether the objective has a KL penalty.
+    pub fn penalises(self) -> bool {
+        !matches!(self, PpoObjective::Clip)
+    }
+    /// Whether β adapts.
+    pub fn adapts(self) -> bool {
+        matches!(
+            self,
+            PpoObjective::KlAdaptive | PpoObjective::ClipKlAdaptive
+        )
+    }
+}
+
+/// PPO's hyperparameters. Defaults follow Stable-Baselines3's PPO and the
+/// PPO paper; the CartPole zoo settings are in `configs/bench/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoConfig {
+    /// Which objective. Default `kl_adaptive`.
+    pub objective: PpoObjective,
+    /// Clip range ε of the ratio. Default 0.2 (paper, SB3).
+    pub clip_eps: f64,
+    /// Anneal ε linearly to 0 over the run. Default false.
+    pub clip_anneal: bool,
+    /// Initial (or fixed) KL-penalty coefficient β. Default 1.0 (paper §4).
+    pub beta: f64,
+    /// d_targ, the adaptive rule's target mean KL in nats. Default 0.01 (paper §6.1).
+    pub kl_target: f64,
+    /// Lower clamp for the adaptive β. Default 1e-4.
+    pub beta_min: f64,
+    /// Upper clamp for the adaptive β. Default 1e3.
+    pub beta_max: f64,
+    /// Passes over the batch per update. Default 10 (SB3).
+    pub n_epochs: usize,
+    /// Transitions per minibatch; must divide into the batch at least once.
+    /// Default 64 (SB3).
+    pub minibatch_size: usize,
+    /// Adam learning rate. Default 3e-4 (SB3).
+    pub lr: f64,
+    /// Anneal the learning rate linearly to 0 over the run. Default false.
+    pub lr_anneal: bool,
+    /// Adam ε. Default 1e-5 (Huang et al. detail 3).
+    pub adam_eps: f64,
+    /// Weight of the value loss. Default 0.5.
+    pub vf_coef: f64,
+    /// Clip value predictions to ± this around the old values; `None`
+    /// (default) for no value clipping.
+    pub clip_vf: Option<f64>,
+    /// Weight of the entropy bonus. Default 0.0.
+    pub ent_coef: f64,
+    /// Global gradient-norm clip. Default 0.5.
+    pub max_grad_norm: f64,
+    /// Stop the epochs once the measured mean KL(π_old ‖ π_θ) exceeds this,
+    /// checked before each minibatch step; `None` (default) never stops early.
+    pub early_stop_kl: Option<f64>,
+    /// Normalise advantages per minibatch. Default true.
+    pub normalize_advantages: bool,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        PpoConfig {
+            objective: PpoObjective::KlAdaptive,
+            clip_eps: 0.2,
+            clip_anneal: false,
+            beta: 1.0,
+            kl_target: 0.01,
+            beta_min: 1e-4,
+            beta_max: 1e3,
+            n_epochs: 10,
+            minibatch_size: 64,
+            lr: 3e-4,
+            lr_anneal: false,
+            adam_eps: 1e-5,
+            vf_coef: 0.5,
+            clip_vf: None,
+            ent_coef: 0.0,
+            max_grad_norm: 0.5,
+            early_stop_kl: None,
+            normalize_advantages: true,
+        }
+    }
+}
+
+/// TRPO's (and NPG's) hyperparameters. Defaults follow sb3-contrib's TRPO
+/// and Spinning Up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrpoConfig {
+    /// δ, the trust region: the largest mean KL(π_old ‖ π_new) an update may
+    /// have. Default 0.01.
+    pub max_kl: f64,
+    /// Conjugate-gradient iterations. Default 15 (sb3-contrib).
+    pub cg_iters: usize,
+    /// Damping λ added to the Fisher: (F + λI) x = g. Default 0.1.
+    pub cg_damping: f64,
+    /// Stop CG when ‖r‖² falls below this. Default 1e-10.
+    pub cg_residual_tol: f64,
+    /// Backtracking factor α of the line search. Default 0.8 (Spinning Up, sb3-contrib).
+    pub ls_shrink: f64,
+    /// Line-search candidates tried. Default 10.
+    pub ls_max_steps: usize,
+    /// Fraction of the batch's states used for Fisher-vector products, in
+    /// (0, 1]. Default 1.0 (the whole batch).
+    pub fvp_subsample: f64,
+    /// Value-function Adam learning rate. Default 1e-3.
+    pub vf_lr: f64,
+    /// Value-function epochs per update. Default 10 (sb3-contrib `n_critic_updates`).
+    pub vf_epochs: usize,
+    /// Value-function minibatch size. Default 128 (sb3-contrib `batch_size`).
+    pub vf_minibatch_size: usize,
+    /// Normalise advantages over the batch. Default true.
+    pub normalize_advantages: bool,
+    /// Adam ε of the value function. Default 1e-5.
+    pub adam_eps: f64,
+}
+
+impl Default for TrpoConfig {
+    fn default() -> Self {
+        TrpoConfig {
+            max_kl: 0.01,
+            cg_iters: 15,
+            cg_damping: 0.1,
+            cg_residual_tol: 1e-10,
+            ls_shrink: 0.8,
+            ls_max_steps: 10,
+            fvp_subsample: 1.0,
+            vf_lr: 1e-3,
+            vf_epochs: 10,
+            vf_minibatch_size: 128,
+            normalize_advantages: true,
+            adam_eps: 1e-5,
+        }
+    }
+}
+
+/// Vanilla policy gradient (A2C-style): one gradient step per batch on
+/// −Ê[log π(a|s) Â] + c_v (V − R)², no KL control. Defaults follow SB3's A2C
+/// (with Adam instead of RMSprop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgConfig {
+    /// Adam learning rate. Default 7e-4 (SB3 A2C).
+    pub lr: f64,
+    /// Adam ε. Default 1e-5.
+    pub adam_eps: f64,
+    /// Weight of the value loss. Default 0.5.
+    pub vf_coef: f64,
+    /// Weight of the entropy bonus. Default 0.0.
+    pub ent_coef: f64,
+    /// Global gradient-norm clip; `f64::INFINITY` disables. Default 0.5.
+    pub max_grad_norm: f64,
+    /// Normalise advantages over the batch. Default false (SB3 A2C).
+    pub normalize_advantages: bool,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            lr: 7e-4,
+            adam_eps: 1e-5,
+            vf_coef: 0.5,
+            ent_coef: 0.0,
+            max_grad_norm: 0.5,
+            normalize_advantages: false,
+        }
+    }
+}
+
+/// The algorithm and its hyperparameters: the `[algo]` table, selected by
+/// `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum AlgoConfig {
+    /// PPO with the objective chosen by `objective`.
+    Ppo(PpoConfig),
+    /// TRPO: natural gradient step scaled to the trust region, backtracking
+    /// line search on the exact KL and the surrogate.
+    Trpo(TrpoConfig),
+    /// Natural policy gradient: TRPO's full step without line search.
+    Npg(TrpoConfig),
+    /// Unconstrained vanilla policy gradient (the baseline).
+    VanillaPg(PgConfig),
+}
+
+impl Default for AlgoConfig {
+    fn default() -> Self {
+        AlgoConfig::Ppo(PpoConfig::default())
+    }
+}
+
+impl AlgoConfig {
+    /// The name used in configs and reports: `ppo`, `trpo`, `npg`, `vanilla-pg`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlgoConfig::Ppo(_) => "ppo",
+            AlgoConfig::Trpo(_) => "trpo",
+            AlgoConfig::Npg(_) => "npg",
+            AlgoConfig::VanillaPg(_) => "vanilla-pg",
+        }
+    }
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The environment.
+    pub env: EnvConfig,
+    /// Rollouts, advantages, seed.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// The policy network (and the value network, which has the same shape).
+    #[serde(default)]
+    pub policy: NetConfig,
+    /// The algorithm.
+    #[serde(default)]
+    pub algo: AlgoConfig,
+}
+
+/// Range checks, each naming its field.
+struct Check(Vec<OptimError>);
+
+impl Check {
+    fn that(&mut self, ok: bool, field: &str, reason: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(OptimError::config(field, reason()));
+        }
+    }
+    fn positive(&mut self, field: &str, x: f64) {
+        self.that(x.is_finite() && x > 0.0, field, || {
+            format!("must be > 0, got {x}")
+        });
+    }
+    fn non_negative(&mut self, field: &str, x: f64) {
+        self.that(x.is_finite() && x >= 0.0, field, || {
+            format!("must be >= 0, got {x}")
+        });
+    }
+    fn at_least_one(&mut self, field: &str, x: usize) {
+        self.that(x >= 1, field, || format!("must be >= 1, got {x}"));
+    }
+    fn unit_open_closed(&mut self, field: &str, x: f64) {
+        self.that(x > 0.0 && x <= 1.0, field, || {
+            format!("must be in (0, 1], got {x}")
+        });
+    }
+}
+
+impl ExperimentConfig {
+    /// Check every field's range and the fields' consistency. Returns the
+    /// first problem found (in declaration order).
+    pub fn validate(&self) -> Result<()> {
+        let mut c = Check(Vec::new());
+        let t = &self.train;
+        c.that(!self.env.name.is_empty(), "env.name", || {
+            "must not be empty".into()
+        });
+        c.at_least_one("train.total_steps", t.total_steps as usize);
+        c.at_least_one("train.n_envs", t.n_envs);
+        c.at_least_one("train.n_steps", t.n_steps);
+        c.unit_open_closed("train.gamma", t.gamma);
+        c.that(
+            (0.0..=1.0).contains(&t.gae_lambda),
+            "train.gae_lambda",
+            || format!("must be in [0, 1], got {}", t.gae_lambda),
+        );
+        c.that(t.dtype == "f32" || t.dtype == "f64", "train.dtype", || {
+            format!("must be \"f32\" or \"f64\", got \"{}\"", t.dtype)
+        });
+        let p = &self.policy;
+        c.that(p.hidden.iter().all(|&h| h >= 1), "policy.hidden", || {
+            format!("every width must be >= 1, got {:?}", p.hidden)
+        });
+        c.that(
+            p.activation == "tanh" || p.activation == "relu",
+            "policy.activation",
+            || format!("must be \"tanh\" or \"relu\", got \"{}\"", p.activation),
+        );
+        let batch = t.n_envs * t.n_steps;
+        match &self.algo {
+            AlgoConfig::Ppo(a) => {
+                c.that(
+                    a.clip_eps > 0.0 && a.clip_eps < 1.0,
+                    "algo.clip_eps",
+                    || format!("must be in (0, 1), got {}", a.clip_eps),
+                );
+                c.non_negative("algo.beta", a.beta);
+                if a.objective.adapts() {
+                    c.positive("algo.beta", a.beta);
+                }
+                c.positive("algo.kl_target", a.kl_target);
+                c.positive("algo.beta_min", a.beta_min);
+                c.that(a.beta_max >= a.beta_min, "algo.beta_max", || {
+                    format!("must be >= beta_min ({}), got {}", a.beta_min, a.beta_max)
+                });
+                c.at_least_one("algo.n_epochs", a.n_epochs);
+                c.at_least_one("algo.minibatch_size", a.minibatch_size);
+                c.that(a.minibatch_size <= batch, "algo.minibatch_size", || {
+                    format!(
+                        "must be <= the batch size train.n_envs × train.n_steps = {batch}, got {}",
+                        a.minibatch_size
+                    )
+                });
+                c.positive("algo.lr", a.lr);
+                c.positive("algo.adam_eps", a.adam_eps);
+                c.non_negative("algo.vf_coef", a.vf_coef);
+                if let Some(v) = a.clip_vf {
+                    c.positive("algo.clip_vf", v);
+                }
+                c.non_negative("algo.ent_coef", a.ent_coef);
+                c.that(a.max_grad_norm > 0.0, "algo.max_grad_norm", || {
+                    format!("must be > 0, got {}", a.max_grad_norm)
+                });
+                if let Some(k) = a.early_stop_kl {
+                    c.positive("algo.early_stop_kl", k);
+                }
+            }
+            AlgoConfig::Trpo(a) | AlgoConfig::Npg(a) => {
+                c.positive("algo.max_kl", a.max_kl);
+                c.at_least_one("algo.cg_iters", a.cg_iters);
+                c.non_negative("algo.cg_damping", a.cg_damping);
+                c.non_negative("algo.cg_residual_tol", a.cg_residual_tol);
+                c.that(
+                    a.ls_shrink > 0.0 && a.ls_shrink < 1.0,
+                    "algo.ls_shrink",
+                    || format!("must be in (0, 1), got {}", a.ls_shrink),
+                );
+                c.at_least_one("algo.ls_max_steps", a.ls_max_steps);
+                c.unit_open_closed("algo.fvp_subsample", a.fvp_subsample);
+                c.positive("algo.vf_lr", a.vf_lr);
+                c.non_negative("algo.vf_epochs", a.vf_epochs as f64);
+                c.at_least_one("algo.vf_minibatch_size", a.vf_minibatch_size);
+                c.positive("algo.adam_eps", a.adam_eps);
+            }
+            AlgoConfig::VanillaPg(a) => {
+                c.positive("algo.lr", a.lr);
+                c.positive("algo.adam_eps", a.adam_eps);
+                c.non_negative("algo.vf_coef", a.vf_coef);
+                c.non_negative("algo.ent_coef", a.ent_coef);
+                c.that(a.max_grad_norm > 0.0, "algo.max_grad_norm", || {
+                    format!("must be > 0, got {}", a.max_grad_norm)
+                });
+            }
+        }
+        match c.0.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> std::result::Result<ExperimentConfig, toml::de::Error> {
+        toml::from_str(s)
+    }
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let c = parse("[env]\nname = \"CartPole-v1\"\n").unwrap();
+        assert_eq!(c.train, TrainConfig::default());
+        assert_eq!(c.algo, AlgoConfig::Ppo(PpoConfig::default()));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn algorithms_are_selected_by_name() {
+        let c = parse("[env]\nname = \"X\"\n[algo]\nname = \"trpo\"\nmax_kl = 0.02\n").unwrap();
+        let AlgoConfig::Trpo(t) = &c.algo else {
+            panic!("{c:?}")
+        };
+        assert_eq!(t.max_kl, 0.02);
+        assert_eq!(t.cg_iters, 15);
+        let c = parse("[env]\nname = \"X\"\n[algo]\nname = \"npg\"\n").unwrap();
+        assert!(matches!(c.algo, AlgoConfig::Npg(_)));
+        let c = parse("[env]\nname = \"X\"\n[algo]\nname = \"vanilla-pg\"\nlr = 0.01\n").unwrap();
+        assert!(matches!(c.algo, AlgoConfig::VanillaPg(PgConfig { lr, .. }) if lr == 0.01));
+        let c = parse(
+            "[env]\nname = \"X\"\n[algo]\nname = \"ppo\"\nobjective = \"kl_penalty\"\nbeta = 3.0\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(c.algo, AlgoConfig::Ppo(PpoConfig { objective: PpoObjective::KlPenalty, beta, .. }) if beta == 3.0)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e =
+            parse("[env]\nname = \"X\"\n[algo]\nname = \"trpo\"\nmax_kll = 0.02\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `max_kll`"), "{e}");
+        let e = parse("[env]\nname = \"X\"\n[train]\ngama = 0.9\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `gama`"), "{e}");
+        let e = parse("[env]\nname = \"X\"\n[algo]\nname = \"sac\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `sac`"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let cases = [
+            ("[algo]\nname = \"trpo\"\nmax_kl = -0.01", "algo.max_kl: must be > 0, got -0.01"),
+            ("[train]\ngamma = 0.0", "train.gamma: must be in (0, 1], got 0"),
+            ("[train]\ngamma = 1.5", "train.gamma: must be in (0, 1], got 1.5"),
+            ("[train]\ngae_lambda = -0.1", "train.gae_lambda: must be in [0, 1], got -0.1"),
+            ("[train]\nn_envs = 0", "train.n_envs: must be >= 1, got 0"),
+            ("[algo]\nname = \"ppo\"\nkl_target = 0.0", "algo.kl_target: must be > 0, got 0"),
+            ("[algo]\nname = \"ppo\"\nlr = -1.0", "algo.lr: must be > 0, got -1"),
+            (
+                "[train]\nn_envs = 2\nn_steps = 8\n[algo]\nname = \"ppo\"\nminibatch_size = 64",
+                "algo.minibatch_size: must be <= the batch size train.n_envs × train.n_steps = 16, got 64",
+            ),
+            ("[algo]\nname = \"npg\"\nls_shrink = 1.0", "algo.ls_shrink: must be in (0, 1), got 1"),
+            ("[train]\ndtype = \"f16\"", "train.dtype: must be \"f32\" or \"f64\", got \"f16\""),
+        ];
+        for (body, expected) in cases {
+            let c = parse(&format!("[env]\nname = \"CartPole-v1\"\n{body}\n")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.to_string(), expected);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The training loop: collect a rollout, compute advantages, update, report.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use klrl_envs::{Env, EpisodeRecord, Registry, Space, VecEnv};
+use klrl_policy::{CategoricalPolicy, DiagGaussianPolicy, Policy, ValueNet};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::algorithm::{build_algorithm, Algorithm};
+use crate::batch::Batch;
+use crate::config::ExperimentConfig;
+use crate::diagnostics::UpdateDiagnostics;
+use crate::error::{OptimError, Result};
+use crate::evaluate::{evaluate, Evaluation};
+use crate::normalize::{ObsNormalizer, RewardScaler};
+use crate::rollout::Collector;
+
+/// Seconds spent in each phase of an update.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseTimes {
+    /// Stepping the environments and the policy (collect).
+    pub rollout_s: f64,
+    /// GAE.
+    pub advantage_s: f64,
+    /// The optimiser's update.
+    pub update_s: f64,
+}
+
+/// What one call to [`Trainer::update`] did.
+#[derive(Debug, Clone)]
+pub struct UpdateReport {
+    /// Index of the update (0-based).
+    pub update: u64,
+    /// Environment steps taken so far, this update's included.
+    pub env_steps: u64,
+    /// The optimiser's diagnostics.
+    pub diagnostics: UpdateDiagnostics,
+    /// Episodes that finished during this update's rollout.
+    pub episodes: Vec<EpisodeRecord>,
+    /// Mean expected regret per step in this rollout, where the environment
+    /// reports it (bandits).
+    pub regret: Option<f64>,
+    /// Where the time went.
+    pub times: PhaseTimes,
+}
+
+/// Everything a run owns: environments, networks, optimiser, normalisers and
+/// the run's random number generator.
+pub struct Trainer<E: Env = Box<dyn Env>> {
+    /// The run's configuration (validated).
+    pub config: ExperimentConfig,
+    /// The environment copies.
+    pub venv: VecEnv<E>,
+    /// The policy π_θ.
+    pub policy: Box<dyn Policy + Send>,
+    /// The value function V.
+    pub value: ValueNet,
+    /// The optimiser.
+    pub algo: Box<dyn Algorithm>,
+    /// Rollout collection and normalisation statistics.
+    pub collector: Collector,
+    /// The run's RNG: network initialisation, then action sampling and minibatch shuffling.
+    pub rng: ChaCha8Rng,
+    /// Updates done.
+    pub updates: u64,
+    /// Environment steps done.
+    pub env_steps: u64,
+}
+
+impl Trainer<Box<dyn Env>> {
+    /// Validate `config`, build its environment copies from `registry`, and
+    /// set up a fresh run.
+    pub fn from_config(config: ExperimentConfig, registry: &Registry) -> Result<Self> {
+        config.validate()?;
+        let envs = (0..config.train.n_envs)
+            .map(|_| registry.make(&config.env.name, &config.env.params))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Trainer::new(config, envs)
+    }
+}
+
+impl<E: Env> Trainer<E> {
+    /// A fresh run of `config` on the given environment copies (one per
+    /// `train.n_envs`): networks initialised from `train.seed`, copies reset
+    /// with `seed + i`.
+    pub fn new(config: ExperimentConfig, envs: Vec<E>) -> Result<Self> {
+        config.validate()?;
+        let t = &config.train;
+        if envs.len() != t.n_envs {
+            return Err(OptimError::config(
+                "train.n_envs",
+                format!(
+                    "is {}, but {} environments were given",
+                    t.n_envs,
+                    envs.len()
+                ),
+            ));
+        }
+        let mut venv = VecEnv::new(envs)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+        let dtype = if t.dtype == "f64" {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let device = Device::Cpu;
+        let obs_dim = venv.obs_dim();
+        let mlp = config.policy.mlp();
+        let (policy, value): (Box<dyn Policy + Send>, ValueNet) = match venv.action_space() {
+            Space::Discrete { n } => {
+                let p = CategoricalPolicy::new(obs_dim, *n, &mlp, dtype, &device, &mut rng)?;
+                let v = if config.policy.shared_trunk {
+                    ValueNet::with_shared_trunk(p.mlp(), &mut rng)?
+                } else {
+                    ValueNet::new(obs_dim, &mlp, dtype, &device, &mut rng)?
+                };
+                (Box::new(p), v)
+            }
+            Space::Box { low, .. } => {
+                let p =
+                    DiagGaussianPolicy::new(obs_dim, low.len(), &mlp, dtype, &device, &mut rng)?;
+                let v = if config.policy.shared_trunk {
+                    ValueNet::with_shared_trunk(p.mlp(), &mut rng)?
+                } else {
+                    ValueNet::new(obs_dim, &mlp, dtype, &device, &mut rng)?
+                };
+                (Box::new(p), v)
+            }
+        };
+        let algo = build_algorithm(&config.algo, t, policy.as_ref(), &value)?;
+        let collector = Collector::new(
+            t.normalize_obs.then(|| ObsNormalizer::new(obs_dim)),
+            t.scale_rewards
+                .then(|| RewardScaler::new(t.n_envs, t.gamma)),
+        );
+        venv.reset(Some(t.seed))?;
+        Ok(Trainer {
+            config,
+            venv,
+            policy,
+            value,
+            algo,
+            collector,
+            rng,
+            updates: 0,
+            env_steps: 0,
+        })
+    }
+
+    /// Transitions per update, `n_envs · n_steps`.
+    pub fn batch_size(&self) -> u64 {
+        (self.config.train.n_envs * self.config.train.n_steps) as u64
+    }
+
+    /// Whether `train.total_steps` have been taken.
+    pub fn is_done(&self) -> bool {
+        self.env_steps >= self.config.train.total_steps
+    }
+
+    /// One update: collect a rollout (Collect), compute GAE advantages
+    /// (Advantages), run the optimiser (Update).
+    pub fn update(&mut self) -> Result<UpdateReport> {
+        let t0 = Instant::now();
+        let progress = self.env_steps as f64 / self.config.train.total_steps as f64;
+        let rollout = self.collector.collect(
+            &mut self.venv,
+            self.policy.as_ref(),
+            &self.value,
+            self.config.train.n_steps,
+            &mut self.rng,
+        )?;
+        let t1 = Instant::now();
+        let adv = rollout.advantages(
+            self.config.train.gamma as f32,
+            self.config.train.gae_lambda as f32,
+        );
+        let episodes = rollout.episodes.clone();
+        let regret = rollout.regret.map(|(sum, n)| sum / n.max(1) as f64);
+        let steps = rollout.len() as u64;
+        let batch = Batch::new(rollout, adv, progress, self.updates);
+        let t2 = Instant::now();
+        let diagnostics =
+            self.algo
+                .update(self.policy.as_mut(), &mut self.value, &batch, &mut self.rng)?;
+        let t3 = Instant::now();
+        self.updates += 1;
+        self.env_steps += steps;
+        Ok(UpdateReport {
+            update: self.updates - 1,
+            env_steps: self.env_steps,
+            diagnostics,
+            episodes,
+            regret,
+            times: PhaseTimes {
+                rollout_s: (t1 - t0).as_secs_f64(),
+                advantage_s: (t2 - t1).as_secs_f64(),
+                update_s: (t3 - t2).as_secs_f64(),
+            },
+        })
+    }
+
+    /// Run updates until `train.total_steps`, calling `on_update` after each;
+    /// it returns `false` to stop early.
+    pub fn train(&mut self, mut on_update: impl FnMut(&UpdateReport) -> bool) -> Result<()> {
+        while !self.is_done() {
+            let report = self.update()?;
+            if !on_update(&report) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluate the current policy on `env` (see [`evaluate`]).
+    pub fn evaluate(
+        &self,
+        env: &mut dyn Env,
+        episodes: usize,
+        deterministic: bool,
+        seed: u64,
+    ) -> Result<Evaluation> {
+        evaluate(
+            self.policy.as_ref(),
+            self.collector.obs_norm.as_ref(),
+            env,
+            episodes,
+            deterministic,
+            seed,
+            u64::MAX,
+        )
+    }
+}
