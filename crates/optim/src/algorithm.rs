@@ -107,10 +107,9 @@ pub fn build_algorithm(
 ) -> Result<Box<dyn Algorithm>> {
     let _ = (train, policy, value);
     match config {
-        AlgoConfig::Ppo(_)
-        | AlgoConfig::Trpo(_)
-        | AlgoConfig::Npg(_)
-        | AlgoConfig::VanillaPg(_) => Err(OptimError::config(
+        AlgoConfig::Trpo(c) => Ok(Box::new(crate::trpo::Trpo::new(c.clone(), true, value))),
+        AlgoConfig::Npg(c) => Ok(Box::new(crate::trpo::Trpo::new(c.clone(), false, value))),
+        AlgoConfig::Ppo(_) | AlgoConfig::VanillaPg(_) => Err(OptimError::config(
             "algo.name",
             format!("`{}` is not implemented yet", config.name()),
         )),

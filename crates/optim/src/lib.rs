@@ -23,6 +23,7 @@ pub mod measure;
 pub mod normalize;
 pub mod rollout;
 pub mod trainer;
+pub mod trpo;
 
 pub use algorithm::{build_algorithm, AlgoState, Algorithm};
 pub use config::{
@@ -33,3 +34,4 @@ pub use diagnostics::UpdateDiagnostics;
 pub use error::{OptimError, Result};
 pub use evaluate::{evaluate, Evaluation};
 pub use trainer::{PhaseTimes, Trainer, UpdateReport};
+pub use trpo::Trpo;

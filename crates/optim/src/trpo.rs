@@ -1,0 +1,408 @@
+//! Trust Region Policy Optimization (Schulman et al. 2015, "Trust region
+//! policy optimization", ICML, arXiv 1502.05477) and the natural policy
+//! gradient (Kakade 2001; TRPO's full step without the line search).
+//!
+//! One update, top-down (the equation numbers are the TRPO paper's):
+//!
+//! 1. advantages Â over the batch (normalised when configured), and π_old,
+//!    the policy that collected the batch, at every state of the batch;
+//! 2. the surrogate L(θ) = Ê[r_θ Â], r_θ = π_θ(a|s) / π_old(a|s) (eq. 14), and
+//!    its gradient g = ∇L(θ_old);
+//! 3. Fisher-vector products (F + λI) v of the mean KL (Appendix C) from
+//!    [`Policy::fisher`], optionally on a random subset of the states;
+//! 4. conjugate gradient for (F + λI) x = g, x ≈ (F + λI)⁻¹ g, the natural
+//!    gradient (Appendix C);
+//! 5. the full step s = √(2δ / xᵀ(F + λI)x) · x, which has ½ sᵀ(F + λI)s = δ,
+//!    the quadratic model of the constraint KL ≤ δ (eq. 12);
+//! 6. TRPO: a backtracking line search θ_old + αʲ s, j = 0, 1, …, accepting the
+//!    first candidate whose *exact* mean KL(π_old ‖ π_θ) over the batch is at
+//!    most δ and whose surrogate improved (Appendix C); if none is accepted,
+//!    θ_old is restored bit for bit. NPG takes θ_old + s.
+//! 7. the value function fitted separately by Adam on mean (R − V)²
+//!    (sb3-contrib's TRPO, Spinning Up).
+//!
+//! Hyperparameters and their defaults are documented in
+//! [`TrpoConfig`](crate::config::TrpoConfig).
+
+use candle_core::{DType, Tensor};
+use klrl_policy::{ActionMask, Dist, FisherOperator, Policy, ValueNet};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::adam::Adam;
+use crate::algorithm::{AlgoState, Algorithm};
+use crate::batch::{Batch, MiniBatch};
+use crate::cg::{conjugate_gradient, dot, CgSolution};
+use crate::config::TrpoConfig;
+use crate::diagnostics::{explained_variance, UpdateDiagnostics};
+use crate::error::{OptimError, Result};
+use crate::measure::kl_stats;
+use crate::rollout::candle_err;
+
+/// TRPO or NPG, with the Adam state of the separately fitted value function.
+#[derive(Debug, Clone)]
+pub struct Trpo {
+    /// The hyperparameters (validated by
+    /// [`ExperimentConfig::validate`](crate::ExperimentConfig::validate)).
+    pub config: TrpoConfig,
+    /// `true` for TRPO (backtracking line search), `false` for NPG (the full
+    /// natural step, always taken).
+    pub line_search: bool,
+    /// Adam over the value function's own parameters
+    /// ([`ValueNet::unshared_vars`]).
+    vf_adam: Adam,
+}
+
+/// What the policy step (steps 2–6) did, for the diagnostics.
+#[derive(Debug, Clone)]
+pub struct PolicyStep {
+    /// The conjugate-gradient solve of (F + λI) x = g.
+    pub cg: CgSolution,
+    /// ‖g‖, the norm of the surrogate's gradient at θ_old.
+    pub grad_norm: f64,
+    /// The full step s (zero when there was nothing to step along).
+    pub full_step: Vec<f64>,
+    /// Line-search candidates evaluated (0 for NPG).
+    pub ls_steps: usize,
+    /// Whether the parameters moved.
+    pub accepted: bool,
+    /// L(θ) at the parameters the update ends with.
+    pub surrogate: f64,
+}
+
+impl Trpo {
+    /// A TRPO (`line_search = true`) or NPG (`false`) optimiser for a value
+    /// network `value`, with fresh Adam moments for its own parameters.
+    pub fn new(config: TrpoConfig, line_search: bool, value: &ValueNet) -> Self {
+        let n = klrl_policy::flat::flat_len(&value.unshared_vars());
+        let vf_adam = Adam::new(n, config.adam_eps);
+        Trpo {
+            config,
+            line_search,
+            vf_adam,
+        }
+    }
+
+    /// Steps 2–6: the natural-gradient step of the policy on the whole batch
+    /// `mb`, scaled to the trust region and (TRPO) line-searched. On return
+    /// the policy holds the accepted parameters, or exactly θ_old.
+    fn policy_step(
+        &self,
+        policy: &mut dyn Policy,
+        mb: &MiniBatch,
+        dist: &Dist,
+        old_log_probs: &Tensor,
+        rng: &mut ChaCha8Rng,
+        update: u64,
+    ) -> Result<(PolicyStep, Option<(Dist, Tensor)>)> {
+        let c = &self.config;
+        let mask = mb.mask.as_ref();
+        let old = dist.detach();
+        // 2. L(θ) = Ê[π_θ(a|s)/π_old(a|s) · Â] (eq. 14) and g = ∇_θ L at θ_old.
+        let (l_old, _) = surrogate(dist, mb, old_log_probs)?;
+        let surrogate_old = scalar(&l_old, "surrogate")?;
+        let g = policy.flat_grad(&l_old)?;
+        let grad_norm = dot(&g, &g).sqrt();
+        if !surrogate_old.is_finite() || !grad_norm.is_finite() {
+            return Err(OptimError::NonFinite {
+                what: "policy gradient",
+                update,
+            });
+        }
+        // 3. F v of the mean KL at θ_old (Appendix C), on a subset of states if asked.
+        let fisher = self.fisher(policy, mb, rng)?;
+        // 4. x ≈ (F + λI)⁻¹ g by conjugate gradient.
+        let cg = natural_gradient(&fisher, &g, c)?;
+        // 5. s = √(2δ / xᵀ(F + λI)x) · x, so that ½ sᵀ(F + λI)s = δ (eq. 12's quadratic model).
+        let x_fx = dot(&cg.x, &fisher.apply_damped(&cg.x, c.cg_damping)?);
+        let mut step = PolicyStep {
+            grad_norm,
+            full_step: vec![0.0; g.len()],
+            cg,
+            ls_steps: 0,
+            accepted: false,
+            surrogate: surrogate_old,
+        };
+        if !(x_fx.is_finite() && x_fx > 0.0) {
+            // g = 0 (e.g. all advantages equal) or a degenerate Fisher: no direction to take.
+            return Ok((step, None));
+        }
+        let scale = (2.0 * c.max_kl / x_fx).sqrt();
+        let full_step: Vec<f64> = step.cg.x.iter().map(|x| scale * x).collect();
+        let theta_old = policy.get_flat()?;
+        let candidate = |coef: f64| -> Vec<f64> {
+            theta_old
+                .iter()
+                .zip(&full_step)
+                .map(|(t, s)| t + coef * s)
+                .collect()
+        };
+        step.full_step.clone_from(&full_step);
+        if !self.line_search {
+            // NPG: the full natural step, no line search.
+            let theta = candidate(1.0);
+            if theta.iter().any(|t| !t.is_finite()) {
+                return Err(OptimError::NonFinite {
+                    what: "natural gradient step",
+                    update,
+                });
+            }
+            policy.set_flat(&theta)?;
+            let new = policy.dist(&mb.obs, mask)?.detach();
+            let (l, logp) = surrogate(&new, mb, old_log_probs)?;
+            step.surrogate = scalar(&l, "surrogate")?;
+            step.accepted = true;
+            return Ok((step, Some((new, logp))));
+        }
+        // 6. Backtracking: θ_old + αʲ s, accept the first candidate with exact
+        //    mean KL(π_old ‖ π_θ) ≤ δ and L(θ) > L(θ_old) (Appendix C).
+        let mut coef = 1.0;
+        for j in 0..c.ls_max_steps {
+            step.ls_steps = j + 1;
+            let theta = candidate(coef);
+            coef *= c.ls_shrink;
+            if theta.iter().any(|t| !t.is_finite()) {
+                continue;
+            }
+            policy.set_flat(&theta)?;
+            let new = policy.dist(&mb.obs, mask)?.detach();
+            let kl = mean_kl(&old, &new)?;
+            let (l, logp) = surrogate(&new, mb, old_log_probs)?;
+            let l = scalar(&l, "surrogate")?;
+            // NaN compares false: a non-finite KL or surrogate rejects the candidate.
+            if kl <= c.max_kl && l > surrogate_old && l.is_finite() {
+                step.accepted = true;
+                step.surrogate = l;
+                return Ok((step, Some((new, logp))));
+            }
+        }
+        // Nothing accepted: restore θ_old exactly (an f32 value read as f64
+        // and written back is the same f32).
+        policy.set_flat(&theta_old)?;
+        Ok((step, None))
+    }
+
+    /// The Fisher operator at θ_old over all states of `mb`, or over a random
+    /// `fvp_subsample` fraction of them (at least one) drawn with `rng`.
+    fn fisher(
+        &self,
+        policy: &dyn Policy,
+        mb: &MiniBatch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<FisherOperator> {
+        let n = mb.len;
+        let frac = self.config.fvp_subsample;
+        if frac >= 1.0 || n <= 1 {
+            return Ok(policy.fisher(&mb.obs, mb.mask.as_ref())?);
+        }
+        let k = ((frac * n as f64).ceil() as usize).clamp(1, n);
+        let mut rows: Vec<usize> = rand::seq::index::sample(rng, n, k).into_vec();
+        rows.sort_unstable();
+        let mask = mb.mask.as_ref().map(|m| m.rows(&rows)).transpose()?;
+        let idx = index_tensor(&rows, &mb.obs)?;
+        let obs = mb
+            .obs
+            .index_select(&idx, 0)
+            .map_err(candle_err("Fisher subsample"))?;
+        Ok(policy.fisher(&obs, mask.as_ref())?)
+    }
+
+    /// Step 7: fit V to the returns by Adam on mean (R − V)², `vf_epochs`
+    /// passes of shuffled minibatches of `vf_minibatch_size`. Only the value
+    /// network's own parameters move (with a shared trunk, the head), so the
+    /// fit cannot change the policy. No gradient clipping (as sb3-contrib's
+    /// TRPO). Returns the mean loss over the last epoch's minibatches (NaN
+    /// when `vf_epochs` is 0).
+    fn fit_value(
+        &mut self,
+        value: &ValueNet,
+        mb: &MiniBatch,
+        rng: &mut ChaCha8Rng,
+        update: u64,
+    ) -> Result<f64> {
+        let c = &self.config;
+        let vars = value.unshared_vars();
+        let n = mb.len;
+        let size = c.vf_minibatch_size.clamp(1, n.max(1));
+        let obs = if mb.obs.dtype() == value.mlp().dtype() {
+            mb.obs.clone()
+        } else {
+            mb.obs
+                .to_dtype(value.mlp().dtype())
+                .map_err(candle_err("value observations"))?
+        };
+        let returns = mb
+            .returns
+            .to_dtype(value.mlp().dtype())
+            .map_err(candle_err("value targets"))?;
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut last_epoch_loss = f64::NAN;
+        for _ in 0..c.vf_epochs {
+            order.shuffle(rng);
+            let (mut sum, mut count) = (0.0, 0usize);
+            for chunk in order.chunks(size) {
+                let (o, r) = if chunk.len() == n {
+                    // One minibatch holds the whole batch: no gather needed.
+                    (obs.clone(), returns.clone())
+                } else {
+                    let idx = index_tensor(chunk, &obs)?;
+                    let e = candle_err("value minibatch");
+                    (
+                        obs.index_select(&idx, 0).map_err(&e)?,
+                        returns.index_select(&idx, 0).map_err(&e)?,
+                    )
+                };
+                let pred = value.forward(&o)?;
+                let loss = (pred - r)
+                    .and_then(|d| d.sqr())
+                    .and_then(|d| d.mean_all())
+                    .map_err(candle_err("value loss"))?;
+                let l = scalar(&loss, "value loss")?;
+                if !l.is_finite() {
+                    return Err(OptimError::NonFinite {
+                        what: "value loss",
+                        update,
+                    });
+                }
+                let grads = loss.backward().map_err(candle_err("value backward"))?;
+                self.vf_adam
+                    .step_vars(&vars, &grads, c.vf_lr, f64::INFINITY, update)?;
+                sum += l;
+                count += 1;
+            }
+            last_epoch_loss = sum / count.max(1) as f64;
+        }
+        Ok(last_epoch_loss)
+    }
+}
+
+/// Step 4: x ≈ (F + λI)⁻¹ g by conjugate gradient from x₀ = 0 (TRPO Appendix
+/// C), with `cg_iters`, `cg_residual_tol` and λ = `cg_damping` from `config`.
+pub fn natural_gradient(
+    fisher: &FisherOperator,
+    g: &[f64],
+    config: &TrpoConfig,
+) -> Result<CgSolution> {
+    conjugate_gradient(
+        |v| fisher.apply_damped(v, config.cg_damping),
+        g,
+        config.cg_iters,
+        config.cg_residual_tol,
+    )
+    .map_err(OptimError::from)
+}
+
+/// L = mean(exp(log π(a|s) − log π_old(a|s)) · Â) over the batch, with the
+/// log-probabilities `log π(a|s)` of `dist`.
+fn surrogate(dist: &Dist, mb: &MiniBatch, old_log_probs: &Tensor) -> Result<(Tensor, Tensor)> {
+    let log_probs = dist.log_prob(&mb.actions)?;
+    let l = (&log_probs - old_log_probs)
+        .and_then(|d| d.exp())
+        .and_then(|r| r * &mb.advantages)
+        .and_then(|x| x.mean_all())
+        .map_err(candle_err("surrogate"))?;
+    Ok((l, log_probs))
+}
+
+/// The exact mean over states of KL(old ‖ new), averaged in f64 on the host
+/// as [`kl_stats`] does, so that the reported `kl_old_new` of an accepted
+/// step is the very number the line search compared with δ.
+fn mean_kl(old: &Dist, new: &Dist) -> Result<f64> {
+    let per_state = old
+        .kl(new)?
+        .to_dtype(DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(candle_err("line-search KL"))?;
+    Ok(per_state.iter().sum::<f64>() / per_state.len().max(1) as f64)
+}
+
+/// A one-element tensor as f64.
+fn scalar(t: &Tensor, what: &'static str) -> Result<f64> {
+    t.to_dtype(DType::F64)
+        .and_then(|t| t.to_scalar::<f64>())
+        .map_err(candle_err(what))
+}
+
+/// Row indices as a U32 tensor on the device of `like`.
+fn index_tensor(rows: &[usize], like: &Tensor) -> Result<Tensor> {
+    let idx: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
+    Tensor::from_vec(idx, rows.len(), like.device()).map_err(candle_err("row indices"))
+}
+
+impl Algorithm for Trpo {
+    fn name(&self) -> &'static str {
+        if self.line_search {
+            "trpo"
+        } else {
+            "npg"
+        }
+    }
+
+    fn update(
+        &mut self,
+        policy: &mut dyn Policy,
+        value: &mut ValueNet,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<UpdateDiagnostics> {
+        let explained_var = explained_variance(&batch.old_values, &batch.returns);
+        // 1. Advantages over the whole batch; π_old at every state of the batch.
+        let mb = batch.minibatch(policy, None, self.config.normalize_advantages)?;
+        let mask: Option<&ActionMask> = mb.mask.as_ref();
+        let dist = policy.dist(&mb.obs, mask)?;
+        let old = dist.detach();
+        // log π_old recomputed (not the collector's copy) so that r(θ_old) = 1 exactly.
+        let old_log_probs = old.log_prob(&mb.actions)?;
+        // 2.–6. The policy step.
+        let (step, new) =
+            self.policy_step(policy, &mb, &dist, &old_log_probs, rng, batch.update)?;
+        let (new, new_log_probs) = new.unwrap_or_else(|| (old.clone(), old_log_probs.clone()));
+        let kl = kl_stats(&old, &new, &old_log_probs, &new_log_probs)?;
+        // 7. The value function, fitted separately.
+        let value_loss = self.fit_value(value, &mb, rng, batch.update)?;
+        let mut d = UpdateDiagnostics::empty();
+        d.kl_old_new = kl.kl_old_new;
+        d.kl_new_old = kl.kl_new_old;
+        d.kl_max = kl.kl_max;
+        d.kl_k1 = kl.kl_k1;
+        d.kl_k3 = kl.kl_k3;
+        d.entropy = kl.entropy;
+        d.policy_loss = -step.surrogate;
+        d.value_loss = value_loss;
+        d.explained_var = explained_var;
+        d.grad_norm = step.grad_norm;
+        d.cg_iters = step.cg.iters as f64;
+        d.cg_residual = step.cg.residual;
+        d.ls_steps = step.ls_steps as f64;
+        d.accepted = if step.accepted { 1.0 } else { 0.0 };
+        d.lr = self.config.vf_lr;
+        d.epochs_run = self.config.vf_epochs as f64;
+        Ok(d)
+    }
+
+    fn state(&self) -> AlgoState {
+        let mut s = AlgoState::new(self.name());
+        s.scalars.insert("vf_adam_t".into(), self.vf_adam.t as f64);
+        s.vectors.insert("vf_adam_m".into(), self.vf_adam.m.clone());
+        s.vectors.insert("vf_adam_v".into(), self.vf_adam.v.clone());
+        s
+    }
+
+    fn load_state(&mut self, state: &AlgoState) -> Result<()> {
+        state.expect_algo(self.name())?;
+        let n = self.vf_adam.len();
+        let t = state.scalar("vf_adam_t")?;
+        if !(t >= 0.0 && t.fract() == 0.0 && t <= u64::MAX as f64) {
+            return Err(OptimError::State(format!(
+                "{}: `vf_adam_t` must be a whole number >= 0, got {t}",
+                self.name()
+            )));
+        }
+        let m = state.vector("vf_adam_m", n)?.to_vec();
+        let v = state.vector("vf_adam_v", n)?.to_vec();
+        self.vf_adam.m = m;
+        self.vf_adam.v = v;
+        self.vf_adam.t = t as u64;
+        Ok(())
+    }
+}
