@@ -26,7 +26,7 @@ use std::f64::consts::PI;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, Space, Step};
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
 
 /// Integration time step [s].
 const DT: f64 = 0.2;
@@ -204,6 +204,23 @@ impl Env for Acrobot {
 
     /// Each of θ₁, θ₂, θ̇₁, θ̇₂ ~ U(−0.1, 0.1), rounded to f32 as Gymnasium
     /// stores its reset state (`.astype(np.float32)`).
+    /// State: the physical state, `[needs_reset]`, the RNG.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new(Self::NAME);
+        s.floats = self.state.to_vec();
+        s.flags = vec![self.needs_reset];
+        s.rngs = vec![RngState::of(&self.rng)];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(Self::NAME, Self::NAME, [4, 0, 1, 1, 0])?;
+        self.state.copy_from_slice(&snapshot.floats);
+        self.needs_reset = snapshot.flags[0];
+        self.rng = snapshot.rngs[0].to_rng();
+        Ok(())
+    }
+
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
         if let Some(seed) = seed {
             self.rng = EnvRng::seed_from_u64(seed);

@@ -101,7 +101,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, Space, Step, StepInfo};
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step, StepInfo};
 
 /// Standard deviation of a taste component `u_s[g]` (its prior and the drift's
 /// stationary law): with [`BIAS_MEAN`] it puts the best movie's click
@@ -514,6 +514,68 @@ impl Env for MovieRec {
     }
     fn action_mask(&self) -> Option<&[bool]> {
         self.params.mask_repeats.then_some(&self.allowed[..])
+    }
+
+    /// State: floats = tastes ‖ mix_logits ‖ mix_probs ‖ context ‖ [drift];
+    /// ints = [segment (u64::MAX before the first reset), t] ‖ genre_counts;
+    /// flags = [needs_reset] ‖ allowed; RNGs = [user, drift]. The world's
+    /// fixed parts (features, genres, biases) come from `world_seed`.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new(self.name);
+        s.floats = [
+            &self.tastes[..],
+            &self.mix_logits,
+            &self.mix_probs,
+            &self.context,
+            &[self.params.drift],
+        ]
+        .concat();
+        s.ints = vec![self.segment.map_or(u64::MAX, |g| g as u64), self.t];
+        s.ints.extend_from_slice(&self.genre_counts);
+        s.flags = vec![self.needs_reset];
+        s.flags.extend_from_slice(&self.allowed);
+        s.rngs = vec![RngState::of(&self.rng), RngState::of(&self.drift_rng)];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        let (nt, nl, nc) = (self.tastes.len(), self.mix_logits.len(), self.context.len());
+        snapshot.expect(
+            self.name,
+            self.name,
+            [
+                nt + 2 * nl + nc + 1,
+                2 + self.genre_counts.len(),
+                1 + self.allowed.len(),
+                2,
+                0,
+            ],
+        )?;
+        let segment = match snapshot.ints[0] {
+            u64::MAX => None,
+            g if (g as usize) < self.params.n_segments => Some(g as usize),
+            g => {
+                return Err(EnvError::Snapshot {
+                    env: self.name.into(),
+                    reason: format!("segment {g} out of range"),
+                })
+            }
+        };
+        let f = &snapshot.floats;
+        self.tastes.copy_from_slice(&f[..nt]);
+        self.mix_logits.copy_from_slice(&f[nt..nt + nl]);
+        self.mix_probs.copy_from_slice(&f[nt + nl..nt + 2 * nl]);
+        self.context
+            .copy_from_slice(&f[nt + 2 * nl..nt + 2 * nl + nc]);
+        self.params.drift = f[nt + 2 * nl + nc];
+        self.segment = segment;
+        self.t = snapshot.ints[1];
+        self.genre_counts.copy_from_slice(&snapshot.ints[2..]);
+        self.needs_reset = snapshot.flags[0];
+        self.allowed.copy_from_slice(&snapshot.flags[1..]);
+        self.rng = snapshot.rngs[0].to_rng();
+        self.drift_rng = snapshot.rngs[1].to_rng();
+        Ok(())
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {

@@ -11,7 +11,7 @@
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, Space, Step};
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
 
 const GRAVITY: f64 = 9.8;
 const MASS_CART: f64 = 1.0;
@@ -101,6 +101,23 @@ impl Env for CartPole {
     }
     fn action_space(&self) -> &Space {
         &self.action_space
+    }
+
+    /// State: the physical state, `[needs_reset]`, the RNG.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new(Self::NAME);
+        s.floats = self.state.to_vec();
+        s.flags = vec![self.needs_reset];
+        s.rngs = vec![RngState::of(&self.rng)];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(Self::NAME, Self::NAME, [4, 0, 1, 1, 0])?;
+        self.state.copy_from_slice(&snapshot.floats);
+        self.needs_reset = snapshot.flags[0];
+        self.rng = snapshot.rngs[0].to_rng();
+        Ok(())
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {

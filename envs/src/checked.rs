@@ -1,7 +1,7 @@
 //! [`Checked`]: validates an environment's inputs, call order and outputs
 //! (Gymnasium's `OrderEnforcing` and `PassiveEnvChecker`, as typed errors).
 
-use crate::{Action, Env, EnvError, Space, Step};
+use crate::{Action, Env, EnvError, EnvSnapshot, Space, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -122,6 +122,37 @@ impl<E: Env> Env for Checked<E> {
     }
     fn action_mask(&self) -> Option<&[bool]> {
         self.inner.action_mask()
+    }
+
+    /// State: ints = [phase: 0 never reset, 1 running, 2 ended] and the
+    /// wrapped environment.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new("Checked");
+        s.ints = vec![match self.phase {
+            Phase::NeverReset => 0,
+            Phase::Running => 1,
+            Phase::Ended => 2,
+        }];
+        s.children = vec![self.inner.snapshot()?];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(self.inner.name(), "Checked", [0, 1, 0, 0, 1])?;
+        let phase = match snapshot.ints[0] {
+            0 => Phase::NeverReset,
+            1 => Phase::Running,
+            2 => Phase::Ended,
+            p => {
+                return Err(EnvError::Snapshot {
+                    env: self.inner.name().to_string(),
+                    reason: format!("unknown phase {p}"),
+                })
+            }
+        };
+        self.inner.restore(&snapshot.children[0])?;
+        self.phase = phase;
+        Ok(())
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {

@@ -1,5 +1,8 @@
 //! The [`Env`] trait: Gymnasium's `reset` / `step` contract in Rust.
 
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
 use crate::{Action, EnvError, Space};
 
 /// What one call to [`Env::step`] reports besides the observation.
@@ -90,6 +93,149 @@ pub trait Env: Send {
     fn action_mask(&self) -> Option<&[bool]> {
         None
     }
+
+    /// The environment's exact state — physics, counters, flags and random
+    /// number generators — so that [`Env::restore`] followed by the same
+    /// actions reproduces the same trajectory bit for bit (checkpoints and
+    /// resumed runs rely on it). `None` (the default) means the environment
+    /// does not support snapshots; a run resumed on it starts from a fresh
+    /// reset and is not bit-identical to an uninterrupted one.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        None
+    }
+
+    /// Put the environment back into the state `snapshot` describes (taken
+    /// from an environment of the same kind and parameters). The default
+    /// returns [`EnvError::Snapshot`]: snapshots unsupported.
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        let _ = snapshot;
+        Err(EnvError::Snapshot {
+            env: self.name().to_string(),
+            reason: "this environment does not support snapshots".into(),
+        })
+    }
+}
+
+/// The exact state of an environment (see [`Env::snapshot`]), in a generic
+/// form every environment and wrapper fills in its own documented order:
+/// real numbers (stored bit for bit when serialised), integers, flags, random
+/// number generators, and the snapshots of wrapped environments.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EnvSnapshot {
+    /// The name of the environment (or wrapper) that took it, checked on restore.
+    pub kind: String,
+    /// Real-valued state. Serialised as the IEEE-754 bit patterns (`u64`), so
+    /// a round trip through JSON is exact, NaN included.
+    #[serde(with = "f64_bits")]
+    pub floats: Vec<f64>,
+    /// Integer state (counters, indices).
+    pub ints: Vec<u64>,
+    /// Boolean state (flags, masks).
+    pub flags: Vec<bool>,
+    /// Random number generator states.
+    pub rngs: Vec<RngState>,
+    /// Snapshots of the wrapped environment (wrappers) or of every copy
+    /// ([`VecEnv`](crate::VecEnv)).
+    pub children: Vec<EnvSnapshot>,
+}
+
+impl EnvSnapshot {
+    /// An empty snapshot of `kind`.
+    pub fn new(kind: &str) -> Self {
+        EnvSnapshot {
+            kind: kind.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Check that the snapshot was taken by `kind` and has exactly
+    /// `[floats, ints, flags, rngs, children]` entries; an
+    /// [`EnvError::Snapshot`] naming `env` and the difference otherwise.
+    pub fn expect(&self, env: &str, kind: &str, counts: [usize; 5]) -> Result<(), EnvError> {
+        let [floats, ints, flags, rngs, children] = counts;
+        let err = |reason: String| {
+            Err(EnvError::Snapshot {
+                env: env.to_string(),
+                reason,
+            })
+        };
+        if self.kind != kind {
+            return err(format!(
+                "the snapshot was taken from `{}`, not `{kind}`",
+                self.kind
+            ));
+        }
+        let counts = [
+            ("real numbers", self.floats.len(), floats),
+            ("integers", self.ints.len(), ints),
+            ("flags", self.flags.len(), flags),
+            ("random number generators", self.rngs.len(), rngs),
+            ("wrapped environments", self.children.len(), children),
+        ];
+        for (what, got, expected) in counts {
+            if got != expected {
+                return err(format!(
+                    "the snapshot has {got} {what}, this environment has {expected} \
+                     (different parameters?)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The exact state of a ChaCha random number generator: seed, stream and
+/// position in the stream (rand_chacha's `get_seed`, `get_stream`,
+/// `get_word_pos`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RngState {
+    /// The 32-byte key.
+    pub seed: [u8; 32],
+    /// The stream number.
+    pub stream: u64,
+    /// The word position, split into the high and low 64 bits (JSON readers
+    /// commonly have no 128-bit integers).
+    pub word_pos: [u64; 2],
+}
+
+impl RngState {
+    /// The state of `rng`.
+    pub fn of(rng: &ChaCha8Rng) -> Self {
+        let pos = rng.get_word_pos();
+        RngState {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: [(pos >> 64) as u64, pos as u64],
+        }
+    }
+
+    /// A generator in exactly this state.
+    pub fn to_rng(&self) -> ChaCha8Rng {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::from_seed(self.seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(((self.word_pos[0] as u128) << 64) | self.word_pos[1] as u128);
+        rng
+    }
+}
+
+/// Serde helper: `Vec<f64>` as the bit patterns `Vec<u64>`.
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<u64>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(f64::from_bits)
+            .collect())
+    }
 }
 
 impl<E: Env + ?Sized> Env for Box<E> {
@@ -110,5 +256,11 @@ impl<E: Env + ?Sized> Env for Box<E> {
     }
     fn action_mask(&self) -> Option<&[bool]> {
         (**self).action_mask()
+    }
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        (**self).snapshot()
+    }
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        (**self).restore(snapshot)
     }
 }

@@ -1,6 +1,6 @@
 //! [`RecordEpisodeStatistics`]: return and length of every finished episode.
 
-use crate::{Action, Env, EnvError, EpisodeRecord, Space, Step};
+use crate::{Action, Env, EnvError, EnvSnapshot, EpisodeRecord, Space, Step};
 
 /// Accumulates the undiscounted return and the length of the running episode
 /// and reports them in [`StepInfo::episode`](crate::StepInfo::episode) on the
@@ -47,6 +47,28 @@ impl<E: Env> Env for RecordEpisodeStatistics<E> {
     fn action_mask(&self) -> Option<&[bool]> {
         self.inner.action_mask()
     }
+    /// State: floats = [return so far], ints = [length so far], and the
+    /// wrapped environment.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new("RecordEpisodeStatistics");
+        s.floats = vec![self.ret];
+        s.ints = vec![self.len];
+        s.children = vec![self.inner.snapshot()?];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(
+            self.inner.name(),
+            "RecordEpisodeStatistics",
+            [1, 1, 0, 0, 1],
+        )?;
+        self.inner.restore(&snapshot.children[0])?;
+        self.ret = snapshot.floats[0];
+        self.len = snapshot.ints[0];
+        Ok(())
+    }
+
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
         self.ret = 0.0;
         self.len = 0;

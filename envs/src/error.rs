@@ -117,6 +117,16 @@ pub enum EnvError {
         /// What is inconsistent.
         reason: String,
     },
+    /// A snapshot cannot be taken or restored: the environment does not
+    /// support snapshots, or the snapshot belongs to another environment or
+    /// other parameters.
+    #[error("{env}: cannot restore snapshot: {reason}")]
+    Snapshot {
+        /// Environment name.
+        env: String,
+        /// What differs.
+        reason: String,
+    },
     /// An error raised by copy `index` of a vectorised environment.
     #[error("environment copy {index}: {source}")]
     InCopy {

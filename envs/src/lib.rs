@@ -103,7 +103,7 @@ pub use acrobot::{Acrobot, AcrobotParams};
 pub use bandit::{MovieRec, MovieRecParams};
 pub use cartpole::{CartPole, CartPoleParams};
 pub use checked::Checked;
-pub use env::{Env, EpisodeRecord, Step, StepInfo};
+pub use env::{Env, EnvSnapshot, EpisodeRecord, RngState, Step, StepInfo};
 pub use episode_statistics::RecordEpisodeStatistics;
 pub use error::EnvError;
 pub use mountain_car::{MountainCar, MountainCarParams};

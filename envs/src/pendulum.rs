@@ -23,7 +23,7 @@ use std::f64::consts::PI;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, Space, Step};
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
 
 /// Bound on |θ̇| [rad/s].
 const MAX_SPEED: f64 = 8.0;
@@ -156,6 +156,23 @@ impl Env for Pendulum {
     }
 
     /// θ ~ U(−π, π), θ̇ ~ U(−1, 1) (Gymnasium's default reset bounds).
+    /// State: the physical state, `[needs_reset]`, the RNG.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new(Self::NAME);
+        s.floats = self.state.to_vec();
+        s.flags = vec![self.needs_reset];
+        s.rngs = vec![RngState::of(&self.rng)];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(Self::NAME, Self::NAME, [2, 0, 1, 1, 0])?;
+        self.state.copy_from_slice(&snapshot.floats);
+        self.needs_reset = snapshot.flags[0];
+        self.rng = snapshot.rngs[0].to_rng();
+        Ok(())
+    }
+
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
         if let Some(seed) = seed {
             self.rng = EnvRng::seed_from_u64(seed);

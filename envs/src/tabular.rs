@@ -45,7 +45,7 @@
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, Space, Step};
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
 
 /// Tolerance on the sums of probability rows (transitions, ρ0, policies).
 const SUM_TOL: f64 = 1e-9;
@@ -677,6 +677,30 @@ impl Env for TabularMdp {
     }
     fn action_space(&self) -> &Space {
         &self.action_space
+    }
+
+    /// State: ints = [state], flags = [needs_reset], the RNG.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new(&self.name);
+        s.ints = vec![self.state as u64];
+        s.flags = vec![self.needs_reset];
+        s.rngs = vec![RngState::of(&self.rng)];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(&self.name, &self.name, [0, 1, 1, 1, 0])?;
+        let state = snapshot.ints[0];
+        if state >= self.n_states as u64 {
+            return Err(EnvError::Snapshot {
+                env: self.name.clone(),
+                reason: format!("state {state} out of range (n_states = {})", self.n_states),
+            });
+        }
+        self.state = state as usize;
+        self.needs_reset = snapshot.flags[0];
+        self.rng = snapshot.rngs[0].to_rng();
+        Ok(())
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {

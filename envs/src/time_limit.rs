@@ -1,6 +1,6 @@
 //! [`TimeLimit`]: truncates episodes after a fixed number of steps.
 
-use crate::{Action, Env, EnvError, Space, Step};
+use crate::{Action, Env, EnvError, EnvSnapshot, Space, Step};
 
 /// Sets `truncated` on the step at which the episode reaches `max_episode_steps`
 /// steps (Gymnasium's `TimeLimit`). An episode that terminates on that same
@@ -63,6 +63,30 @@ impl<E: Env> Env for TimeLimit<E> {
     fn action_mask(&self) -> Option<&[bool]> {
         self.inner.action_mask()
     }
+    /// State: ints = [elapsed, max_episode_steps] and the wrapped environment.
+    fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new("TimeLimit");
+        s.ints = vec![self.elapsed, self.max_episode_steps];
+        s.children = vec![self.inner.snapshot()?];
+        Some(s)
+    }
+
+    fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        snapshot.expect(self.inner.name(), "TimeLimit", [0, 2, 0, 0, 1])?;
+        if snapshot.ints[1] != self.max_episode_steps {
+            return Err(EnvError::Snapshot {
+                env: self.inner.name().to_string(),
+                reason: format!(
+                    "the snapshot has a time limit of {} steps, this environment {}",
+                    snapshot.ints[1], self.max_episode_steps
+                ),
+            });
+        }
+        self.inner.restore(&snapshot.children[0])?;
+        self.elapsed = snapshot.ints[0];
+        Ok(())
+    }
+
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
         self.elapsed = 0;
         self.inner.reset(seed, obs)

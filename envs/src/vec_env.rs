@@ -1,6 +1,9 @@
 //! [`VecEnv`]: N copies of an environment stepped together.
 
-use crate::{Action, Checked, Env, EnvError, RecordEpisodeStatistics, Space, StepInfo};
+use crate::{
+    Action, Checked, Env, EnvError, EnvSnapshot, EpisodeRecord, RecordEpisodeStatistics, Space,
+    StepInfo,
+};
 
 /// A batch of actions, one per copy, in copy order.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -301,6 +304,105 @@ impl<E: Env> VecEnv<E> {
     /// when the environment provides them.
     pub fn action_masks(&self) -> Option<&[bool]> {
         self.masks.as_deref()
+    }
+
+    /// The exact state of every copy (with its wrappers) and of the buffers
+    /// (observations, final observations, rewards, flags, infos, masks), or
+    /// `None` if some copy does not support snapshots (see [`Env::snapshot`]).
+    ///
+    /// Layout: floats = observations ‖ final observations ‖ rewards ‖ per copy
+    /// [expected_reward, optimal_expected_reward, episode return] (NaN when
+    /// absent); ints = per copy episode length; flags = terminated ‖
+    /// truncated ‖ per copy [has expected, has optimal, has episode] ‖
+    /// [ready, has masks] ‖ masks; children = the copies.
+    pub fn snapshot(&self) -> Option<EnvSnapshot> {
+        let mut s = EnvSnapshot::new("VecEnv");
+        s.children = self
+            .envs
+            .iter()
+            .map(|e| e.snapshot())
+            .collect::<Option<Vec<_>>>()?;
+        s.floats.extend(self.obs.iter().map(|&x| x as f64));
+        s.floats.extend(self.final_obs.iter().map(|&x| x as f64));
+        s.floats.extend_from_slice(&self.rewards);
+        s.flags.extend_from_slice(&self.terminated);
+        s.flags.extend_from_slice(&self.truncated);
+        for info in &self.infos {
+            s.floats.extend([
+                info.expected_reward.unwrap_or(f64::NAN),
+                info.optimal_expected_reward.unwrap_or(f64::NAN),
+                info.episode.map_or(f64::NAN, |e| e.ret),
+            ]);
+            s.ints.push(info.episode.map_or(0, |e| e.len));
+            s.flags.extend([
+                info.expected_reward.is_some(),
+                info.optimal_expected_reward.is_some(),
+                info.episode.is_some(),
+            ]);
+        }
+        s.flags.push(self.ready);
+        s.flags.push(self.masks.is_some());
+        if let Some(m) = &self.masks {
+            s.flags.extend_from_slice(m);
+        }
+        Some(s)
+    }
+
+    /// Restore [`VecEnv::snapshot`] into copies built with the same
+    /// environment and parameters. On an error the vectorised environment
+    /// must be [`VecEnv::reset`] before it steps again.
+    pub fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
+        let n = self.envs.len();
+        let d = self.obs_dim;
+        let n_act = self.action_space.n().unwrap_or(0);
+        let name = self.envs[0].name().to_string();
+        if snapshot.kind == "VecEnv" && snapshot.children.len() != n {
+            return Err(EnvError::Snapshot {
+                env: name,
+                reason: format!(
+                    "the snapshot has {} environment copies, this vectorised environment {n}",
+                    snapshot.children.len()
+                ),
+            });
+        }
+        let has_masks = snapshot.flags.get(5 * n + 1).copied().unwrap_or(false);
+        let mask_len = if has_masks { n * n_act } else { 0 };
+        snapshot.expect(
+            &name,
+            "VecEnv",
+            [2 * n * d + n + 3 * n, n, 5 * n + 2 + mask_len, 0, n],
+        )?;
+        self.ready = false;
+        for (i, (env, child)) in self.envs.iter_mut().zip(&snapshot.children).enumerate() {
+            env.restore(child).map_err(|e| in_copy(i, e))?;
+        }
+        let f = &snapshot.floats;
+        for (dst, &src) in self.obs.iter_mut().zip(&f[..n * d]) {
+            *dst = src as f32;
+        }
+        for (dst, &src) in self.final_obs.iter_mut().zip(&f[n * d..2 * n * d]) {
+            *dst = src as f32;
+        }
+        self.rewards.copy_from_slice(&f[2 * n * d..2 * n * d + n]);
+        let info_f = &f[2 * n * d + n..];
+        let flags = &snapshot.flags;
+        self.terminated.copy_from_slice(&flags[..n]);
+        self.truncated.copy_from_slice(&flags[n..2 * n]);
+        let info_flags = &flags[2 * n..5 * n];
+        for (i, info) in self.infos.iter_mut().enumerate() {
+            let (fl, fv) = (&info_flags[3 * i..3 * i + 3], &info_f[3 * i..3 * i + 3]);
+            *info = StepInfo {
+                expected_reward: fl[0].then_some(fv[0]),
+                optimal_expected_reward: fl[1].then_some(fv[1]),
+                episode: fl[2].then_some(EpisodeRecord {
+                    ret: fv[2],
+                    len: snapshot.ints[i],
+                }),
+            };
+        }
+        self.masks = has_masks.then(|| flags[5 * n + 2..].to_vec());
+        self.ready = flags[5 * n];
+        Ok(())
     }
 }
 
