@@ -1,1 +1,130 @@
-fn main() {}
+//! Benchmarks of the policy crate on the CartPole-sized network (4 inputs,
+//! 64-64 tanh, 2 actions, f32).
+//!
+//! Run single-threaded as the README reports:
+//! `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 cargo bench -p klrl-policy`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use klrl_policy::{CategoricalPolicy, MlpConfig, Policy};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn setup() -> (CategoricalPolicy, ChaCha8Rng) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let p = CategoricalPolicy::new(
+        4,
+        2,
+        &MlpConfig::default(),
+        DType::F32,
+        &Device::Cpu,
+        &mut rng,
+    )
+    .expect("policy");
+    (p, rng)
+}
+
+fn obs(p: &CategoricalPolicy, n: usize, rng: &mut ChaCha8Rng) -> Tensor {
+    let v: Vec<f32> = (0..n * 4).map(|_| rng.random_range(-1.0..1.0)).collect();
+    p.obs_tensor(&v).expect("obs")
+}
+
+fn forward(c: &mut Criterion) {
+    let (p, mut rng) = setup();
+    let mut g = c.benchmark_group("forward");
+    for n in [1, 8, 64, 2048] {
+        let x = obs(&p, n, &mut rng);
+        g.bench_with_input(BenchmarkId::new("logits", n), &x, |b, x| {
+            b.iter(|| black_box(p.logits(x).expect("logits")))
+        });
+        g.bench_with_input(BenchmarkId::new("dist", n), &x, |b, x| {
+            b.iter(|| black_box(p.dist(x, None).expect("dist")))
+        });
+    }
+    g.finish();
+}
+
+fn distribution_ops(c: &mut Criterion) {
+    let (p, mut rng) = setup();
+    let x = obs(&p, 2048, &mut rng);
+    let d = p.dist(&x, None).expect("dist");
+    let old = d.detach();
+    let a = d
+        .sample(&mut rng)
+        .and_then(|a| a.to_tensor(DType::F32, &Device::Cpu))
+        .expect("actions");
+    c.bench_function("logprob_entropy_kl/2048", |b| {
+        b.iter(|| {
+            let lp = d.log_prob(&a).expect("lp");
+            let h = d.entropy().expect("h");
+            let kl = old.kl(&d).expect("kl");
+            black_box((lp, h, kl))
+        })
+    });
+}
+
+fn fisher(c: &mut Criterion) {
+    let (p, mut rng) = setup();
+    let x = obs(&p, 2048, &mut rng);
+    let v: Vec<f64> = (0..p.num_params())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let f = p.fisher(&x, None).expect("fisher");
+    let mut g = c.benchmark_group("fisher/2048");
+    g.bench_function("apply", |b| b.iter(|| black_box(f.apply(&v).expect("fvp"))));
+    g.bench_function("build", |b| {
+        b.iter(|| black_box(p.fisher(&x, None).expect("fisher")))
+    });
+    g.finish();
+}
+
+fn adam_step(c: &mut Criterion) {
+    let (p, mut rng) = setup();
+    let x = obs(&p, 64, &mut rng);
+    let old = p.dist(&x, None).expect("dist").detach();
+    let a = old
+        .sample(&mut rng)
+        .and_then(|a| a.to_tensor(DType::F32, &Device::Cpu))
+        .expect("actions");
+    let adv_host: Vec<f32> = (0..64).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let adv = Tensor::from_vec(adv_host, 64, &Device::Cpu).expect("adv");
+    let old_lp = old.log_prob(&a).expect("old lp");
+    let params = ParamsAdamW {
+        lr: 3e-4,
+        eps: 1e-5,
+        weight_decay: 0.0,
+        ..ParamsAdamW::default()
+    };
+    let mut opt = AdamW::new(p.vars(), params).expect("adam");
+    // PPO-KL surrogate: −mean(r Â) + β mean KL(π_old ‖ π_θ), β = 1.
+    c.bench_function("adam_step/64", |b| {
+        b.iter(|| {
+            let d = p.dist(&x, None).expect("dist");
+            let ratio = (d.log_prob(&a).expect("lp") - &old_lp)
+                .and_then(|r| r.exp())
+                .expect("ratio");
+            let surr = (ratio * &adv).and_then(|s| s.mean_all()).expect("surr");
+            let kl = old.kl(&d).expect("kl").mean_all().expect("kl");
+            let loss = (kl - surr).expect("loss");
+            opt.backward_step(&loss).expect("step");
+        })
+    });
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = forward, distribution_ops, fisher, adam_step
+}
+criterion_main!(benches);

@@ -157,6 +157,12 @@ impl Categorical {
             // `logits` is a Var
             None => logits.copy().ctx("categorical logits")?,
         };
+        Self::from_owned_logits(logits)
+    }
+
+    /// As [`Categorical::from_logits`] without mask for logits that own their
+    /// storage (computed, not a `Var`): skips the copy.
+    pub(crate) fn from_owned_logits(logits: Tensor) -> Result<Self> {
         let log_probs =
             candle_nn::ops::log_softmax(&logits, D::Minus1).ctx("categorical log_softmax")?;
         Ok(Categorical { logits, log_probs })
@@ -404,7 +410,12 @@ impl Policy for CategoricalPolicy {
 
     fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
         let logits = self.mlp.forward(obs)?;
-        Ok(Dist::Categorical(Categorical::from_logits(&logits, mask)?))
+        let dist = match mask {
+            // the MLP's output is a fresh tensor: no copy needed
+            None => Categorical::from_owned_logits(logits)?,
+            Some(_) => Categorical::from_logits(&logits, mask)?,
+        };
+        Ok(Dist::Categorical(dist))
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {

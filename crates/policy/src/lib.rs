@@ -66,6 +66,7 @@ pub mod init;
 pub mod io;
 pub mod mlp;
 pub mod policy;
+mod tanh;
 pub mod value;
 
 pub use categorical::{ActionMask, Categorical, CategoricalPolicy, MASKED_LOGIT};

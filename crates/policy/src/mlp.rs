@@ -378,12 +378,14 @@ impl Mlp {
                 z
             };
         }
+        let ones = Tensor::ones((1, x.dims()[0]), self.dtype, &self.device).ctx(c)?;
         Ok((
             h,
             MlpLinearization {
                 weights,
                 inputs,
                 dact,
+                ones,
             },
         ))
     }
@@ -443,6 +445,8 @@ pub struct MlpLinearization {
     inputs: Vec<Tensor>,
     /// `σ'(z_l)` of each hidden layer: `1 − h²` (tanh) or `[z > 0]` (relu).
     dact: Vec<Tensor>,
+    /// `[1, N]` of ones, for row sums by matmul.
+    ones: Tensor,
 }
 
 impl MlpLinearization {
@@ -508,7 +512,9 @@ impl MlpLinearization {
         let mut delta = u.clone();
         for l in (0..self.weights.len()).rev() {
             let gw = delta.t().and_then(|d| d.matmul(&self.inputs[l])).ctx(c)?;
-            let gb = delta.sum(0).ctx(c)?;
+            // Σ_rows δ as ones[1, N] · δ: candle's sum over dim 0 is strided
+            // and ~40× slower than this matmul for N = 2048.
+            let gb = self.ones.matmul(&delta).and_then(|g| g.squeeze(0)).ctx(c)?;
             if l > 0 {
                 delta = delta
                     .matmul(&self.weights[l].0)
@@ -548,7 +554,7 @@ impl MlpLinearization {
 /// `σ(z)`.
 fn activate(z: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
     match activation {
-        Activation::Tanh => z.tanh(),
+        Activation::Tanh => crate::tanh::tanh(z),
         Activation::Relu => z.relu(),
     }
 }
