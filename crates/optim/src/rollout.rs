@@ -122,6 +122,20 @@ impl Collector {
         self.primed = false;
     }
 
+    /// The current observations as the policy sees them (normalised), or
+    /// `None` when none has been taken since the last reset; for checkpoints.
+    pub fn current_observations(&self) -> Option<&[f32]> {
+        self.primed.then_some(&self.current_obs[..])
+    }
+
+    /// Set the current observations (as [`Collector::current_observations`]
+    /// returned them) when resuming from a checkpoint, so the next segment
+    /// starts exactly where the saved run stopped.
+    pub fn set_current_observations(&mut self, obs: Vec<f32>) {
+        self.current_obs = obs;
+        self.primed = true;
+    }
+
     /// Normalise raw observations with the current statistics, updating them
     /// first when `update` is set.
     fn observe(&mut self, raw: &[f32], update: bool) -> Vec<f32> {
