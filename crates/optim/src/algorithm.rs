@@ -109,9 +109,11 @@ pub fn build_algorithm(
     match config {
         AlgoConfig::Trpo(c) => Ok(Box::new(crate::trpo::Trpo::new(c.clone(), true, value))),
         AlgoConfig::Npg(c) => Ok(Box::new(crate::trpo::Trpo::new(c.clone(), false, value))),
-        AlgoConfig::Ppo(_) | AlgoConfig::VanillaPg(_) => Err(OptimError::config(
-            "algo.name",
-            format!("`{}` is not implemented yet", config.name()),
-        )),
+        AlgoConfig::Ppo(c) => Ok(Box::new(crate::ppo::Ppo::new(c.clone(), policy, value))),
+        AlgoConfig::VanillaPg(c) => Ok(Box::new(crate::pg::VanillaPg::new(
+            c.clone(),
+            policy,
+            value,
+        ))),
     }
 }

@@ -21,6 +21,8 @@ pub mod evaluate;
 pub mod gae;
 pub mod measure;
 pub mod normalize;
+pub mod pg;
+pub mod ppo;
 pub mod rollout;
 pub mod trainer;
 pub mod trpo;
@@ -33,5 +35,7 @@ pub use config::{
 pub use diagnostics::UpdateDiagnostics;
 pub use error::{OptimError, Result};
 pub use evaluate::{evaluate, Evaluation};
+pub use pg::VanillaPg;
+pub use ppo::Ppo;
 pub use trainer::{PhaseTimes, Trainer, UpdateReport};
 pub use trpo::Trpo;

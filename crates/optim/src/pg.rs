@@ -1,0 +1,156 @@
+//! The vanilla policy gradient, A2C-style (Williams 1992, "Simple statistical
+//! gradient-following algorithms"; Mnih et al. 2016, "Asynchronous methods for
+//! deep reinforcement learning", synchronous variant): one gradient step per
+//! batch on
+//!
+//! loss = −Ê[log π_θ(a|s) Â] − c_e Ê[H(π_θ)] + c_v Ê[(R − V(s))²]
+//!
+//! with GAE advantages Â, Adam at a fixed learning rate and no control of how
+//! far the policy moves — the baseline the KL-constrained methods improve on.
+
+use candle_core::Tensor;
+use klrl_policy::{Policy, ValueNet};
+use rand_chacha::ChaCha8Rng;
+
+use crate::adam::Adam;
+use crate::algorithm::{AlgoState, Algorithm};
+use crate::batch::{Batch, MiniBatch};
+use crate::config::PgConfig;
+use crate::diagnostics::{explained_variance, UpdateDiagnostics};
+use crate::error::{OptimError, Result};
+use crate::ppo::{diagnostics_from, measure_update, scalars_to_host, trainable_vars, value_loss};
+use crate::rollout::candle_err;
+
+/// Vanilla policy gradient: the configuration and one Adam over the policy
+/// and value parameters.
+#[derive(Debug, Clone)]
+pub struct VanillaPg {
+    config: PgConfig,
+    adam: Adam,
+}
+
+/// The terms of the vanilla policy-gradient loss, differentiable scalars.
+#[derive(Debug, Clone)]
+pub struct PgLoss {
+    /// What Adam minimises: `policy + vf_coef · value − ent_coef · entropy`.
+    pub total: Tensor,
+    /// −Ê[log π_θ(a|s) Â].
+    pub policy: Tensor,
+    /// Ê[(R − V(s))²].
+    pub value: Tensor,
+    /// Ê[H(π_θ(·|s))].
+    pub entropy: Tensor,
+}
+
+impl VanillaPg {
+    /// The vanilla policy gradient for these networks, with fresh Adam
+    /// moments over [`trainable_vars`]`(policy, value)`.
+    pub fn new(config: PgConfig, policy: &dyn Policy, value: &ValueNet) -> Self {
+        let n = klrl_policy::flat::flat_len(&trainable_vars(policy, value));
+        VanillaPg {
+            adam: Adam::new(n, config.adam_eps),
+            config,
+        }
+    }
+
+    /// The loss on `mb` (advantages as given: normalise them when building `mb`).
+    pub fn loss(&self, policy: &dyn Policy, value: &ValueNet, mb: &MiniBatch) -> Result<PgLoss> {
+        let c = &self.config;
+        let e = candle_err("policy-gradient loss");
+        let dist = policy.dist(&mb.obs, mb.mask.as_ref())?;
+        // ∇J = Ê[∇ log π_θ(a|s) Â]  (the policy-gradient theorem)
+        let policy_loss = (dist.log_prob(&mb.actions)? * &mb.advantages)
+            .and_then(|x| x.mean_all())
+            .and_then(|x| x.neg())
+            .map_err(&e)?;
+        let value_loss = value_loss(value, mb, None)?;
+        let entropy = dist.entropy()?.mean_all().map_err(&e)?;
+        let total = (&policy_loss + value_loss.affine(c.vf_coef, 0.0).map_err(&e)?)
+            .and_then(|x| x - entropy.affine(c.ent_coef, 0.0)?)
+            .map_err(&e)?;
+        Ok(PgLoss {
+            total,
+            policy: policy_loss,
+            value: value_loss,
+            entropy,
+        })
+    }
+}
+
+impl Algorithm for VanillaPg {
+    fn name(&self) -> &'static str {
+        "vanilla-pg"
+    }
+
+    /// One Adam step on the whole batch; the KL columns measure how far that
+    /// unconstrained step moved the policy. `beta`, `clip_frac` and the
+    /// CG/line-search columns are NaN, `epochs_run` is 1.
+    fn update(
+        &mut self,
+        policy: &mut dyn Policy,
+        value: &mut ValueNet,
+        batch: &Batch,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<UpdateDiagnostics> {
+        let c = &self.config;
+        if batch.is_empty() {
+            return Err(OptimError::Mismatch("vanilla PG got an empty batch".into()));
+        }
+        let explained_var = explained_variance(&batch.old_values, &batch.returns);
+        let mb = batch.minibatch(policy, None, c.normalize_advantages)?;
+        let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
+        let vars = trainable_vars(policy, value);
+        let loss = self.loss(policy, value, &mb)?;
+        let host = scalars_to_host(&[&loss.total, &loss.policy, &loss.value])?;
+        if !host[0].is_finite() {
+            return Err(OptimError::NonFinite {
+                what: "loss",
+                update: batch.update,
+            });
+        }
+        let grads = loss
+            .total
+            .backward()
+            .map_err(candle_err("policy-gradient backward"))?;
+        let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
+        let grad_norm = self
+            .adam
+            .step_vars(&vars, &grads, lr, max_grad_norm, batch.update)?;
+        let kl = measure_update(policy, &mb, &old_dist)?;
+        let mut d = diagnostics_from(&kl);
+        d.policy_loss = host[1];
+        d.value_loss = host[2];
+        d.explained_var = explained_var;
+        d.grad_norm = grad_norm;
+        d.accepted = 1.0;
+        d.lr = lr;
+        d.epochs_run = 1.0;
+        Ok(d)
+    }
+
+    /// Adam's step count `adam_t` and moments `adam_m`, `adam_v`.
+    fn state(&self) -> AlgoState {
+        let mut s = AlgoState::new(self.name());
+        s.scalars.insert("adam_t".into(), self.adam.t as f64);
+        s.vectors.insert("adam_m".into(), self.adam.m.clone());
+        s.vectors.insert("adam_v".into(), self.adam.v.clone());
+        s
+    }
+
+    fn load_state(&mut self, state: &AlgoState) -> Result<()> {
+        state.expect_algo(self.name())?;
+        let t = state.scalar("adam_t")?;
+        let n = self.adam.len();
+        let m = state.vector("adam_m", n)?.to_vec();
+        let v = state.vector("adam_v", n)?.to_vec();
+        if !(t >= 0.0 && t.fract() == 0.0) {
+            return Err(OptimError::State(format!(
+                "vanilla-pg: adam_t must be a whole number >= 0, got {t}"
+            )));
+        }
+        self.adam.t = t as u64;
+        self.adam.m = m;
+        self.adam.v = v;
+        Ok(())
+    }
+}

@@ -1,0 +1,429 @@
+//! Proximal policy optimisation (Schulman, Wolski, Dhariwal, Radford & Klimov
+//! 2017, "Proximal policy optimization algorithms", arXiv 1707.06347), with
+//! every objective of the paper behind one implementation:
+//!
+//! - `clip` (§3, eq. 7): L = Ê[min(r Â, clip(r, 1 − ε, 1 + ε) Â)];
+//! - `kl_penalty` (§4, eq. 8): L = Ê[r Â] − β Ê[KL(π_old ‖ π_θ)], fixed β;
+//! - `kl_adaptive` (§4): the same, with β halved or doubled after every batch
+//!   depending on the measured KL ([`AdaptiveBeta`]);
+//! - `clip_kl_adaptive`: the clipped surrogate minus the adaptive penalty.
+//!
+//! with r = π_θ(a|s) / π_old(a|s). The KL of the penalty is the exact analytic
+//! KL between the action distributions at each state, never a sample estimate.
+//! The full loss adds the value loss and the entropy bonus (eq. 9):
+//! loss = −L + c_v Ê[(R − V)²] − c_e Ê[H(π_θ)], minimised by Adam over the
+//! policy and value parameters together, with the global gradient norm clipped
+//! (the practical details of Huang et al. 2022, "The 37 implementation details
+//! of proximal policy optimization").
+//!
+//! Helpers shared with the vanilla policy gradient ([`crate::pg`]) live here
+//! too: the parameter list, the value loss and the end-of-update measurement.
+
+use candle_core::{DType, Tensor, Var};
+use klrl_policy::{Dist, Policy, ValueNet};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::adam::Adam;
+use crate::algorithm::{AlgoState, Algorithm};
+use crate::batch::{Batch, MiniBatch};
+use crate::beta::AdaptiveBeta;
+use crate::config::PpoConfig;
+use crate::diagnostics::{explained_variance, UpdateDiagnostics};
+use crate::error::{OptimError, Result};
+use crate::measure::{kl_stats, KlStats};
+use crate::rollout::candle_err;
+
+/// PPO: the configuration, one Adam over the policy and value parameters, and
+/// the KL-penalty coefficient β that the adaptive objectives carry from one
+/// update to the next.
+#[derive(Debug, Clone)]
+pub struct Ppo {
+    config: PpoConfig,
+    adam: Adam,
+    beta: f64,
+}
+
+/// The terms of PPO's loss on one minibatch, as differentiable scalar tensors
+/// (the graph reaches the policy and value parameters).
+#[derive(Debug, Clone)]
+pub struct PpoLoss {
+    /// What Adam minimises: `policy + vf_coef · value − ent_coef · entropy`.
+    pub total: Tensor,
+    /// The negated surrogate, plus `β · kl` for the penalised objectives.
+    pub policy: Tensor,
+    /// Ê[(R − V)²], or with `clip_vf` the larger of that and the clipped loss
+    /// per sample (before `vf_coef`).
+    pub value: Tensor,
+    /// Ê[H(π_θ(·|s))] over the minibatch's states.
+    pub entropy: Tensor,
+    /// Ê[KL(π_old ‖ π_θ)], exact, over the minibatch's states (computed for
+    /// the penalised objectives and when asked for; `None` otherwise).
+    pub kl: Option<Tensor>,
+    /// Fraction of samples with |r − 1| > ε (clipping objectives only).
+    pub clip_frac: Option<Tensor>,
+}
+
+impl Ppo {
+    /// PPO for these networks: fresh Adam moments over
+    /// [`trainable_vars`]`(policy, value)` and β = `config.beta`.
+    pub fn new(config: PpoConfig, policy: &dyn Policy, value: &ValueNet) -> Self {
+        let n = klrl_policy::flat::flat_len(&trainable_vars(policy, value));
+        Ppo {
+            adam: Adam::new(n, config.adam_eps),
+            beta: config.beta,
+            config,
+        }
+    }
+
+    /// The KL-penalty coefficient the next update will use.
+    pub fn beta(&self) -> f64 {
+        self.beta
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PpoConfig {
+        &self.config
+    }
+
+    /// PPO's loss on the minibatch `mb`, with `old` the distributions of
+    /// π_old at the minibatch's states (detached) and `clip_eps` the current ε.
+    /// `want_kl` computes the exact mean KL even for the plain clip objective
+    /// (for early stopping).
+    ///
+    /// The ratio uses the log-probabilities recorded at collection time,
+    /// r = exp(log π_θ(a|s) − log π_old(a|s)).
+    pub fn loss(
+        &self,
+        policy: &dyn Policy,
+        value: &ValueNet,
+        mb: &MiniBatch,
+        old: &Dist,
+        clip_eps: f64,
+        want_kl: bool,
+    ) -> Result<PpoLoss> {
+        let c = &self.config;
+        let e = candle_err("PPO loss");
+        let dist = policy.dist(&mb.obs, mb.mask.as_ref())?;
+        let log_prob = dist.log_prob(&mb.actions)?;
+        // r_t(θ) = π_θ(a_t|s_t) / π_old(a_t|s_t)  (eq. 6)
+        let ratio = (log_prob - &mb.old_log_probs)
+            .and_then(|x| x.exp())
+            .map_err(&e)?;
+        let unclipped = (&ratio * &mb.advantages).map_err(&e)?;
+        let (surrogate, clip_frac) = if c.objective.clips() {
+            // min(r Â, clip(r, 1 − ε, 1 + ε) Â)  (eq. 7)
+            let clipped = ratio
+                .clamp(1.0 - clip_eps, 1.0 + clip_eps)
+                .and_then(|r| r * &mb.advantages)
+                .and_then(|x| x.minimum(&unclipped))
+                .map_err(&e)?;
+            let frac = ratio
+                .affine(1.0, -1.0)
+                .and_then(|x| x.abs())
+                .and_then(|x| x.gt(clip_eps))
+                .and_then(|x| x.to_dtype(ratio.dtype()))
+                .and_then(|x| x.mean_all())
+                .map_err(&e)?;
+            (clipped, Some(frac))
+        } else {
+            // r Â, the conservative policy iteration surrogate (eq. 6)
+            (unclipped, None)
+        };
+        let mut policy_loss = surrogate.mean_all().and_then(|x| x.neg()).map_err(&e)?;
+        let kl = if c.objective.penalises() || want_kl {
+            Some(old.kl(&dist)?.mean_all().map_err(&e)?)
+        } else {
+            None
+        };
+        if c.objective.penalises() {
+            if let Some(kl) = &kl {
+                // − L^KLPEN = −Ê[r Â] + β Ê[KL(π_old ‖ π_θ)]  (eq. 8)
+                policy_loss = (policy_loss + kl.affine(self.beta, 0.0).map_err(&e)?).map_err(&e)?;
+            }
+        }
+        let value_loss = value_loss(value, mb, c.clip_vf)?;
+        let entropy = dist.entropy()?.mean_all().map_err(&e)?;
+        // −L^{CLIP+VF+S} = −L + c_v L^VF − c_e S  (eq. 9)
+        let total = (&policy_loss + value_loss.affine(c.vf_coef, 0.0).map_err(&e)?)
+            .and_then(|x| x - entropy.affine(c.ent_coef, 0.0)?)
+            .map_err(&e)?;
+        Ok(PpoLoss {
+            total,
+            policy: policy_loss,
+            value: value_loss,
+            entropy,
+            kl,
+            clip_frac,
+        })
+    }
+}
+
+impl Algorithm for Ppo {
+    fn name(&self) -> &'static str {
+        "ppo"
+    }
+
+    /// One PPO update (Algorithm 1 of the paper): `n_epochs` passes over the
+    /// batch in shuffled minibatches, one Adam step per minibatch, then (for
+    /// the adaptive objectives) one β adaptation from the measured KL.
+    ///
+    /// - Annealing: lr ← lr · (1 − progress) with `lr_anneal`, ε ← ε · (1 −
+    ///   progress) with `clip_anneal`.
+    /// - Early stopping (`early_stop_kl`): before every minibatch step but the
+    ///   first, the exact mean KL(π_old ‖ π_θ) over the **whole batch** is
+    ///   measured (by a forward pass over the batch, or, when one minibatch is
+    ///   the whole batch, from that minibatch's own forward pass); the epochs
+    ///   stop once it exceeds `early_stop_kl` (no 1.5 factor: the threshold
+    ///   is the configured value). `epochs_run` is then fractional: minibatch
+    ///   steps done / minibatches per epoch.
+    /// - `clip_frac` is the mean over all minibatch steps of the fraction of
+    ///   samples with |r − 1| > ε (NaN for the unclipped objectives);
+    ///   `policy_loss`, `value_loss` and `grad_norm` are those of the last step.
+    /// - `beta` is the value the next update will use (NaN for plain clip).
+    fn update(
+        &mut self,
+        policy: &mut dyn Policy,
+        value: &mut ValueNet,
+        batch: &Batch,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<UpdateDiagnostics> {
+        let c = self.config.clone();
+        let n = batch.len();
+        if n == 0 {
+            return Err(OptimError::Mismatch("PPO got an empty batch".into()));
+        }
+        let remaining = 1.0 - batch.progress;
+        let lr = if c.lr_anneal { c.lr * remaining } else { c.lr };
+        let clip_eps = if c.clip_anneal {
+            c.clip_eps * remaining
+        } else {
+            c.clip_eps
+        };
+        let explained_var = explained_variance(&batch.old_values, &batch.returns);
+
+        // π_old at every state of the batch, once per update; minibatches take rows of it.
+        let full = batch.minibatch(policy, None, false)?;
+        let old_dist = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+        let vars = trainable_vars(policy, value);
+
+        let mb_size = c.minibatch_size.clamp(1, n);
+        let per_epoch = n.div_ceil(mb_size);
+        // One minibatch per epoch: every term of the loss is a mean over the
+        // batch, so the order is irrelevant and the tensors (advantages
+        // normalised over the batch) are built once for all epochs.
+        let whole = if per_epoch == 1 {
+            Some(batch.minibatch(policy, None, c.normalize_advantages)?)
+        } else {
+            None
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut steps = 0usize;
+        let (mut last_policy, mut last_value, mut grad_norm) = (f64::NAN, f64::NAN, f64::NAN);
+        let mut clip_frac_sum = 0.0;
+        'epochs: for _ in 0..c.n_epochs {
+            // Shuffled minibatches covering the batch; the last partial one is kept.
+            order.shuffle(rng);
+            for chunk in order.chunks(mb_size) {
+                if let (Some(limit), true) = (c.early_stop_kl, steps > 0 && whole.is_none()) {
+                    if batch_mean_kl(policy, &full, &old_dist)? > limit {
+                        break 'epochs;
+                    }
+                }
+                let want_kl = c.early_stop_kl.is_some() && whole.is_some() && steps > 0;
+                let loss = match &whole {
+                    Some(mb) => self.loss(policy, value, mb, &old_dist, clip_eps, want_kl)?,
+                    None => {
+                        let mb = batch.minibatch(policy, Some(chunk), c.normalize_advantages)?;
+                        let old = select_rows(&old_dist, chunk)?;
+                        self.loss(policy, value, &mb, &old, clip_eps, want_kl)?
+                    }
+                };
+                let mut report = vec![&loss.total, &loss.policy, &loss.value];
+                report.extend(loss.clip_frac.as_ref());
+                if want_kl {
+                    report.extend(loss.kl.as_ref());
+                }
+                let host = scalars_to_host(&report)?;
+                if let (Some(limit), true) = (c.early_stop_kl, want_kl) {
+                    // This minibatch is the whole batch: its KL is the batch's.
+                    if host[host.len() - 1] > limit {
+                        break 'epochs;
+                    }
+                }
+                if !host[0].is_finite() {
+                    return Err(OptimError::NonFinite {
+                        what: "loss",
+                        update: batch.update,
+                    });
+                }
+                let grads = loss.total.backward().map_err(candle_err("PPO backward"))?;
+                grad_norm =
+                    self.adam
+                        .step_vars(&vars, &grads, lr, c.max_grad_norm, batch.update)?;
+                last_policy = host[1];
+                last_value = host[2];
+                if loss.clip_frac.is_some() {
+                    clip_frac_sum += host[3];
+                }
+                steps += 1;
+            }
+        }
+
+        let kl = measure_update(policy, &full, &old_dist)?;
+        let beta = if c.objective.adapts() {
+            // d < d_targ / 1.5 → β/2; d > 1.5 d_targ → 2β  (§4)
+            let rule = AdaptiveBeta {
+                kl_target: c.kl_target,
+                beta_min: c.beta_min,
+                beta_max: c.beta_max,
+            };
+            self.beta = rule.next_beta(self.beta, kl.kl_old_new);
+            self.beta
+        } else if c.objective.penalises() {
+            self.beta
+        } else {
+            f64::NAN
+        };
+        let mut d = diagnostics_from(&kl);
+        d.beta = beta;
+        d.clip_frac = if c.objective.clips() && steps > 0 {
+            clip_frac_sum / steps as f64
+        } else {
+            f64::NAN
+        };
+        d.policy_loss = last_policy;
+        d.value_loss = last_value;
+        d.explained_var = explained_var;
+        d.grad_norm = grad_norm;
+        d.accepted = 1.0;
+        d.lr = lr;
+        d.epochs_run = steps as f64 / per_epoch as f64;
+        Ok(d)
+    }
+
+    /// `beta`, Adam's step count `adam_t`, and its moments `adam_m`, `adam_v`.
+    fn state(&self) -> AlgoState {
+        let mut s = AlgoState::new(self.name());
+        s.scalars.insert("beta".into(), self.beta);
+        s.scalars.insert("adam_t".into(), self.adam.t as f64);
+        s.vectors.insert("adam_m".into(), self.adam.m.clone());
+        s.vectors.insert("adam_v".into(), self.adam.v.clone());
+        s
+    }
+
+    fn load_state(&mut self, state: &AlgoState) -> Result<()> {
+        state.expect_algo(self.name())?;
+        let (beta, t) = (state.scalar("beta")?, state.scalar("adam_t")?);
+        let n = self.adam.len();
+        let m = state.vector("adam_m", n)?.to_vec();
+        let v = state.vector("adam_v", n)?.to_vec();
+        let valid = beta.is_finite() && beta >= 0.0 && t >= 0.0 && t.fract() == 0.0;
+        if !valid {
+            return Err(OptimError::State(format!(
+                "ppo: beta must be finite and >= 0 and adam_t a whole number >= 0, got beta = {beta}, adam_t = {t}"
+            )));
+        }
+        self.beta = beta;
+        self.adam.t = t as u64;
+        self.adam.m = m;
+        self.adam.v = v;
+        Ok(())
+    }
+}
+
+/// The parameters one Adam steps: the policy's, then the value function's
+/// that are not the policy's (all of them for a separate network, the head on
+/// a shared trunk), so that shared parameters are counted once.
+pub fn trainable_vars(policy: &dyn Policy, value: &ValueNet) -> Vec<Var> {
+    let mut vars = policy.vars();
+    vars.extend(value.unshared_vars());
+    vars
+}
+
+/// The value loss Ê[(R − V(s))²] (Stable-Baselines3's, without a ½). With
+/// `clip_vf = Some(c)`, the prediction is also clipped to V_old ± c and the
+/// larger of the two squared errors is taken per sample (CleanRL's
+/// `clip_vloss`; Huang et al. detail 9).
+pub fn value_loss(value: &ValueNet, mb: &MiniBatch, clip_vf: Option<f64>) -> Result<Tensor> {
+    let e = candle_err("value loss");
+    let v = value.forward(&mb.obs)?;
+    let unclipped = (&v - &mb.returns).and_then(|d| d.sqr()).map_err(&e)?;
+    let per_sample = match clip_vf {
+        None => unclipped,
+        Some(c) => {
+            // V_clip = V_old + clip(V − V_old, −c, c)
+            let clipped = (&v - &mb.old_values)
+                .and_then(|d| d.clamp(-c, c))
+                .and_then(|d| d + &mb.old_values)
+                .and_then(|v| (v - &mb.returns)?.sqr())
+                .map_err(&e)?;
+            unclipped.maximum(&clipped).map_err(&e)?
+        }
+    };
+    per_sample.mean_all().map_err(e)
+}
+
+/// The distributions of `dist` at the states `rows` (a minibatch of π_old).
+pub fn select_rows(dist: &Dist, rows: &[usize]) -> Result<Dist> {
+    let e = candle_err("selecting rows of π_old");
+    let pick = |t: &Tensor| -> Result<Tensor> {
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), t.device()).map_err(&e)?;
+        t.index_select(&idx, 0).map_err(&e)
+    };
+    Ok(match dist {
+        // The logits carry the mask bias already: no mask again.
+        Dist::Categorical(d) => Dist::Categorical(klrl_policy::Categorical::from_logits(
+            &pick(d.logits())?,
+            None,
+        )?),
+        Dist::DiagGaussian(d) => Dist::DiagGaussian(klrl_policy::DiagGaussian::new(
+            &pick(d.mean())?,
+            d.log_std(),
+        )?),
+    })
+}
+
+/// The exact mean KL(π_old ‖ π_θ) over the states of `full` at the current
+/// parameters (one detached forward pass).
+pub fn batch_mean_kl(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<f64> {
+    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+    let kl = old.kl(&new)?;
+    scalars_to_host(&[&kl.mean_all().map_err(candle_err("batch KL"))?]).map(|v| v[0])
+}
+
+/// [`kl_stats`] between `old` and the current policy over the states and
+/// actions of `full`: what every update reports about how far it moved.
+pub fn measure_update(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<KlStats> {
+    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+    let new_log_probs = new.log_prob(&full.actions)?;
+    kl_stats(old, &new, &full.old_log_probs, &new_log_probs)
+}
+
+/// Diagnostics with the KL and entropy columns of `kl` filled in and every
+/// other column NaN.
+pub fn diagnostics_from(kl: &KlStats) -> UpdateDiagnostics {
+    let mut d = UpdateDiagnostics::empty();
+    d.kl_old_new = kl.kl_old_new;
+    d.kl_new_old = kl.kl_new_old;
+    d.kl_max = kl.kl_max;
+    d.kl_k1 = kl.kl_k1;
+    d.kl_k3 = kl.kl_k3;
+    d.entropy = kl.entropy;
+    d
+}
+
+/// Reads scalar tensors to the host in one transfer.
+pub(crate) fn scalars_to_host(scalars: &[&Tensor]) -> Result<Vec<f64>> {
+    let e = candle_err("losses to host");
+    let flat = scalars
+        .iter()
+        .map(|t| t.reshape(1))
+        .collect::<candle_core::Result<Vec<_>>>()
+        .map_err(&e)?;
+    Tensor::cat(&flat, 0)
+        .and_then(|t| t.to_dtype(DType::F64))
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(e)
+}
