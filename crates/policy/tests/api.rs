@@ -55,10 +55,14 @@ fn orthogonalize_matches_numpy_qr_with_torch_sign_convention() {
 
 /// max |W Wᵀ − g² I| (rows ≤ cols) or |Wᵀ W − g² I|.
 fn gram_error(w: &[f64], rows: usize, cols: usize, gain: f64) -> f64 {
-    let (k, inner, at): (usize, usize, Box<dyn Fn(usize, usize) -> f64>) = if rows <= cols {
-        (rows, cols, Box::new(|a, b| w[a * cols + b]))
-    } else {
-        (cols, rows, Box::new(|a, b| w[b * cols + a]))
+    let wide = rows <= cols;
+    let (k, inner) = if wide { (rows, cols) } else { (cols, rows) };
+    let at = |a: usize, b: usize| {
+        if wide {
+            w[a * cols + b]
+        } else {
+            w[b * cols + a]
+        }
     };
     let mut worst: f64 = 0.0;
     for i in 0..k {
