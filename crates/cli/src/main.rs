@@ -1,8 +1,11 @@
 //! `klrl`: train, evaluate and compare KL-constrained policy optimisation runs,
 //! list environments, and compute KL divergences from the command line.
 
+mod compare_cmd;
 mod envs_cmd;
+mod eval_cmd;
 mod kl_cmd;
+mod train_cmd;
 
 use std::process::ExitCode;
 
@@ -18,7 +21,10 @@ const EXIT_FAILURE: u8 = 1;
     name = "klrl",
     version,
     about = "Reinforcement learning with KL-constrained policy updates",
-    after_help = "Examples:\n  klrl envs\n  klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25"
+    after_help = "Examples:\n  klrl train\n  klrl train configs/acrobot-ppo-kl-adaptive.toml --seed 3\n  \
+        klrl eval runs/CartPole-v1-ppo-20250101-120000-s0 --json\n  \
+        klrl compare configs/compare/cartpole/*.toml --seeds 3 --out results/cartpole\n  \
+        klrl envs\n  klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +33,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a policy: a config (or the built-in PPO with adaptive KL penalty
+    /// on CartPole-v1) into a run directory with metrics.csv, TensorBoard
+    /// files and checkpoints; or resume a run.
+    #[command(after_help = "Examples:\n  \
+        klrl train\n  \
+        klrl train configs/pendulum-ppo-kl-adaptive.toml --seed 1 --out runs/pendulum-s1\n  \
+        klrl train configs/cartpole-ppo-kl-adaptive.toml --set algo.kl_target=0.02 --set train.total_steps=50000\n  \
+        klrl train --resume runs/pendulum-s1\n\n\
+        Exit status: 0 done, 1 failure while running, 2 bad config or arguments, 130 Ctrl-C \
+        (after a checkpoint).")]
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a run's newest checkpoint (or a given checkpoint): mean ± std
+    /// return and episode length.
+    #[command(after_help = "Examples:\n  \
+        klrl eval runs/CartPole-v1-ppo-20250101-120000-s0\n  \
+        klrl eval runs/x/checkpoints/update-00000100 --episodes 50 --deterministic --json")]
+    Eval(eval_cmd::EvalArgs),
+    /// Run every config with several seeds in parallel, then write a markdown
+    /// summary and PNG plots (return against steps, KL per update).
+    #[command(after_help = "Examples:\n  \
+        klrl compare configs/compare/cartpole/*.toml --seeds 3 --out results/cartpole\n  \
+        klrl compare a.toml b.toml --seeds 2 --set train.total_steps=20000 --out results/quick\n  \
+        klrl compare --plot-only results/cartpole")]
+    Compare(compare_cmd::CompareArgs),
     /// List the registered environments with their observation and action spaces.
     #[command(after_help = "Example:\n  klrl envs")]
     Envs(envs_cmd::EnvsArgs),
@@ -76,11 +106,15 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Train(args) => train_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Compare(args) => compare_cmd::run(args),
         Command::Envs(args) => envs_cmd::run(args),
         Command::Kl(args) => kl_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.status == 130 => ExitCode::from(e.status),
         Err(e) => {
             eprintln!("error: {:#}", e.error);
             ExitCode::from(e.status)

@@ -1,0 +1,213 @@
+//! `metrics.csv`: one row per update — `update, env_steps, wall_s,
+//! ep_return_mean, ep_len_mean`, the optimiser's
+//! [`UpdateDiagnostics::COLUMNS`], and `regret` for environments that report
+//! it. NaN (a quantity an algorithm does not have, or no finished episode
+//! yet) is an empty cell.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use klrl_optim::UpdateDiagnostics;
+
+use crate::error::{Result, RunnerError};
+
+/// One row of metrics.csv.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsRow {
+    /// Update index (0-based).
+    pub update: u64,
+    /// Environment steps after this update.
+    pub env_steps: u64,
+    /// Wall-clock seconds of training so far (across resumes).
+    pub wall_s: f64,
+    /// Mean return of the last `run.return_window` finished episodes; NaN
+    /// before the first one.
+    pub ep_return_mean: f64,
+    /// Their mean length.
+    pub ep_len_mean: f64,
+    /// The optimiser's diagnostics.
+    pub diagnostics: UpdateDiagnostics,
+    /// Mean expected regret per step of this update's rollout (bandits).
+    pub regret: Option<f64>,
+}
+
+impl MetricsRow {
+    /// `(column, value)` pairs in file order (without `regret` unless
+    /// `with_regret`).
+    pub fn columns(&self, with_regret: bool) -> Vec<(&'static str, f64)> {
+        let mut out = vec![
+            ("update", self.update as f64),
+            ("env_steps", self.env_steps as f64),
+            ("wall_s", self.wall_s),
+            ("ep_return_mean", self.ep_return_mean),
+            ("ep_len_mean", self.ep_len_mean),
+        ];
+        out.extend(
+            UpdateDiagnostics::COLUMNS
+                .iter()
+                .copied()
+                .zip(self.diagnostics.values()),
+        );
+        if with_regret {
+            out.push(("regret", self.regret.unwrap_or(f64::NAN)));
+        }
+        out
+    }
+}
+
+/// The header of metrics.csv.
+pub fn header(with_regret: bool) -> Vec<&'static str> {
+    let mut h = vec![
+        "update",
+        "env_steps",
+        "wall_s",
+        "ep_return_mean",
+        "ep_len_mean",
+    ];
+    h.extend(UpdateDiagnostics::COLUMNS);
+    if with_regret {
+        h.push("regret");
+    }
+    h
+}
+
+/// Format a value for the CSV: shortest round-trip decimal, empty for NaN.
+fn cell(x: f64) -> String {
+    if x.is_nan() {
+        String::new()
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Appends rows to metrics.csv, flushing after each so a killed run keeps
+/// every finished update.
+pub struct MetricsWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    with_regret: bool,
+}
+
+impl MetricsWriter {
+    /// Create `path` with the header.
+    pub fn create(path: &Path, with_regret: bool) -> Result<Self> {
+        let file = File::create(path).map_err(|e| RunnerError::io(path, e))?;
+        let mut w = MetricsWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            with_regret,
+        };
+        w.line(&header(with_regret).join(","))?;
+        Ok(w)
+    }
+
+    /// Reopen `path` for a resumed run, keeping only the rows of updates
+    /// before `updates` (rows a killed run wrote after its last checkpoint
+    /// are written again by the resumed run).
+    pub fn resume(path: &Path, with_regret: bool, updates: u64) -> Result<Self> {
+        let keep = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mut lines = text.lines();
+                let head = lines.next().unwrap_or_default();
+                if head != header(with_regret).join(",") {
+                    return Err(RunnerError::Metrics {
+                        path: path.display().to_string(),
+                        reason: "its header does not match this run's columns".into(),
+                    });
+                }
+                let rows: Vec<&str> = lines
+                    .filter(|l| {
+                        l.split(',')
+                            .next()
+                            .and_then(|u| u.parse::<u64>().ok())
+                            .is_some_and(|u| u < updates)
+                    })
+                    .collect();
+                rows.iter().map(|l| format!("{l}\n")).collect::<String>()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(RunnerError::io(path, e)),
+        };
+        // Rewrite through a temporary file so a crash now loses nothing.
+        let tmp = path.with_extension("csv.tmp");
+        let content = format!("{}\n{keep}", header(with_regret).join(","));
+        crate::checkpoint::write_synced(&tmp, content.as_bytes())?;
+        std::fs::rename(&tmp, path).map_err(|e| RunnerError::io(path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| RunnerError::io(path, e))?;
+        Ok(MetricsWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            with_regret,
+        })
+    }
+
+    /// Append one row.
+    pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
+        let line = row
+            .columns(self.with_regret)
+            .iter()
+            .map(|(_, v)| cell(*v))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.line(&line)
+    }
+
+    fn line(&mut self, line: &str) -> Result<()> {
+        writeln!(self.out, "{line}")
+            .and_then(|_| self.out.flush())
+            .map_err(|e| RunnerError::io(&self.path, e))
+    }
+}
+
+/// A metrics.csv read back: column names and rows (NaN for empty cells).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsTable {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows of values.
+    pub rows: Vec<Vec<f64>>,
+}
+
+impl MetricsTable {
+    /// Read `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bad = |reason: String| RunnerError::Metrics {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+        let columns: Vec<String> = reader
+            .headers()
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let mut rows = Vec::new();
+        for (i, rec) in reader.records().enumerate() {
+            let rec = rec.map_err(|e| bad(e.to_string()))?;
+            let row = rec
+                .iter()
+                .map(|c| {
+                    if c.is_empty() {
+                        Ok(f64::NAN)
+                    } else {
+                        c.parse::<f64>()
+                            .map_err(|_| bad(format!("row {}: `{c}` is not a number", i + 1)))
+                    }
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            rows.push(row);
+        }
+        Ok(MetricsTable { columns, rows })
+    }
+
+    /// The values of column `name`, if present.
+    pub fn column(&self, name: &str) -> Option<Vec<f64>> {
+        let j = self.columns.iter().position(|c| c == name)?;
+        Some(self.rows.iter().map(|r| r[j]).collect())
+    }
+}
