@@ -24,12 +24,12 @@
 //! `CANDLE_GRAD_DO_NOT_DETACH=1`, huggingface/candle#2462). `F` is symmetric
 //! positive semi-definite by construction.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::categorical::{masked_logits, ActionMask};
 use crate::error::{check_finite, Context, PolicyError, Result};
-use crate::flat::{tensor_from_f64, tensor_to_f64};
-use crate::mlp::{LinearTangent, Mlp, MlpLinearization};
+use crate::flat::tensor_to_f64;
+use crate::mlp::{Mlp, MlpLinearization};
 
 /// The metric `M` of the output distribution.
 #[derive(Debug, Clone)]
@@ -53,9 +53,6 @@ pub struct FisherOperator {
     lin: MlpLinearization,
     metric: OutputMetric,
     mlp_params: usize,
-    layer_shapes: Vec<(Vec<usize>, Vec<usize>)>,
-    dtype: DType,
-    device: candle_core::Device,
 }
 
 impl FisherOperator {
@@ -66,18 +63,14 @@ impl FisherOperator {
         let probs = candle_nn::ops::log_softmax(&logits, D::Minus1)
             .and_then(|l| l.exp())
             .ctx("fisher probabilities")?;
-        Ok(Self::from_parts(
-            mlp,
-            lin,
-            OutputMetric::Categorical { probs },
-        ))
+        Ok(Self::from_parts(lin, OutputMetric::Categorical { probs }))
     }
 
     /// The Fisher of a diagonal Gaussian policy with mean `mlp(obs)` and
     /// state-independent `log_std [d]`.
     pub(crate) fn diag_gaussian(mlp: &Mlp, log_std: &Tensor, obs: &Tensor) -> Result<Self> {
         let (_, lin) = mlp.linearize(obs)?;
-        let n = lin.batch_size().max(1) as f64;
+        let n = lin.batch_size() as f64;
         let inv_var_over_n = log_std
             .detach()
             .affine(-2.0, 0.0)
@@ -85,7 +78,6 @@ impl FisherOperator {
             .and_then(|x| x.affine(1.0 / n, 0.0))
             .ctx("fisher 1/σ²")?;
         Ok(Self::from_parts(
-            mlp,
             lin,
             OutputMetric::DiagGaussian {
                 inv_var_over_n,
@@ -94,18 +86,11 @@ impl FisherOperator {
         ))
     }
 
-    fn from_parts(mlp: &Mlp, lin: MlpLinearization, metric: OutputMetric) -> Self {
+    fn from_parts(lin: MlpLinearization, metric: OutputMetric) -> Self {
         FisherOperator {
+            mlp_params: lin.num_params(),
             lin,
             metric,
-            mlp_params: mlp.num_params(),
-            layer_shapes: mlp
-                .layers()
-                .iter()
-                .map(|l| (l.weight().dims().to_vec(), l.bias().dims().to_vec()))
-                .collect(),
-            dtype: mlp.dtype(),
-            device: mlp.device().clone(),
         }
     }
 
@@ -140,17 +125,12 @@ impl FisherOperator {
         }
         check_finite("fisher_vector_product", v)?;
         let mut out = Vec::with_capacity(v.len());
-        if self.batch_size() == 0 {
-            out.resize(self.mlp_params, 0.0);
-        } else {
-            let tangents = self.split(&v[..self.mlp_params])?;
-            let u = self.lin.jvp(&tangents)?;
-            let mu = self.metric_times(&u)?;
-            let grads = self.lin.vjp(&mu)?;
-            for g in &grads {
-                out.extend(tensor_to_f64(&g.weight)?);
-                out.extend(tensor_to_f64(&g.bias)?);
-            }
+        let tangents = self.lin.tangents_from_flat(&v[..self.mlp_params])?;
+        let u = self.lin.jvp(&tangents)?;
+        let mu = self.metric_times(&u)?;
+        for g in &self.lin.vjp(&mu)? {
+            out.extend(tensor_to_f64(&g.weight)?);
+            out.extend(tensor_to_f64(&g.bias)?);
         }
         // log σ block of a Gaussian: 2 v_logσ (the mean over states of a constant).
         out.extend(v[self.mlp_params..].iter().map(|x| 2.0 * x));
@@ -193,24 +173,5 @@ impl FisherOperator {
                 u.broadcast_mul(inv_var_over_n).ctx(c)
             }
         }
-    }
-
-    fn split(&self, flat: &[f64]) -> Result<Vec<LinearTangent>> {
-        let mut offset = 0;
-        let mut take = |shape: &[usize]| {
-            let k: usize = shape.iter().product();
-            let t = tensor_from_f64(&flat[offset..offset + k], shape, self.dtype, &self.device);
-            offset += k;
-            t
-        };
-        self.layer_shapes
-            .iter()
-            .map(|(w, b)| {
-                Ok(LinearTangent {
-                    weight: take(w)?,
-                    bias: take(b)?,
-                })
-            })
-            .collect()
     }
 }

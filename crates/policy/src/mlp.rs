@@ -297,11 +297,11 @@ impl Mlp {
             .sum()
     }
 
-    /// Checks that `x` is `[N, in_dim]` of the network's dtype.
+    /// Checks that `x` is `[N, in_dim]`, N ≥ 1, of the network's dtype.
     pub(crate) fn check_input(&self, x: &Tensor) -> Result<usize> {
         let in_dim = self.in_dim();
         match x.dims() {
-            &[n, d] if d == in_dim => {
+            &[n, d] if d == in_dim && n > 0 => {
                 if x.dtype() != self.dtype {
                     return Err(PolicyError::DType {
                         what: "observations",
@@ -313,7 +313,7 @@ impl Mlp {
             }
             got => Err(PolicyError::Shape {
                 what: "observations",
-                expected: format!("[N, {in_dim}] (N states × observation width)"),
+                expected: format!("[N, {in_dim}] (N ≥ 1 states × observation width)"),
                 got: got.to_vec(),
             }),
         }
@@ -321,7 +321,8 @@ impl Mlp {
 
     /// The differentiable forward pass: `x [N, in_dim] → [N, out_dim]`.
     ///
-    /// Errors: [`PolicyError::Shape`] / [`PolicyError::DType`] for a wrong input.
+    /// Errors: [`PolicyError::Shape`] / [`PolicyError::DType`] for a wrong
+    /// input (including an empty batch, N = 0).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let last = self.layers.len() - 1;
@@ -405,30 +406,49 @@ impl Mlp {
     ///
     /// Errors: [`PolicyError::FlatLength`] if `flat.len() != num_params()`.
     pub fn tangents_from_flat(&self, flat: &[f64]) -> Result<Vec<LinearTangent>> {
-        if flat.len() != self.num_params() {
-            return Err(PolicyError::FlatLength {
-                what: "mlp tangent",
-                expected: self.num_params(),
-                got: flat.len(),
-            });
-        }
-        let mut offset = 0;
-        let mut take = |shape: &[usize]| {
-            let k: usize = shape.iter().product();
-            let t = tensor_from_f64(&flat[offset..offset + k], shape, self.dtype, &self.device);
-            offset += k;
-            t
-        };
-        self.layers
+        let shapes: Vec<(&[usize], &[usize])> = self
+            .layers
             .iter()
-            .map(|l| {
-                Ok(LinearTangent {
-                    weight: take(l.weight.dims())?,
-                    bias: take(l.bias.dims())?,
-                })
-            })
-            .collect()
+            .map(|l| (l.weight.dims(), l.bias.dims()))
+            .collect();
+        split_flat(flat, &shapes, self.dtype, &self.device)
     }
+}
+
+/// Splits `flat` into one [`LinearTangent`] per `(weight shape, bias shape)`.
+fn split_flat(
+    flat: &[f64],
+    shapes: &[(&[usize], &[usize])],
+    dtype: DType,
+    device: &Device,
+) -> Result<Vec<LinearTangent>> {
+    let expected: usize = shapes
+        .iter()
+        .map(|(w, b)| w.iter().product::<usize>() + b.iter().product::<usize>())
+        .sum();
+    if flat.len() != expected {
+        return Err(PolicyError::FlatLength {
+            what: "mlp tangent",
+            expected,
+            got: flat.len(),
+        });
+    }
+    let mut offset = 0;
+    let mut take = |shape: &[usize]| {
+        let k: usize = shape.iter().product();
+        let t = tensor_from_f64(&flat[offset..offset + k], shape, dtype, device);
+        offset += k;
+        t
+    };
+    shapes
+        .iter()
+        .map(|(w, b)| {
+            Ok(LinearTangent {
+                weight: take(w)?,
+                bias: take(b)?,
+            })
+        })
+        .collect()
 }
 
 /// The MLP linearised at fixed parameters and inputs: everything the
@@ -453,6 +473,28 @@ impl MlpLinearization {
     /// Number of rows N of the linearisation's input.
     pub fn batch_size(&self) -> usize {
         self.inputs[0].dims()[0]
+    }
+
+    /// Splits a flat vector (order of [`Mlp::vars`]) into per-layer tangents
+    /// matching this linearisation.
+    ///
+    /// Errors: [`PolicyError::FlatLength`] for a wrong length.
+    pub fn tangents_from_flat(&self, flat: &[f64]) -> Result<Vec<LinearTangent>> {
+        let shapes: Vec<(&[usize], &[usize])> = self
+            .weights
+            .iter()
+            .map(|(w, b)| (w.dims(), b.dims()))
+            .collect();
+        let w = &self.weights[0].0;
+        split_flat(flat, &shapes, w.dtype(), w.device())
+    }
+
+    /// Number of parameters of the linearised network.
+    pub fn num_params(&self) -> usize {
+        self.weights
+            .iter()
+            .map(|(w, b)| w.elem_count() + b.elem_count())
+            .sum()
     }
 
     /// `J v`: propagates the parameter tangent `tangents` forward.

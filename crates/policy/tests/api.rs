@@ -372,3 +372,25 @@ fn value_net_and_shared_trunk() {
     let g = loss.backward().expect("backward");
     assert!(g.get(p.mlp().layers()[0].weight().as_tensor()).is_some());
 }
+
+#[test]
+fn policy_is_object_safe_and_empty_batches_are_errors() {
+    let policies: Vec<Box<dyn Policy>> = vec![
+        Box::new(categorical(Activation::Tanh, 1)),
+        Box::new(gaussian(Activation::Tanh, 2)),
+    ];
+    for p in &policies {
+        let empty = Tensor::zeros((0, OBS_DIM), DType::F64, &Device::Cpu).expect("empty");
+        let v = vec![1.0; p.num_params()];
+        assert!(matches!(
+            p.fisher_vector_product(&empty, None, &v),
+            Err(PolicyError::Shape { .. })
+        ));
+        assert!(matches!(
+            p.dist(&empty, None),
+            Err(PolicyError::Shape { .. })
+        ));
+        let obs = observations(&mut rng(0), DType::F64);
+        assert_eq!(p.dist(&obs, None).expect("dist").batch_size(), N_STATES);
+    }
+}
