@@ -1,1 +1,553 @@
-//! placeholder
+//! Comparing configs: every config × seed trained in parallel threads
+//! (bounded by the available cores), then a markdown summary and PNG plots.
+//!
+//! ```text
+//! OUT/
+//!   compare.json        which run is which config and seed
+//!   runs/<label>-s<seed>/   ordinary run directories
+//!   summary.md          per config: final return, steps to threshold, KL statistics, wall time
+//!   return.png          return against environment steps (mean and min–max band per config)
+//!   kl.png              per-update KL(π_old ‖ π_new) against updates, with kl_target / max_kl
+//! ```
+//!
+//! [`plot_only`] redraws the summary and plots from the saved metrics.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use klrl_envs::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, ConfigSource, ResolvedConfig};
+use crate::error::{Result, RunnerError};
+use crate::metrics::MetricsTable;
+use crate::plot::{self, Series};
+use crate::run::{Run, RunDir};
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// The config files.
+    pub configs: Vec<PathBuf>,
+    /// Seeds per config: 0, 1, …, seeds − 1 (overriding `train.seed`).
+    pub seeds: u64,
+    /// `key=value` overrides applied to every config.
+    pub sets: Vec<String>,
+    /// The output directory (must not exist or be empty).
+    pub out: PathBuf,
+    /// Runs trained at once; `None` = the number of available cores.
+    pub jobs: Option<usize>,
+}
+
+/// One run of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEntry {
+    /// The config's label (its file stem).
+    pub label: String,
+    /// The config file.
+    pub config: String,
+    /// The seed.
+    pub seed: u64,
+    /// The run directory, relative to the output directory.
+    pub dir: String,
+}
+
+/// `compare.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Every run, in config then seed order.
+    pub runs: Vec<RunEntry>,
+}
+
+/// The summary of one config over its seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigStats {
+    /// The config's label.
+    pub label: String,
+    /// Algorithm name (with the PPO objective).
+    pub algo: String,
+    /// Seeds with metrics.
+    pub seeds: usize,
+    /// Mean over seeds of the final `ep_return_mean`.
+    pub final_return_mean: f64,
+    /// Population standard deviation over seeds.
+    pub final_return_std: f64,
+    /// The environment's reward threshold.
+    pub threshold: Option<f64>,
+    /// Seeds whose `ep_return_mean` reached the threshold.
+    pub reached: usize,
+    /// Mean environment steps until it first did, over those seeds.
+    pub steps_to_threshold: Option<f64>,
+    /// Mean per-update KL(π_old ‖ π_new) over all updates and seeds.
+    pub kl_mean: f64,
+    /// Largest per-update KL.
+    pub kl_max: f64,
+    /// `kl_target` (PPO with a penalty) or `max_kl` (TRPO, NPG).
+    pub kl_limit: Option<f64>,
+    /// Fraction of updates whose KL exceeded `kl_limit`.
+    pub frac_above_limit: Option<f64>,
+    /// Mean wall-clock seconds per run.
+    pub wall_s: f64,
+}
+
+/// Labels from file stems, made unique with `-2`, `-3`, ….
+fn labels(configs: &[PathBuf]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in configs {
+        let stem = c
+            .file_stem()
+            .map_or("config".to_string(), |s| s.to_string_lossy().to_string());
+        let mut label = stem.clone();
+        let mut k = 2;
+        while out.contains(&label) {
+            label = format!("{stem}-{k}");
+            k += 1;
+        }
+        out.push(label);
+    }
+    out
+}
+
+/// Train every config × seed, then write the summary and plots. All configs
+/// are validated (for every seed) before anything is written. `stop` ends
+/// the runs early (each writes a checkpoint); `on_done` is called with a line
+/// of text when a run ends.
+pub fn compare(
+    opts: &CompareOptions,
+    registry: &Registry,
+    stop: &AtomicBool,
+    on_done: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<ConfigStats>> {
+    if opts.configs.is_empty() {
+        return Err(RunnerError::Usage("give at least one config".into()));
+    }
+    if opts.seeds == 0 {
+        return Err(RunnerError::Usage("--seeds must be >= 1".into()));
+    }
+    let labels = labels(&opts.configs);
+    let mut tasks: VecDeque<(RunEntry, ResolvedConfig)> = VecDeque::new();
+    for (path, label) in opts.configs.iter().zip(&labels) {
+        for seed in 0..opts.seeds {
+            let resolved = config::load(
+                &ConfigSource::File(path.clone()),
+                &opts.sets,
+                Some(seed),
+                registry,
+            )?;
+            tasks.push_back((
+                RunEntry {
+                    label: label.clone(),
+                    config: path.display().to_string(),
+                    seed,
+                    dir: format!("runs/{label}-s{seed}"),
+                },
+                resolved,
+            ));
+        }
+    }
+    let out = &opts.out;
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(|e| RunnerError::io(out, e))?
+            .next()
+            .is_some()
+    {
+        return Err(RunnerError::Usage(format!(
+            "{}: exists and is not empty; choose a new --out (or --plot-only to redraw)",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out.join("runs")).map_err(|e| RunnerError::io(out, e))?;
+    let manifest = Manifest {
+        runs: tasks.iter().map(|(e, _)| e.clone()).collect(),
+    };
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    crate::checkpoint::write_synced(&out.join("compare.json"), json.as_bytes())?;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = opts.jobs.unwrap_or(cores).clamp(1, tasks.len().max(1));
+    let queue = Mutex::new(tasks);
+    let errors: Mutex<Vec<RunnerError>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let next = queue.lock().expect("queue lock").pop_front();
+                let Some((entry, resolved)) = next else { break };
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match train_one(&entry, resolved, out, registry, stop) {
+                    Ok(line) => on_done(&line),
+                    Err(e) => {
+                        on_done(&format!("{} seed {}: failed: {e}", entry.label, entry.seed));
+                        errors.lock().expect("errors lock").push(e);
+                    }
+                }
+            });
+        }
+    });
+    let stats = report(out, &manifest, registry)?;
+    if let Some(e) = errors.into_inner().expect("errors lock").into_iter().next() {
+        return Err(e);
+    }
+    Ok(stats)
+}
+
+/// Train one run of the comparison to the end (or until `stop`).
+fn train_one(
+    entry: &RunEntry,
+    resolved: ResolvedConfig,
+    out: &Path,
+    registry: &Registry,
+    stop: &AtomicBool,
+) -> Result<String> {
+    let mut run = Run::create(resolved, RunDir::Exactly(out.join(&entry.dir)), registry)?;
+    let mut interrupted = false;
+    while !run.is_done() {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        if let Err(e) = run.step() {
+            let _ = run.checkpoint();
+            return Err(e);
+        }
+    }
+    let s = run.finish(interrupted, registry)?;
+    Ok(format!(
+        "{} seed {}: {} steps in {:.1} s, final return {}",
+        entry.label,
+        entry.seed,
+        s.env_steps,
+        s.wall_s,
+        s.final_ep_return_mean
+            .map_or("-".to_string(), |r| format!("{r:.1}"))
+    ))
+}
+
+/// Redraw `summary.md`, `return.png` and `kl.png` in `dir` (the output of
+/// an earlier [`compare`]) from the saved metrics.
+pub fn plot_only(dir: &Path, registry: &Registry) -> Result<Vec<ConfigStats>> {
+    let path = dir.join("compare.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        RunnerError::Usage(format!(
+            "{}: no compare.json; not the output of klrl compare",
+            dir.display()
+        ))
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| RunnerError::Metrics {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    report(dir, &manifest, registry)
+}
+
+/// One config's runs read back.
+struct Group {
+    label: String,
+    config: Option<ResolvedConfig>,
+    tables: Vec<MetricsTable>,
+}
+
+/// Read every run's metrics, compute the statistics, write summary.md and
+/// the plots.
+fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<ConfigStats>> {
+    let mut groups: Vec<Group> = Vec::new();
+    for entry in &manifest.runs {
+        let dir = out.join(&entry.dir);
+        let metrics = dir.join("metrics.csv");
+        if !metrics.is_file() {
+            continue;
+        }
+        let table = MetricsTable::read(&metrics)?;
+        if groups.last().is_none_or(|g| g.label != entry.label) {
+            groups.push(Group {
+                label: entry.label.clone(),
+                config: config::load_saved(&dir, registry).ok(),
+                tables: Vec::new(),
+            });
+        }
+        groups.last_mut().expect("pushed above").tables.push(table);
+    }
+    let stats: Vec<ConfigStats> = groups.iter().map(stats_of).collect();
+    let threshold = stats.iter().find_map(|s| s.threshold);
+    std::fs::write(out.join("summary.md"), markdown(&stats, manifest))
+        .map_err(|e| RunnerError::io(&out.join("summary.md"), e))?;
+
+    let returns: Vec<Series> = groups
+        .iter()
+        .map(|g| band(g, "env_steps", "ep_return_mean", None))
+        .collect();
+    plot::draw(
+        &out.join("return.png"),
+        "Return (mean of recent training episodes)",
+        "environment steps",
+        "return",
+        &returns,
+        threshold.map(|t| (t, "reward threshold")),
+    )?;
+    let kls: Vec<Series> = groups
+        .iter()
+        .zip(&stats)
+        .map(|(g, s)| band(g, "update", "kl_old_new", s.kl_limit))
+        .collect();
+    plot::draw(
+        &out.join("kl.png"),
+        "Per-update KL(π_old ‖ π_new)",
+        "update",
+        "KL (nats)",
+        &kls,
+        None,
+    )?;
+    Ok(stats)
+}
+
+/// Mean and min–max over seeds of column `y` against column `x` (rows
+/// aligned by index; runs of one config share their step grid).
+fn band(g: &Group, x: &str, y: &str, limit: Option<f64>) -> Series {
+    let cols: Vec<(Vec<f64>, Vec<f64>)> = g
+        .tables
+        .iter()
+        .filter_map(|t| Some((t.column(x)?, t.column(y)?)))
+        .collect();
+    let n = cols.iter().map(|(x, _)| x.len()).max().unwrap_or(0);
+    let mut s = Series {
+        label: g.label.clone(),
+        x: Vec::with_capacity(n),
+        mean: Vec::with_capacity(n),
+        min: Vec::with_capacity(n),
+        max: Vec::with_capacity(n),
+        limit,
+    };
+    for i in 0..n {
+        let xs: Vec<f64> = cols.iter().filter_map(|(x, _)| x.get(i).copied()).collect();
+        let vals: Vec<f64> = cols
+            .iter()
+            .filter_map(|(_, y)| y.get(i).copied())
+            .filter(|v| v.is_finite())
+            .collect();
+        s.x.push(xs.first().copied().unwrap_or(f64::NAN));
+        if vals.is_empty() {
+            s.mean.push(f64::NAN);
+            s.min.push(f64::NAN);
+            s.max.push(f64::NAN);
+        } else {
+            s.mean.push(vals.iter().sum::<f64>() / vals.len() as f64);
+            s.min
+                .push(vals.iter().copied().fold(f64::INFINITY, f64::min));
+            s.max
+                .push(vals.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        }
+    }
+    s
+}
+
+fn stats_of(g: &Group) -> ConfigStats {
+    let threshold = g.config.as_ref().and_then(|c| c.reward_threshold);
+    let kl_limit = g.config.as_ref().and_then(|c| c.kl_limit());
+    let mut finals = Vec::new();
+    let mut reached_steps = Vec::new();
+    let mut kls = Vec::new();
+    let mut walls = Vec::new();
+    for t in &g.tables {
+        let ret = t.column("ep_return_mean").unwrap_or_default();
+        let steps = t.column("env_steps").unwrap_or_default();
+        if let Some(last) = ret.iter().rev().find(|v| v.is_finite()) {
+            finals.push(*last);
+        }
+        if let Some(th) = threshold {
+            if let Some(i) = ret.iter().position(|&r| r >= th) {
+                reached_steps.push(steps[i]);
+            }
+        }
+        kls.extend(
+            t.column("kl_old_new")
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| v.is_finite()),
+        );
+        if let Some(w) = t.column("wall_s").and_then(|w| w.last().copied()) {
+            walls.push(w);
+        }
+    }
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let m = mean(&finals);
+    let std = if finals.is_empty() {
+        f64::NAN
+    } else {
+        (finals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / finals.len() as f64).sqrt()
+    };
+    let algo = match g.config.as_ref().map(|c| &c.experiment.algo) {
+        Some(klrl_optim::AlgoConfig::Ppo(p)) => {
+            format!(
+                "ppo ({})",
+                serde_json::to_value(p.objective)
+                    .map_or(String::new(), |v| v.as_str().unwrap_or("").to_string())
+            )
+        }
+        Some(a) => a.name().to_string(),
+        None => "?".to_string(),
+    };
+    ConfigStats {
+        label: g.label.clone(),
+        algo,
+        seeds: g.tables.len(),
+        final_return_mean: m,
+        final_return_std: std,
+        threshold,
+        reached: reached_steps.len(),
+        steps_to_threshold: (!reached_steps.is_empty()).then(|| mean(&reached_steps)),
+        kl_mean: mean(&kls),
+        kl_max: kls.iter().copied().fold(f64::NAN, f64::max),
+        kl_limit,
+        frac_above_limit: kl_limit
+            .filter(|_| !kls.is_empty())
+            .map(|l| kls.iter().filter(|&&k| k > l).count() as f64 / kls.len() as f64),
+        wall_s: mean(&walls),
+    }
+}
+
+/// The markdown summary: one table row per config.
+pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
+    let f = |x: f64, d: usize| {
+        if x.is_finite() {
+            format!("{x:.d$}")
+        } else {
+            "–".to_string()
+        }
+    };
+    let mut s = String::from("# klrl compare\n\n");
+    let seeds = manifest
+        .runs
+        .iter()
+        .map(|r| r.seed)
+        .max()
+        .map_or(0, |m| m + 1);
+    let _ = writeln!(
+        s,
+        "{} configs × {seeds} seeds. Final return: mean ± std over seeds of the mean return of the \
+         last training episodes (`run.return_window`). Steps to threshold: mean over the seeds \
+         that reached the environment's reward threshold (k/n reached). KL: per-update exact \
+         mean KL(π_old ‖ π_new) over all updates and seeds; limit = `kl_target` (PPO with a \
+         penalty) or `max_kl` (TRPO, NPG).\n",
+        stats.len()
+    );
+    s.push_str(
+        "| config | algo | seeds | final return | steps to threshold | mean KL | max KL | KL limit | updates above limit | wall s |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    for c in stats {
+        let steps = match (c.threshold, c.steps_to_threshold) {
+            (None, _) => "– (no threshold)".to_string(),
+            (Some(t), Some(st)) => format!("{st:.0} ({}/{} reached {t})", c.reached, c.seeds),
+            (Some(t), None) => format!("never (0/{} reached {t})", c.seeds),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} | {} |",
+            c.label,
+            c.algo,
+            c.seeds,
+            f(c.final_return_mean, 1),
+            f(c.final_return_std, 1),
+            steps,
+            f(c.kl_mean, 5),
+            f(c.kl_max, 5),
+            c.kl_limit.map_or("–".to_string(), |l| format!("{l}")),
+            c.frac_above_limit
+                .map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x)),
+            f(c.wall_s, 1),
+        );
+    }
+    s.push_str(
+        "\n![return](return.png)\n\n![kl](kl.png)\n\nColours in the plots follow the table order: ",
+    );
+    let names = [
+        "blue", "orange", "green", "red", "purple", "brown", "pink", "grey",
+    ];
+    let legend: Vec<String> = stats
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = {}", c.label, names[i % names.len()]))
+        .collect();
+    s.push_str(&legend.join(", "));
+    s.push_str(".\n\nRuns:\n\n");
+    for r in &manifest.runs {
+        let _ = writeln!(s, "- `{}` seed {}: `{}`", r.config, r.seed, r.dir);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_file_stems() {
+        let l = labels(&[
+            PathBuf::from("a/ppo.toml"),
+            PathBuf::from("b/ppo.toml"),
+            PathBuf::from("trpo.toml"),
+        ]);
+        assert_eq!(l, vec!["ppo", "ppo-2", "trpo"]);
+    }
+
+    #[test]
+    fn stats_count_thresholds_and_kl_above_the_limit() {
+        let table = |ret: &[f64], kl: &[f64]| MetricsTable {
+            columns: [
+                "update",
+                "env_steps",
+                "wall_s",
+                "ep_return_mean",
+                "kl_old_new",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: ret
+                .iter()
+                .zip(kl)
+                .enumerate()
+                .map(|(i, (&r, &k))| vec![i as f64, 100.0 * (i + 1) as f64, i as f64, r, k])
+                .collect(),
+        };
+        let mut config = config::load(
+            &ConfigSource::default_config(),
+            &[],
+            None,
+            &Registry::builtin(),
+        )
+        .unwrap();
+        config.reward_threshold = Some(10.0);
+        let g = Group {
+            label: "x".into(),
+            config: Some(config),
+            tables: vec![
+                table(&[f64::NAN, 5.0, 12.0, 9.0], &[0.0, 0.02, 0.005, 0.001]),
+                table(&[1.0, 2.0, 3.0, 7.0], &[0.001, 0.001, 0.001, 0.03]),
+            ],
+        };
+        let s = stats_of(&g);
+        assert_eq!(s.seeds, 2);
+        assert_eq!(s.final_return_mean, 8.0);
+        assert_eq!(s.final_return_std, 1.0);
+        assert_eq!(s.reached, 1);
+        assert_eq!(s.steps_to_threshold, Some(300.0));
+        assert_eq!(s.kl_limit, Some(0.01));
+        assert_eq!(s.frac_above_limit, Some(2.0 / 8.0));
+        assert_eq!(s.kl_max, 0.03);
+        assert_eq!(s.wall_s, 3.0);
+        let b = band(&g, "env_steps", "ep_return_mean", None);
+        assert_eq!(b.mean[0], 1.0);
+        assert_eq!((b.min[2], b.max[2]), (3.0, 12.0));
+    }
+}

@@ -1,1 +1,221 @@
-//! placeholder
+//! PNG plots of a comparison, drawn with plotters' bitmap backend. Text is
+//! rendered with the embedded DejaVu Sans Mono font (Bitstream Vera licence,
+//! `assets/DejaVuSansMono-LICENSE.txt`) through plotters' `ab_glyph`
+//! feature, so no system font library is needed.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::error::{Result, RunnerError};
+
+/// The embedded font.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+
+/// One curve: a mean line and a min–max band over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// x values.
+    pub x: Vec<f64>,
+    /// Mean over seeds (NaN where no seed has a value).
+    pub mean: Vec<f64>,
+    /// Minimum over seeds.
+    pub min: Vec<f64>,
+    /// Maximum over seeds.
+    pub max: Vec<f64>,
+    /// A horizontal reference line drawn in the series' colour (the KL
+    /// target or max_kl), if any.
+    pub limit: Option<f64>,
+}
+
+/// Colour of series `i`.
+pub fn color(i: usize) -> RGBColor {
+    const C: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    C[i % C.len()]
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> RunnerError {
+    RunnerError::Plot {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Draw `series` into a PNG at `path`: title, axis labels, min–max bands,
+/// mean lines, reference lines (`hline`: a global one such as the reward
+/// threshold, plus each series' own `limit`) and a legend.
+pub fn draw(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    hline: Option<(f64, &str)>,
+) -> Result<()> {
+    // plotters keeps fonts in a table of its own; registering is idempotent.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| plot_err(path, "the embedded font is invalid"))?;
+    let finite = |v: &[f64]| {
+        v.iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect::<Vec<_>>()
+    };
+    let xs: Vec<f64> = series.iter().flat_map(|s| finite(&s.x)).collect();
+    let mut ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| finite(&s.min).into_iter().chain(finite(&s.max)))
+        .collect();
+    ys.extend(series.iter().filter_map(|s| s.limit));
+    if let Some((h, _)) = hline {
+        ys.push(h);
+    }
+    let range = |v: &[f64], pad: f64| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !lo.is_finite() || !hi.is_finite() {
+            (0.0, 1.0)
+        } else if hi - lo < 1e-12 {
+            (lo - 1.0, hi + 1.0)
+        } else {
+            (lo - pad * (hi - lo), hi + pad * (hi - lo))
+        }
+    };
+    let (x0, x1) = range(&xs, 0.0);
+    let (y0, y1) = range(&ys, 0.05);
+
+    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .x_label_formatter(&|x| {
+            if (x1 - x0) >= 10.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.2}")
+            }
+        })
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, s) in series.iter().enumerate() {
+        let c = color(i);
+        // The band, one polygon per run of finite points.
+        for seg in segments(&s.x, &s.min, &s.max) {
+            let mut pts: Vec<(f64, f64)> = seg.iter().map(|&(x, lo, _)| (x, lo)).collect();
+            pts.extend(seg.iter().rev().map(|&(x, _, hi)| (x, hi)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(pts, c.mix(0.18).filled())))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        let mut first = true;
+        for seg in segments(&s.x, &s.mean, &s.mean) {
+            let line = chart
+                .draw_series(LineSeries::new(
+                    seg.iter().map(|&(x, m, _)| (x, m)),
+                    c.stroke_width(2),
+                ))
+                .map_err(|e| plot_err(path, e))?;
+            if first {
+                line.label(s.label.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
+                });
+                first = false;
+            }
+        }
+        if let Some(l) = s.limit {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(x0, l), (x1, l)],
+                    8,
+                    5,
+                    c.stroke_width(1),
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label(format!("{} limit {l}", s.label))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
+                });
+        }
+    }
+    if let Some((h, label)) = hline {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(x0, h), (x1, h)],
+                8,
+                5,
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| plot_err(path, e))?
+            .label(label.to_string())
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))?;
+    Ok(())
+}
+
+/// Maximal runs of points where x, a and b are all finite.
+fn segments(x: &[f64], a: &[f64], b: &[f64]) -> Vec<Vec<(f64, f64, f64)>> {
+    let mut out = vec![Vec::new()];
+    for ((&x, &a), &b) in x.iter().zip(a).zip(b) {
+        if x.is_finite() && a.is_finite() && b.is_finite() {
+            out.last_mut().expect("never empty").push((x, a, b));
+        } else if !out.last().expect("never empty").is_empty() {
+            out.push(Vec::new());
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_split_at_nan() {
+        let n = f64::NAN;
+        let s = segments(
+            &[0.0, 1.0, 2.0, 3.0, 4.0],
+            &[n, 1.0, 2.0, n, 4.0],
+            &[0.0; 5],
+        );
+        assert_eq!(
+            s,
+            vec![
+                vec![(1.0, 1.0, 0.0), (2.0, 2.0, 0.0)],
+                vec![(4.0, 4.0, 0.0)]
+            ]
+        );
+    }
+}
