@@ -22,7 +22,7 @@
 //! use) on any candle `Device` (`cuda` feature for GPUs). RNGs are always
 //! passed in; nothing is global. candle's element-wise ops run on a thread
 //! pool: for the small networks of classic control, set
-//! `RAYON_NUM_THREADS=1` (see the crate README for measurements).
+//! `RAYON_NUM_THREADS=1` (measurements in the crate README).
 //!
 //! # Example
 //!
