@@ -496,3 +496,32 @@ fn state_of_another_algorithm_or_size_is_rejected() {
     let mut t = Trainer::from_config(big, &Registry::builtin()).unwrap();
     assert!(t.algo.load_state(&a.algo.state()).is_err());
 }
+
+#[test]
+fn the_ppo_and_pg_configs_parse_validate_and_build() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let files = [
+        "bench/cartpole-ppo-zoo.toml",
+        "cartpole-ppo-kl-adaptive.toml",
+        "cartpole-ppo-kl-fixed.toml",
+        "cartpole-ppo-clip.toml",
+        "cartpole-vanilla-pg.toml",
+        "bandit-ppo-kl-adaptive.toml",
+        "bandit-ppo-kl-fixed.toml",
+        "bandit-ppo-clip.toml",
+        "bandit-vanilla-pg.toml",
+    ];
+    for file in files {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.starts_with('#'), "{file} should start with a comment");
+        let c: ExperimentConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        c.validate().unwrap();
+        let expected = if file.contains("vanilla-pg") {
+            "vanilla-pg"
+        } else {
+            "ppo"
+        };
+        let t = Trainer::from_config(c, &Registry::builtin()).unwrap();
+        assert_eq!(t.algo.name(), expected, "{file}");
+    }
+}
