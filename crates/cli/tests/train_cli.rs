@@ -314,7 +314,7 @@ fn bad_configs_exit_2_with_the_reason_and_write_nothing() {
         (vec!["syntax.toml"], "syntax.toml:7:10: invalid TOML"),
         (
             vec!["run_field.toml"],
-            "run_field.toml: run: unknown field `checkpoint_evry`",
+            "run_field.toml: run.checkpoint_evry: unknown field `checkpoint_evry`",
         ),
         (vec!["missing.toml"], "missing.toml: cannot read the config"),
         (

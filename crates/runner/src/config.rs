@@ -449,7 +449,7 @@ mod tests {
         let e = load_text("[env]\nname = \"CartPole-v1\"\n[train]\ngama = 1\n", &[]).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("x.toml: train: unknown field `gama`"),
+                .starts_with("x.toml: train.gama: unknown field `gama`"),
             "{e}"
         );
         let e = load_text("[env]\nname = \"Nope-v0\"\n", &[]).unwrap_err();
