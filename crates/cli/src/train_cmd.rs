@@ -205,7 +205,11 @@ fn progress_message(row: &MetricsRow) -> String {
         "return {}  KL {}  β {}",
         fmt(row.ep_return_mean, 1),
         fmt(row.diagnostics.kl_old_new, 4),
-        fmt(row.diagnostics.beta, 3)
+        if row.diagnostics.beta.abs() < 0.01 && row.diagnostics.beta != 0.0 {
+            format!("{:.1e}", row.diagnostics.beta)
+        } else {
+            fmt(row.diagnostics.beta, 3)
+        }
     )
 }
 
