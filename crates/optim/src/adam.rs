@@ -94,7 +94,20 @@ impl Adam {
         max_grad_norm: f64,
         update: u64,
     ) -> Result<f64> {
-        let mut grad = flat::flat_grad_from_store(vars, grads)?;
+        let grad = flat::flat_grad_from_store(vars, grads)?;
+        self.step_flat(vars, grad, lr, max_grad_norm, update)
+    }
+
+    /// [`Adam::step_vars`] with the gradient already a flat vector (in the
+    /// order of `vars`), e.g. assembled from several backward passes.
+    pub fn step_flat(
+        &mut self,
+        vars: &[Var],
+        mut grad: Vec<f64>,
+        lr: f64,
+        max_grad_norm: f64,
+        update: u64,
+    ) -> Result<f64> {
         let norm = clip_grad_norm(&mut grad, max_grad_norm);
         if !norm.is_finite() {
             return Err(OptimError::NonFinite {
