@@ -100,11 +100,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         }
     };
     let stop = interrupt_flag();
-    let (summary, interrupted) = train_loop(&mut run, &stop)?;
-    let summary = match summary {
-        Some(s) => s,
-        None => run_finish(run, interrupted, &registry)?,
-    };
+    let interrupted = train_loop(&mut run, &stop)?;
+    let summary = run.finish(interrupted, &registry).map_err(cli_error)?;
     print_summary(&summary);
     if interrupted {
         println!(
@@ -119,12 +116,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn run_finish(run: Run, interrupted: bool, registry: &Registry) -> Result<Summary, CliError> {
-    run.finish(interrupted, registry).map_err(cli_error)
-}
-
-/// Train until done or interrupted, showing progress.
-fn train_loop(run: &mut Run, stop: &AtomicBool) -> Result<(Option<Summary>, bool), CliError> {
+/// Train until done or interrupted (returns whether it was), showing progress.
+fn train_loop(run: &mut Run, stop: &AtomicBool) -> Result<bool, CliError> {
     let total = run.config.experiment.train.total_steps;
     let tty = std::io::stdout().is_terminal();
     let bar = tty.then(|| {
@@ -132,7 +125,7 @@ fn train_loop(run: &mut Run, stop: &AtomicBool) -> Result<(Option<Summary>, bool
         bar.set_style(
             ProgressStyle::with_template(
                 "[{elapsed_precise}] {bar:30.cyan/blue} {human_pos}/{human_len} steps \
-                 ({per_sec}) {msg}",
+                 ({per_sec:0}) {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -189,7 +182,7 @@ fn train_loop(run: &mut Run, stop: &AtomicBool) -> Result<(Option<Summary>, bool
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok((None, interrupted))
+    Ok(interrupted)
 }
 
 fn fmt(x: f64, digits: usize) -> String {
