@@ -96,7 +96,22 @@ impl CliError {
     }
 }
 
+/// candle's element-wise ops run on a thread pool sized by these variables.
+/// For the small networks klrl trains, one thread is ~20× faster per op than
+/// the default pool on a 2-core machine (see the README's performance
+/// section), and it makes runs bit-reproducible; `klrl compare` parallelises
+/// across runs instead. A value the user set is kept.
+fn default_to_one_compute_thread() {
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            // Called first thing in main, before any thread exists.
+            std::env::set_var(var, "1");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    default_to_one_compute_thread();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
