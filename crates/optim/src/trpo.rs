@@ -55,19 +55,17 @@ pub struct Trpo {
 
 /// What the policy step (steps 2–6) did, for the diagnostics.
 #[derive(Debug, Clone)]
-pub struct PolicyStep {
+struct PolicyStep {
     /// The conjugate-gradient solve of (F + λI) x = g.
-    pub cg: CgSolution,
+    cg: CgSolution,
     /// ‖g‖, the norm of the surrogate's gradient at θ_old.
-    pub grad_norm: f64,
-    /// The full step s (zero when there was nothing to step along).
-    pub full_step: Vec<f64>,
+    grad_norm: f64,
     /// Line-search candidates evaluated (0 for NPG).
-    pub ls_steps: usize,
+    ls_steps: usize,
     /// Whether the parameters moved.
-    pub accepted: bool,
+    accepted: bool,
     /// L(θ) at the parameters the update ends with.
-    pub surrogate: f64,
+    surrogate: f64,
 }
 
 impl Trpo {
@@ -84,8 +82,11 @@ impl Trpo {
     }
 
     /// Steps 2–6: the natural-gradient step of the policy on the whole batch
-    /// `mb`, scaled to the trust region and (TRPO) line-searched. On return
-    /// the policy holds the accepted parameters, or exactly θ_old.
+    /// `mb`, scaled to the trust region and (TRPO) line-searched. `dist` is
+    /// π_θ_old at the batch's states with its gradient graph, `old_log_probs`
+    /// log π_old(a|s) of the batch's actions. On return the policy holds the
+    /// accepted parameters, or exactly θ_old; the accepted distribution and
+    /// log-probabilities come back for the diagnostics (`None`: unchanged).
     fn policy_step(
         &self,
         policy: &mut dyn Policy,
@@ -117,7 +118,6 @@ impl Trpo {
         let x_fx = dot(&cg.x, &fisher.apply_damped(&cg.x, c.cg_damping)?);
         let mut step = PolicyStep {
             grad_norm,
-            full_step: vec![0.0; g.len()],
             cg,
             ls_steps: 0,
             accepted: false,
@@ -137,7 +137,6 @@ impl Trpo {
                 .map(|(t, s)| t + coef * s)
                 .collect()
         };
-        step.full_step.clone_from(&full_step);
         if !self.line_search {
             // NPG: the full natural step, no line search.
             let theta = candidate(1.0);

@@ -7,7 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use klrl_optim::batch::Batch;
 use klrl_optim::trpo::{natural_gradient, value_loss_and_grad, Trpo};
 use klrl_optim::{AlgoState, Algorithm, TrpoConfig};
-use klrl_policy::{Actions, Activation, CategoricalPolicy, MlpConfig, Policy, ValueNet};
+use klrl_policy::{
+    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, MlpConfig, Policy, ValueNet,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -210,6 +212,76 @@ fn npg_step_has_the_trust_region_length() {
         assert!(d.beta.is_nan() && d.clip_frac.is_nan());
         assert_eq!(d.epochs_run, 1.0);
     }
+}
+
+/// The same for a diagonal Gaussian policy, whose Fisher has the log σ block.
+#[test]
+fn npg_step_has_the_trust_region_length_for_a_gaussian_policy() {
+    let mut rng = ChaCha8Rng::seed_from_u64(20);
+    let cfg = mlp(&[16]);
+    let mut policy =
+        DiagGaussianPolicy::new(3, 2, &cfg, DType::F64, &Device::Cpu, &mut rng).unwrap();
+    let mut value = ValueNet::new(3, &cfg, DType::F64, &Device::Cpu, &mut rng).unwrap();
+    let batch = random_batch(&policy, 150, &mut rng);
+    assert!(matches!(
+        batch.actions,
+        Actions::Continuous { action_dim: 2, .. }
+    ));
+    let obs = policy.obs_tensor(&batch.obs).unwrap();
+    let fisher = policy.fisher(&obs, None).unwrap();
+    let theta_old = policy.get_flat().unwrap();
+    let (max_kl, damping) = (0.02, 0.05);
+    let mut npg = Trpo::new(npg_config(max_kl, damping), false, &value);
+    npg.update(&mut policy, &mut value, &batch, &mut rng)
+        .unwrap();
+    let s: Vec<f64> = policy
+        .get_flat()
+        .unwrap()
+        .iter()
+        .zip(&theta_old)
+        .map(|(n, o)| n - o)
+        .collect();
+    // log σ (the last two parameters) moves too.
+    assert!(s[s.len() - 2..].iter().all(|x| *x != 0.0));
+    let fs = fisher.apply_damped(&s, damping).unwrap();
+    let q = 0.5 * s.iter().zip(&fs).map(|(a, b)| a * b).sum::<f64>();
+    assert!(((q - max_kl) / max_kl).abs() < 1e-9, "{q}");
+}
+
+/// `fvp_subsample` < 1: Fisher products on a random subset of the states
+/// drawn from the update's RNG; the update stays in the trust region (the KL
+/// check uses every state) and is reproducible from the seed.
+#[test]
+fn fisher_subsampling_is_seeded_and_stays_in_the_trust_region() {
+    let config = TrpoConfig {
+        fvp_subsample: 0.25,
+        vf_minibatch_size: 64,
+        ..TrpoConfig::default()
+    };
+    let run = |seed: u64| {
+        let (mut policy, mut value) = nets(4, 3, &[32], DType::F32, 21);
+        let batch = random_batch(&policy, 400, &mut ChaCha8Rng::seed_from_u64(22));
+        let mut trpo = Trpo::new(config.clone(), true, &value);
+        let d = trpo
+            .update(
+                &mut policy,
+                &mut value,
+                &batch,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+            .unwrap();
+        (policy.get_flat().unwrap(), d)
+    };
+    let (a, da) = run(1);
+    let (b, _) = run(1);
+    let (c, _) = run(2);
+    assert_eq!(a, b);
+    assert_ne!(a, c, "a different subset gives a different step");
+    assert_eq!(da.accepted, 1.0);
+    assert!(
+        da.kl_old_new <= config.max_kl && da.kl_old_new > 0.0,
+        "{da:?}"
+    );
 }
 
 /// f32 parameters read as f64 and written back are bit-identical.
