@@ -22,7 +22,7 @@
 //!    (sb3-contrib's TRPO, Spinning Up).
 //!
 //! Hyperparameters and their defaults are documented in
-//! [`TrpoConfig`](crate::config::TrpoConfig).
+//! [`TrpoConfig`].
 
 use candle_core::{DType, Tensor};
 use klrl_policy::{ActionMask, Dist, FisherOperator, Policy, ValueNet};
