@@ -1,6 +1,7 @@
 //! `klrl`: train, evaluate and compare KL-constrained policy optimisation runs,
 //! list environments, and compute KL divergences from the command line.
 
+mod bench_cmd;
 mod compare_cmd;
 mod envs_cmd;
 mod eval_cmd;
@@ -57,6 +58,15 @@ enum Command {
         klrl compare a.toml b.toml --seeds 2 --set train.total_steps=20000 --out results/quick\n  \
         klrl compare --plot-only results/cartpole")]
     Compare(compare_cmd::CompareArgs),
+    /// Time end-to-end training runs (default: the rl-baselines3-zoo PPO and
+    /// TRPO CartPole configs, seeds 0–2): wall time, steps/s, time and steps
+    /// until the rolling mean of 20 episodes reaches the reward threshold,
+    /// and the rollout / advantage / update breakdown.
+    #[command(after_help = "Examples:\n  \
+        klrl bench\n  \
+        klrl bench configs/bench/cartpole-ppo-zoo.toml --seeds 1 --json\n  \
+        klrl bench --set train.total_steps=20000")]
+    Bench(bench_cmd::BenchArgs),
     /// List the registered environments with their observation and action spaces.
     #[command(after_help = "Example:\n  klrl envs")]
     Envs(envs_cmd::EnvsArgs),
@@ -124,6 +134,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
         Command::Envs(args) => envs_cmd::run(args),
         Command::Kl(args) => kl_cmd::run(args),
     };

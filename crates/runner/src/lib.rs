@@ -6,12 +6,15 @@
 //! - [`run::Run`]: a run directory with `config.toml`, `metrics.csv`,
 //!   TensorBoard event files, [`checkpoint`]s and `summary.json`; resume.
 //! - [`eval`]: evaluate a run or checkpoint.
+//! - [`bench`]: end-to-end training benchmarks (wall time, phases, time to
+//!   the reward threshold).
 //! - [`compare`]: every config × seed in parallel, a markdown summary and
 //!   PNG plots ([`plot`]).
 //!
 //! Not here: argument parsing, progress bars and Ctrl-C (the `klrl` binary),
 //! the algorithms (`klrl-optim`), networks and environments.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

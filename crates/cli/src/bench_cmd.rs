@@ -1,0 +1,71 @@
+//! `klrl bench`: end-to-end training benchmarks (by default the two
+//! rl-baselines3-zoo CartPole configs), one run after another on one
+//! compute thread, as a table or JSON.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use klrl_envs::Registry;
+use klrl_runner::bench::{self, BenchResult};
+use klrl_runner::{config, ConfigSource};
+
+use crate::train_cmd::cli_error;
+use crate::CliError;
+
+/// Arguments of `klrl bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The configs to time (TOML). Default: the built-in copies of
+    /// configs/bench/cartpole-ppo-zoo.toml and configs/bench/cartpole-trpo-zoo.toml.
+    configs: Vec<PathBuf>,
+    /// Runs per config, with seeds 0, 1, …, N−1 (overriding train.seed).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    seeds: u64,
+    /// Override a value in every config, e.g. --set train.total_steps=20000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Print the results as a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `klrl bench`.
+pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    if args.seeds == 0 {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--seeds must be at least 1"
+        )));
+    }
+    let registry = Registry::builtin();
+    let sources: Vec<ConfigSource> = if args.configs.is_empty() {
+        bench::default_configs()
+    } else {
+        args.configs
+            .iter()
+            .cloned()
+            .map(ConfigSource::File)
+            .collect()
+    };
+    // Validate every config and seed before timing anything.
+    let mut resolved = Vec::new();
+    for source in &sources {
+        for seed in 0..args.seeds {
+            resolved
+                .push(config::load(source, &args.sets, Some(seed), &registry).map_err(cli_error)?);
+        }
+    }
+    let mut results: Vec<BenchResult> = Vec::with_capacity(resolved.len());
+    for c in &resolved {
+        if !args.json {
+            eprintln!("running {} (seed {})…", c.source, c.experiment.train.seed);
+        }
+        results.push(bench::bench_one(c, &registry).map_err(cli_error)?);
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&results).map_err(CliError::failure)?;
+        println!("{text}");
+    } else {
+        print!("{}", bench::table(&results));
+    }
+    Ok(())
+}
