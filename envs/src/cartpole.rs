@@ -11,7 +11,8 @@
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
+use crate::classic;
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, Space, Step};
 
 const GRAVITY: f64 = 9.8;
 const MASS_CART: f64 = 1.0;
@@ -105,25 +106,26 @@ impl Env for CartPole {
 
     /// State: the physical state, `[needs_reset]`, the RNG.
     fn snapshot(&self) -> Option<EnvSnapshot> {
-        let mut s = EnvSnapshot::new(Self::NAME);
-        s.floats = self.state.to_vec();
-        s.flags = vec![self.needs_reset];
-        s.rngs = vec![RngState::of(&self.rng)];
-        Some(s)
+        Some(classic::snapshot(
+            Self::NAME,
+            &self.state,
+            self.needs_reset,
+            &self.rng,
+        ))
     }
 
     fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
-        snapshot.expect(Self::NAME, Self::NAME, [4, 0, 1, 1, 0])?;
-        self.state.copy_from_slice(&snapshot.floats);
-        self.needs_reset = snapshot.flags[0];
-        self.rng = snapshot.rngs[0].to_rng();
-        Ok(())
+        classic::restore(
+            Self::NAME,
+            snapshot,
+            &mut self.state,
+            &mut self.needs_reset,
+            &mut self.rng,
+        )
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
-        if let Some(seed) = seed {
-            self.rng = EnvRng::seed_from_u64(seed);
-        }
+        classic::reseed(&mut self.rng, seed);
         for s in &mut self.state {
             *s = self.rng.random_range(-0.05..0.05);
         }
@@ -133,13 +135,7 @@ impl Env for CartPole {
     }
 
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
-        self.action_space.check_action(Self::NAME, action)?;
-        if self.needs_reset {
-            return Err(EnvError::NeedsReset {
-                env: Self::NAME.into(),
-                when: "after the episode ended (terminated) or before the first reset()",
-            });
-        }
+        classic::check_step(Self::NAME, &self.action_space, action, self.needs_reset)?;
         let [x, x_dot, theta, theta_dot] = self.state;
         let force = if action == Action::Discrete(1) {
             FORCE_MAG

@@ -88,6 +88,7 @@ mod acrobot;
 mod bandit;
 mod cartpole;
 mod checked;
+mod classic;
 mod env;
 mod episode_statistics;
 mod error;

@@ -18,7 +18,8 @@
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
+use crate::classic;
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, Space, Step};
 
 const MIN_POSITION: f64 = -1.2;
 const MAX_POSITION: f64 = 0.6;
@@ -120,25 +121,26 @@ impl Env for MountainCar {
 
     /// State: the physical state, `[needs_reset]`, the RNG.
     fn snapshot(&self) -> Option<EnvSnapshot> {
-        let mut s = EnvSnapshot::new(Self::NAME);
-        s.floats = self.state.to_vec();
-        s.flags = vec![self.needs_reset];
-        s.rngs = vec![RngState::of(&self.rng)];
-        Some(s)
+        Some(classic::snapshot(
+            Self::NAME,
+            &self.state,
+            self.needs_reset,
+            &self.rng,
+        ))
     }
 
     fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
-        snapshot.expect(Self::NAME, Self::NAME, [2, 0, 1, 1, 0])?;
-        self.state.copy_from_slice(&snapshot.floats);
-        self.needs_reset = snapshot.flags[0];
-        self.rng = snapshot.rngs[0].to_rng();
-        Ok(())
+        classic::restore(
+            Self::NAME,
+            snapshot,
+            &mut self.state,
+            &mut self.needs_reset,
+            &mut self.rng,
+        )
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
-        if let Some(seed) = seed {
-            self.rng = EnvRng::seed_from_u64(seed);
-        }
+        classic::reseed(&mut self.rng, seed);
         self.state = [self.rng.random_range(RESET_LOW..RESET_HIGH), 0.0];
         self.needs_reset = false;
         self.write_obs(obs);
@@ -146,13 +148,7 @@ impl Env for MountainCar {
     }
 
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
-        self.action_space.check_action(Self::NAME, action)?;
-        if self.needs_reset {
-            return Err(EnvError::NeedsReset {
-                env: Self::NAME.into(),
-                when: "after the episode ended (terminated) or before the first reset()",
-            });
-        }
+        classic::check_step(Self::NAME, &self.action_space, action, self.needs_reset)?;
         let Action::Discrete(a) = action else {
             unreachable!("check_action admits only discrete actions")
         };

@@ -23,7 +23,8 @@ use std::f64::consts::PI;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, RngState, Space, Step};
+use crate::classic;
+use crate::{Action, Env, EnvError, EnvRng, EnvSnapshot, Space, Step};
 
 /// Bound on |θ̇| [rad/s].
 const MAX_SPEED: f64 = 8.0;
@@ -158,25 +159,26 @@ impl Env for Pendulum {
     /// θ ~ U(−π, π), θ̇ ~ U(−1, 1) (Gymnasium's default reset bounds).
     /// State: the physical state, `[needs_reset]`, the RNG.
     fn snapshot(&self) -> Option<EnvSnapshot> {
-        let mut s = EnvSnapshot::new(Self::NAME);
-        s.floats = self.state.to_vec();
-        s.flags = vec![self.needs_reset];
-        s.rngs = vec![RngState::of(&self.rng)];
-        Some(s)
+        Some(classic::snapshot(
+            Self::NAME,
+            &self.state,
+            self.needs_reset,
+            &self.rng,
+        ))
     }
 
     fn restore(&mut self, snapshot: &EnvSnapshot) -> Result<(), EnvError> {
-        snapshot.expect(Self::NAME, Self::NAME, [2, 0, 1, 1, 0])?;
-        self.state.copy_from_slice(&snapshot.floats);
-        self.needs_reset = snapshot.flags[0];
-        self.rng = snapshot.rngs[0].to_rng();
-        Ok(())
+        classic::restore(
+            Self::NAME,
+            snapshot,
+            &mut self.state,
+            &mut self.needs_reset,
+            &mut self.rng,
+        )
     }
 
     fn reset(&mut self, seed: Option<u64>, obs: &mut Vec<f32>) -> Result<(), EnvError> {
-        if let Some(seed) = seed {
-            self.rng = EnvRng::seed_from_u64(seed);
-        }
+        classic::reseed(&mut self.rng, seed);
         self.state = [
             self.rng.random_range(-RESET_THETA..RESET_THETA),
             self.rng.random_range(-RESET_THETA_DOT..RESET_THETA_DOT),
@@ -187,13 +189,7 @@ impl Env for Pendulum {
     }
 
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
-        self.action_space.check_action(Self::NAME, action)?;
-        if self.needs_reset {
-            return Err(EnvError::NeedsReset {
-                env: Self::NAME.into(),
-                when: "before the first reset()",
-            });
-        }
+        classic::check_step(Self::NAME, &self.action_space, action, self.needs_reset)?;
         let Action::Continuous(&[u]) = action else {
             unreachable!("check_action admits only one-element continuous actions")
         };
