@@ -9,6 +9,7 @@ use crate::fisher::FisherOperator;
 use crate::init::GAIN_POLICY_HEAD;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::policy::{Dist, Policy};
+use crate::pullback::OutputPullback;
 
 /// The logit given to a masked action: −10⁹ is added to its logit.
 ///
@@ -416,6 +417,24 @@ impl Policy for CategoricalPolicy {
             Some(_) => Categorical::from_logits(&logits, mask)?,
         };
         Ok(Dist::Categorical(dist))
+    }
+
+    fn dist_with_pullback(
+        &self,
+        obs: &Tensor,
+        mask: Option<&ActionMask>,
+    ) -> Result<(Dist, OutputPullback)> {
+        let (logits, lin) = self.mlp.linearize(obs)?;
+        let leaf = crate::pullback::leaf(&logits)?;
+        let dist = match mask {
+            // the leaf is never written to: no copy needed
+            None => Categorical::from_owned_logits(leaf.as_tensor().clone())?,
+            Some(_) => Categorical::from_logits(leaf.as_tensor(), mask)?,
+        };
+        Ok((
+            Dist::Categorical(dist),
+            OutputPullback::new(lin, leaf, None),
+        ))
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {

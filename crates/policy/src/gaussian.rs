@@ -13,6 +13,7 @@ use crate::flat::tensor_to_f64;
 use crate::init::GAIN_POLICY_HEAD;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::policy::{Dist, Policy};
+use crate::pullback::OutputPullback;
 
 /// `ln(2π)`.
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -292,6 +293,23 @@ impl Policy for DiagGaussianPolicy {
             &mean,
             self.log_std.as_tensor(),
         )?))
+    }
+
+    /// Errors also with [`PolicyError::Mask`] if a mask is given.
+    fn dist_with_pullback(
+        &self,
+        obs: &Tensor,
+        mask: Option<&ActionMask>,
+    ) -> Result<(Dist, OutputPullback)> {
+        reject_mask(mask)?;
+        let (mean, lin) = self.mlp.linearize(obs)?;
+        let mean = crate::pullback::leaf(&mean)?;
+        let log_std = crate::pullback::leaf(self.log_std.as_tensor())?;
+        let dist = DiagGaussian::new(mean.as_tensor(), log_std.as_tensor())?;
+        Ok((
+            Dist::DiagGaussian(dist),
+            OutputPullback::new(lin, mean, Some(log_std)),
+        ))
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {

@@ -11,6 +11,9 @@
 //! - [`FisherOperator`]: the exact Fisher-vector product `F v` of the mean KL
 //!   in Gauss–Newton form, `Jᵀ M J v / N`, by a forward-mode tangent pass and
 //!   one reverse pass (no double backward), for conjugate gradient.
+//! - [`OutputPullback`] ([`Policy::dist_with_pullback`]): the gradient of a
+//!   loss of the distributions by candle's autograd over the head only and
+//!   the MLP's hand-written reverse pass for the rest.
 //! - [`Mlp`] with its tangent pass ([`Mlp::jvp`]), orthogonal initialisation
 //!   ([`init`]), flat parameter vectors ([`flat`]), [`ValueNet`] (separate or
 //!   on a shared trunk) and all-or-nothing safetensors checkpoints ([`io`]).
@@ -66,6 +69,7 @@ pub mod init;
 pub mod io;
 pub mod mlp;
 pub mod policy;
+pub mod pullback;
 mod tanh;
 pub mod value;
 
@@ -75,4 +79,5 @@ pub use fisher::FisherOperator;
 pub use gaussian::{DiagGaussian, DiagGaussianPolicy};
 pub use mlp::{Activation, Linear, LinearTangent, Mlp, MlpConfig, MlpLinearization};
 pub use policy::{Actions, Dist, Policy};
+pub use pullback::OutputPullback;
 pub use value::ValueNet;

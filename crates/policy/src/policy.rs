@@ -10,6 +10,7 @@ use crate::categorical::{ActionMask, Categorical};
 use crate::error::{Context, PolicyError, Result};
 use crate::fisher::FisherOperator;
 use crate::gaussian::DiagGaussian;
+use crate::pullback::OutputPullback;
 
 /// Actions on the host, one per state, in the form environments take them.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +244,24 @@ pub trait Policy {
     /// observations; [`PolicyError::Mask`] for a mask of the wrong size or
     /// given to a Gaussian policy.
     fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist>;
+
+    /// The action distributions at `obs` as [`Policy::dist`] gives them, but
+    /// built on leaf copies of the network's outputs (and of `log σ` for a
+    /// Gaussian), with the [`OutputPullback`] that turns the gradients of a
+    /// loss at those leaves into `∂L/∂θ` by the MLP's hand-written reverse
+    /// pass (see [`crate::pullback`]).
+    ///
+    /// Use it instead of [`Policy::dist`] + [`Policy::flat_grad`] when only
+    /// the gradient is needed: `loss.backward()` then walks the distribution
+    /// head only, and [`OutputPullback::flat_grad`] gives the same flat
+    /// gradient (in the order of [`Policy::vars`]) faster.
+    ///
+    /// Errors: as [`Policy::dist`].
+    fn dist_with_pullback(
+        &self,
+        obs: &Tensor,
+        mask: Option<&ActionMask>,
+    ) -> Result<(Dist, OutputPullback)>;
 
     /// The parameters with their names in parameter files ([`Policy::save`]).
     fn named_vars(&self) -> Vec<(String, Var)>;
