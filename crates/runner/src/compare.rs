@@ -7,7 +7,8 @@
 //!   runs/<label>-s<seed>/   ordinary run directories
 //!   summary.md          per config: final return, steps to threshold, KL statistics, wall time
 //!   return.png          return against environment steps (mean and min–max band per config)
-//!   kl.png              per-update KL(π_old ‖ π_new) against updates, with kl_target / max_kl
+//!   kl.png              per-update KL(π_old ‖ π_new) against updates (log scale), with kl_target / max_kl
+//!   regret.png          bandits only: cumulative expected regret against environment steps
 //! ```
 //!
 //! [`plot_only`] redraws the summary and plots from the saved metrics.
@@ -91,6 +92,13 @@ pub struct ConfigStats {
     pub frac_above_limit: Option<f64>,
     /// Mean wall-clock seconds per run.
     pub wall_s: f64,
+    /// Bandits (runs with a `regret` column): mean expected regret per
+    /// environment step over the whole run, averaged over seeds (cumulative
+    /// regret / steps); `None` for other environments.
+    pub regret_mean: Option<f64>,
+    /// Bandits: mean expected regret per step over the last 10 % of the
+    /// updates, averaged over seeds (where the policy ended up).
+    pub regret_final: Option<f64>,
 }
 
 /// Labels from file stems, made unique with `-2`, `-3`, ….
@@ -228,7 +236,7 @@ fn train_one(
     ))
 }
 
-/// Redraw `summary.md`, `return.png` and `kl.png` in `dir` (the output of
+/// Redraw `summary.md`, `return.png`, `kl.png` (and `regret.png`) in `dir` (the output of
 /// an earlier [`compare`]) from the saved metrics.
 pub fn plot_only(dir: &Path, registry: &Registry) -> Result<Vec<ConfigStats>> {
     let path = dir.join("compare.json");
@@ -294,14 +302,27 @@ fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<Co
         .zip(&stats)
         .map(|(g, s)| band(g, "update", "kl_old_new", s.kl_limit))
         .collect();
-    plot::draw(
+    // Per-update KL spans decades (a trust region holds it near 1e-2, an
+    // unconstrained step can reach 1): a log axis shows both.
+    plot::draw_log_y(
         &out.join("kl.png"),
-        "Per-update KL(π_old ‖ π_new)",
+        "Per-update KL(π_old ‖ π_new), log scale",
         "update",
         "KL (nats)",
         &kls,
         None,
     )?;
+    if stats.iter().any(|s| s.regret_mean.is_some()) {
+        let regrets: Vec<Series> = groups.iter().map(cumulative_regret).collect();
+        plot::draw(
+            &out.join("regret.png"),
+            "Cumulative expected regret (bandit)",
+            "environment steps",
+            "cumulative regret (clicks lost to the oracle)",
+            &regrets,
+            None,
+        )?;
+    }
     Ok(stats)
 }
 
@@ -345,6 +366,53 @@ fn band(g: &Group, x: &str, y: &str, limit: Option<f64>) -> Series {
     s
 }
 
+/// Per run: `(env_steps, cumulative regret)` after each update, the regret
+/// column being the mean expected regret per step of that update's rollout:
+/// cumulative = Σ_u regret_u · (steps_u − steps_{u−1}). `None` without a
+/// regret column; an empty cell adds nothing.
+fn regret_curve(t: &MetricsTable) -> Option<(Vec<f64>, Vec<f64>)> {
+    let steps = t.column("env_steps")?;
+    let regret = t.column("regret")?;
+    let mut prev = 0.0;
+    let mut total = 0.0;
+    let mut cum = Vec::with_capacity(steps.len());
+    for (&s, &r) in steps.iter().zip(&regret) {
+        if r.is_finite() {
+            total += r * (s - prev);
+        }
+        prev = s;
+        cum.push(total);
+    }
+    Some((steps, cum))
+}
+
+/// Mean and min–max over seeds of the cumulative regret.
+fn cumulative_regret(g: &Group) -> Series {
+    let curves: Vec<MetricsTable> = g
+        .tables
+        .iter()
+        .filter_map(regret_curve)
+        .map(|(steps, cum)| MetricsTable {
+            columns: vec!["env_steps".into(), "cumulative_regret".into()],
+            rows: steps
+                .into_iter()
+                .zip(cum)
+                .map(|(s, c)| vec![s, c])
+                .collect(),
+        })
+        .collect();
+    band(
+        &Group {
+            label: g.label.clone(),
+            config: None,
+            tables: curves,
+        },
+        "env_steps",
+        "cumulative_regret",
+        None,
+    )
+}
+
 fn stats_of(g: &Group) -> ConfigStats {
     let threshold = g.config.as_ref().and_then(|c| c.reward_threshold);
     let kl_limit = g.config.as_ref().and_then(|c| c.kl_limit());
@@ -352,7 +420,21 @@ fn stats_of(g: &Group) -> ConfigStats {
     let mut reached_steps = Vec::new();
     let mut kls = Vec::new();
     let mut walls = Vec::new();
+    let mut regret_all = Vec::new();
+    let mut regret_last = Vec::new();
     for t in &g.tables {
+        if let Some((steps, cum)) = regret_curve(t) {
+            if let (Some(&s), Some(&c)) = (steps.last(), cum.last()) {
+                regret_all.push(c / s);
+                let k = steps.len() - steps.len().div_ceil(10);
+                let (s0, c0) = if k == 0 {
+                    (0.0, 0.0)
+                } else {
+                    (steps[k - 1], cum[k - 1])
+                };
+                regret_last.push((c - c0) / (s - s0));
+            }
+        }
         let ret = t.column("ep_return_mean").unwrap_or_default();
         let steps = t.column("env_steps").unwrap_or_default();
         if let Some(last) = ret.iter().rev().find(|v| v.is_finite()) {
@@ -413,6 +495,8 @@ fn stats_of(g: &Group) -> ConfigStats {
             .filter(|_| !kls.is_empty())
             .map(|l| kls.iter().filter(|&&k| k > l).count() as f64 / kls.len() as f64),
         wall_s: mean(&walls),
+        regret_mean: (!regret_all.is_empty()).then(|| mean(&regret_all)),
+        regret_final: (!regret_last.is_empty()).then(|| mean(&regret_last)),
     }
 }
 
@@ -441,19 +525,41 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
          penalty) or `max_kl` (TRPO, NPG).\n",
         stats.len()
     );
+    let bandit = stats.iter().any(|c| c.regret_mean.is_some());
+    if bandit {
+        s.push_str(
+            "Regret: expected clicks lost to the oracle per step (the best movie's click \
+             probability minus the chosen one's), over the whole run and over its last 10 % \
+             of updates, mean over seeds.\n\n",
+        );
+    }
     s.push_str(
-        "| config | algo | seeds | final return | steps to threshold | mean KL | max KL | KL limit | updates above limit | wall s |\n",
+        "| config | algo | seeds | final return | steps to threshold | mean KL | max KL | KL limit | updates above limit |",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    if bandit {
+        s.push_str(" regret / step | final regret / step |");
+    }
+    s.push_str(" wall s |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|");
+    if bandit {
+        s.push_str("---|---|");
+    }
+    s.push_str("---|\n");
     for c in stats {
         let steps = match (c.threshold, c.steps_to_threshold) {
             (None, _) => "– (no threshold)".to_string(),
             (Some(t), Some(st)) => format!("{st:.0} ({}/{} reached {t})", c.reached, c.seeds),
             (Some(t), None) => format!("never (0/{} reached {t})", c.seeds),
         };
+        let regret = if bandit {
+            let r = |x: Option<f64>| x.map_or("–".to_string(), |x| f(x, 4));
+            format!(" {} | {} |", r(c.regret_mean), r(c.regret_final))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} |{regret} {} |",
             c.label,
             c.algo,
             c.seeds,
@@ -468,9 +574,11 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
             f(c.wall_s, 1),
         );
     }
-    s.push_str(
-        "\n![return](return.png)\n\n![kl](kl.png)\n\nColours in the plots follow the table order: ",
-    );
+    s.push_str("\n![return](return.png)\n\n![kl](kl.png)\n\n");
+    if bandit {
+        s.push_str("![regret](regret.png)\n\n");
+    }
+    s.push_str("Colours in the plots follow the table order: ");
     let names = [
         "blue", "orange", "green", "red", "purple", "brown", "pink", "grey",
     ];
@@ -546,8 +654,43 @@ mod tests {
         assert_eq!(s.frac_above_limit, Some(2.0 / 8.0));
         assert_eq!(s.kl_max, 0.03);
         assert_eq!(s.wall_s, 3.0);
+        assert_eq!(s.regret_mean, None);
         let b = band(&g, "env_steps", "ep_return_mean", None);
         assert_eq!(b.mean[0], 1.0);
         assert_eq!((b.min[2], b.max[2]), (3.0, 12.0));
+    }
+
+    #[test]
+    fn regret_is_weighted_by_the_steps_of_each_update() {
+        // 10 updates of 100 steps; regret per step 0.5 for the first 9
+        // updates and 0.1 in the last (the last 10 %).
+        let table = |last: f64| MetricsTable {
+            columns: ["update", "env_steps", "regret"].map(String::from).to_vec(),
+            rows: (0..10)
+                .map(|i| {
+                    let r = if i == 9 { last } else { 0.5 };
+                    vec![i as f64, 100.0 * (i + 1) as f64, r]
+                })
+                .collect(),
+        };
+        let (steps, cum) = regret_curve(&table(0.1)).unwrap();
+        assert_eq!(steps[0], 100.0);
+        assert!((cum[0] - 50.0).abs() < 1e-12);
+        assert!((cum[9] - 460.0).abs() < 1e-9);
+        let g = Group {
+            label: "x".into(),
+            config: None,
+            tables: vec![table(0.1), table(0.3)],
+        };
+        let s = stats_of(&g);
+        assert!((s.regret_mean.unwrap() - 0.47).abs() < 1e-12);
+        assert!((s.regret_final.unwrap() - 0.2).abs() < 1e-12);
+        let c = cumulative_regret(&g);
+        assert!((c.mean[9] - 470.0).abs() < 1e-9);
+        assert!((c.min[9] - 460.0).abs() < 1e-9);
+        let md = markdown(&[s], &Manifest { runs: vec![] });
+        assert!(md.contains("| regret / step | final regret / step |"));
+        assert!(md.contains("| 0.4700 | 0.2000 |"));
+        assert!(md.contains("![regret](regret.png)"));
     }
 }

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -64,9 +66,56 @@ pub fn draw(
     series: &[Series],
     hline: Option<(f64, &str)>,
 ) -> Result<()> {
+    draw_scaled(path, title, x_label, y_label, series, hline, false)
+}
+
+/// [`draw`] with a logarithmic y axis, for quantities that span decades such
+/// as per-update KL. Values below [`LOG_FLOOR`] (including 0 and the tiny
+/// negative numbers rounding can give an exact KL) are drawn at the floor.
+pub fn draw_log_y(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    hline: Option<(f64, &str)>,
+) -> Result<()> {
+    draw_scaled(path, title, x_label, y_label, series, hline, true)
+}
+
+/// The smallest value a logarithmic axis shows (1e-6).
+pub const LOG_FLOOR: f64 = 1e-6;
+
+fn draw_scaled(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    hline: Option<(f64, &str)>,
+    log_y: bool,
+) -> Result<()> {
     // plotters keeps fonts in a table of its own; registering is idempotent.
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| plot_err(path, "the embedded font is invalid"))?;
+    let clamp = |y: f64| {
+        if log_y && y.is_finite() {
+            y.max(LOG_FLOOR)
+        } else {
+            y
+        }
+    };
+    let series: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            mean: s.mean.iter().map(|&y| clamp(y)).collect(),
+            min: s.min.iter().map(|&y| clamp(y)).collect(),
+            max: s.max.iter().map(|&y| clamp(y)).collect(),
+            limit: s.limit.map(clamp),
+            ..s.clone()
+        })
+        .collect();
+    let hline = hline.map(|(h, l)| (clamp(h), l));
     let finite = |v: &[f64]| {
         v.iter()
             .copied()
@@ -94,20 +143,69 @@ pub fn draw(
         }
     };
     let (x0, x1) = range(&xs, 0.0);
-    let (y0, y1) = range(&ys, 0.05);
 
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut builder = ChartBuilder::on(&root);
+    builder
         .caption(title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| plot_err(path, e))?;
+        .y_label_area_size(80);
+    let axes = Axes {
+        path,
+        x_label,
+        y_label,
+        x_range: (x0, x1),
+    };
+    if log_y {
+        let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (y0, y1) = if lo.is_finite() && hi.is_finite() && hi > lo {
+            (lo, hi * 1.5)
+        } else {
+            (LOG_FLOOR, 1.0)
+        };
+        let chart = builder
+            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+            .map_err(|e| plot_err(path, e))?;
+        fill(chart, &axes, &series, hline, &|y: &f64| format!("{y:.0e}"))?;
+    } else {
+        let (y0, y1) = range(&ys, 0.05);
+        let chart = builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| plot_err(path, e))?;
+        fill(chart, &axes, &series, hline, &|y: &f64| format!("{y:.1}"))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))?;
+    Ok(())
+}
+
+/// What [`fill`] needs besides the chart and the data.
+struct Axes<'a> {
+    path: &'a Path,
+    x_label: &'a str,
+    y_label: &'a str,
+    x_range: (f64, f64),
+}
+
+/// Mesh, bands, lines, reference lines and legend on a built chart (linear
+/// or logarithmic y).
+fn fill<'b, Y>(
+    mut chart: ChartContext<'b, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+    axes: &Axes<'_>,
+    series: &[Series],
+    hline: Option<(f64, &str)>,
+    y_format: &dyn Fn(&f64) -> String,
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let path = axes.path;
+    let (x0, x1) = axes.x_range;
     chart
         .configure_mesh()
-        .x_desc(x_label)
+        .x_desc(axes.x_label)
         .x_label_formatter(&|x| {
             if (x1 - x0) >= 10.0 {
                 format!("{x:.0}")
@@ -115,7 +213,8 @@ pub fn draw(
                 format!("{x:.2}")
             }
         })
-        .y_desc(y_label)
+        .y_desc(axes.y_label)
+        .y_label_formatter(y_format)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()
@@ -180,7 +279,6 @@ pub fn draw(
         .label_font(("sans-serif", 14))
         .draw()
         .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
 }
 
