@@ -26,6 +26,7 @@ pub mod ppo;
 pub mod rollout;
 pub mod trainer;
 pub mod trpo;
+pub mod value_fit;
 
 pub use algorithm::{build_algorithm, AlgoState, Algorithm};
 pub use config::{

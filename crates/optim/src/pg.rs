@@ -9,7 +9,7 @@
 //! far the policy moves — the baseline the KL-constrained methods improve on.
 
 use candle_core::Tensor;
-use klrl_policy::{Policy, ValueNet};
+use klrl_policy::{Dist, Policy, ValueNet};
 use rand_chacha::ChaCha8Rng;
 
 use crate::adam::Adam;
@@ -20,6 +20,7 @@ use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
 use crate::ppo::{diagnostics_from, measure_update, scalars_to_host, trainable_vars, value_loss};
 use crate::rollout::candle_err;
+use crate::value_fit::value_loss_and_grad;
 
 /// Vanilla policy gradient: the configuration and one Adam over the policy
 /// and value parameters.
@@ -58,21 +59,66 @@ impl VanillaPg {
         let c = &self.config;
         let e = candle_err("policy-gradient loss");
         let dist = policy.dist(&mb.obs, mb.mask.as_ref())?;
-        // ∇J = Ê[∇ log π_θ(a|s) Â]  (the policy-gradient theorem)
-        let policy_loss = (dist.log_prob(&mb.actions)? * &mb.advantages)
-            .and_then(|x| x.mean_all())
-            .and_then(|x| x.neg())
-            .map_err(&e)?;
+        let (objective, policy_loss, entropy) = self.policy_terms(&dist, mb)?;
         let value_loss = value_loss(value, mb, None)?;
-        let entropy = dist.entropy()?.mean_all().map_err(&e)?;
-        let total = (&policy_loss + value_loss.affine(c.vf_coef, 0.0).map_err(&e)?)
-            .and_then(|x| x - entropy.affine(c.ent_coef, 0.0)?)
-            .map_err(&e)?;
+        let total = (&objective + value_loss.affine(c.vf_coef, 0.0).map_err(&e)?).map_err(&e)?;
         Ok(PgLoss {
             total,
             policy: policy_loss,
             value: value_loss,
             entropy,
+        })
+    }
+
+    /// The policy's part of the loss for π_θ's distributions `dist` at the
+    /// states of `mb`: (−Ê[log π Â] − c_e Ê[H], −Ê[log π Â], Ê[H]).
+    fn policy_terms(&self, dist: &Dist, mb: &MiniBatch) -> Result<(Tensor, Tensor, Tensor)> {
+        let e = candle_err("policy-gradient loss");
+        // ∇J = Ê[∇ log π_θ(a|s) Â]  (the policy-gradient theorem)
+        let policy_loss = (dist.log_prob(&mb.actions)? * &mb.advantages)
+            .and_then(|x| x.mean_all())
+            .and_then(|x| x.neg())
+            .map_err(&e)?;
+        let entropy = dist.entropy()?.mean_all().map_err(&e)?;
+        let objective =
+            (&policy_loss - entropy.affine(self.config.ent_coef, 0.0).map_err(&e)?).map_err(&e)?;
+        Ok((objective, policy_loss, entropy))
+    }
+
+    /// The loss's value (total, policy, value) and its flat gradient over
+    /// [`trainable_vars`] for a separate value network, without candle's
+    /// backward through either network: the policy part by
+    /// [`Policy::dist_with_pullback`], the value part by
+    /// [`value_loss_and_grad`] (the same gradient as a backward of
+    /// [`VanillaPg::loss`]'s total).
+    fn loss_and_grad_separate(
+        &self,
+        policy: &dyn Policy,
+        value: &ValueNet,
+        mb: &MiniBatch,
+    ) -> Result<([f64; 3], Vec<f64>)> {
+        let c = &self.config;
+        let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
+        let (objective, policy_loss, _) = self.policy_terms(&dist, mb)?;
+        let (v_loss, v_grad) = value_loss_and_grad(value, &mb.obs, &mb.returns)?;
+        let host = scalars_to_host(&[&objective, &policy_loss])?;
+        let grads = objective
+            .backward()
+            .map_err(candle_err("policy-gradient backward"))?;
+        let mut grad = pullback.flat_grad(&grads)?;
+        grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
+        Ok(([host[0] + c.vf_coef * v_loss, host[1], v_loss], grad))
+    }
+}
+
+/// The error for a non-finite loss at update `update`.
+fn check_finite_loss(total: f64, update: u64) -> Result<()> {
+    if total.is_finite() {
+        Ok(())
+    } else {
+        Err(OptimError::NonFinite {
+            what: "loss",
+            update,
         })
     }
 }
@@ -100,22 +146,28 @@ impl Algorithm for VanillaPg {
         let mb = batch.minibatch(policy, None, c.normalize_advantages)?;
         let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
-        let loss = self.loss(policy, value, &mb)?;
-        let host = scalars_to_host(&[&loss.total, &loss.policy, &loss.value])?;
-        if !host[0].is_finite() {
-            return Err(OptimError::NonFinite {
-                what: "loss",
-                update: batch.update,
-            });
-        }
-        let grads = loss
-            .total
-            .backward()
-            .map_err(candle_err("policy-gradient backward"))?;
         let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
-        let grad_norm = self
-            .adam
-            .step_vars(&vars, &grads, lr, max_grad_norm, batch.update)?;
+        let (host, grad_norm) = if value.is_shared() {
+            // The value loss reaches the shared trunk: one backward through everything.
+            let loss = self.loss(policy, value, &mb)?;
+            let host = scalars_to_host(&[&loss.total, &loss.policy, &loss.value])?;
+            check_finite_loss(host[0], batch.update)?;
+            let grads = loss
+                .total
+                .backward()
+                .map_err(candle_err("policy-gradient backward"))?;
+            let norm = self
+                .adam
+                .step_vars(&vars, &grads, lr, max_grad_norm, batch.update)?;
+            (host.to_vec(), norm)
+        } else {
+            let (host, grad) = self.loss_and_grad_separate(policy, value, &mb)?;
+            check_finite_loss(host[0], batch.update)?;
+            let norm = self
+                .adam
+                .step_flat(&vars, grad, lr, max_grad_norm, batch.update)?;
+            (host.to_vec(), norm)
+        };
         let kl = measure_update(policy, &mb, &old_dist)?;
         let mut d = diagnostics_from(&kl);
         d.policy_loss = host[1];

@@ -1,0 +1,53 @@
+//! The value loss and its gradient by the value network's own reverse pass,
+//! shared by PPO, the vanilla policy gradient (for a separate value network
+//! without value clipping) and TRPO's critic fit.
+
+use candle_core::{DType, Tensor};
+use klrl_policy::ValueNet;
+
+use crate::error::Result;
+use crate::rollout::candle_err;
+
+/// The value loss mean((V(s) − R)²) over the rows of `obs [B, obs_dim]` /
+/// `returns [B]` and its gradient with respect to
+/// [`ValueNet::unshared_vars`] (flat order).
+///
+/// The gradient is the reverse pass of the network linearised at the
+/// current parameters: with u = ∂loss/∂V = 2 (V − R) / B, it is Jᵀu
+/// ([`klrl_policy::MlpLinearization::vjp`]), the gradient `backward()` would
+/// give, without building candle's graph (about 4× faster for the 64-64
+/// value nets of classic control). With a shared trunk only the head's part
+/// is returned.
+pub fn value_loss_and_grad(
+    value: &ValueNet,
+    obs: &Tensor,
+    returns: &Tensor,
+) -> Result<(f64, Vec<f64>)> {
+    let e = candle_err("value loss");
+    let b = obs.dims().first().copied().unwrap_or(0).max(1) as f64;
+    let (v, lin) = value.mlp().linearize(obs)?;
+    let diff = v
+        .broadcast_sub(&returns.unsqueeze(1).map_err(&e)?)
+        .map_err(&e)?;
+    let diff_host = diff
+        .flatten_all()
+        .and_then(|d| d.to_dtype(DType::F64))
+        .and_then(|d| d.to_vec1::<f64>())
+        .map_err(&e)?;
+    let loss = diff_host.iter().map(|d| d * d).sum::<f64>() / b;
+    let u = diff.affine(2.0 / b, 0.0).map_err(&e)?;
+    let layers = lin.vjp(&u)?;
+    let own = value.unshared_vars().len() / 2;
+    let mut grad = Vec::with_capacity(value.num_params());
+    for layer in &layers[layers.len() - own..] {
+        for t in [&layer.weight, &layer.bias] {
+            grad.extend(
+                t.flatten_all()
+                    .and_then(|t| t.to_dtype(DType::F64))
+                    .and_then(|t| t.to_vec1::<f64>())
+                    .map_err(&e)?,
+            );
+        }
+    }
+    Ok((loss, grad))
+}
