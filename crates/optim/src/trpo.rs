@@ -262,46 +262,9 @@ impl Trpo {
     }
 }
 
-/// The value loss mean((V(s) − R)²) over the rows of `obs`/`returns` and its
-/// gradient with respect to [`ValueNet::unshared_vars`] (flat order).
-///
-/// The gradient is the reverse pass of the network linearised at the
-/// current parameters: with u = ∂loss/∂V = 2 (V − R) / B, it is Jᵀu
-/// ([`klrl_policy::MlpLinearization::vjp`]), the gradient `backward()` would
-/// give, without building candle's graph (about 4× faster for the
-/// 64-64 value nets of classic control).
-pub fn value_loss_and_grad(
-    value: &ValueNet,
-    obs: &Tensor,
-    returns: &Tensor,
-) -> Result<(f64, Vec<f64>)> {
-    let e = candle_err("value loss");
-    let b = obs.dims().first().copied().unwrap_or(0).max(1) as f64;
-    let (v, lin) = value.mlp().linearize(obs)?;
-    let diff = v
-        .broadcast_sub(&returns.unsqueeze(1).map_err(&e)?)
-        .map_err(&e)?;
-    let loss = diff
-        .sqr()
-        .and_then(|d| d.mean_all())
-        .map_err(&e)
-        .and_then(|l| scalar(&l, "value loss"))?;
-    let u = diff.affine(2.0 / b, 0.0).map_err(&e)?;
-    let layers = lin.vjp(&u)?;
-    let own = value.unshared_vars().len() / 2;
-    let mut grad = Vec::with_capacity(klrl_policy::flat::flat_len(&value.unshared_vars()));
-    for layer in &layers[layers.len() - own..] {
-        for t in [&layer.weight, &layer.bias] {
-            grad.extend(
-                t.flatten_all()
-                    .and_then(|t| t.to_dtype(DType::F64))
-                    .and_then(|t| t.to_vec1::<f64>())
-                    .map_err(&e)?,
-            );
-        }
-    }
-    Ok((loss, grad))
-}
+/// The value loss and its gradient by the value network's reverse pass,
+/// shared with PPO (see [`crate::value_fit`]).
+pub use crate::value_fit::value_loss_and_grad;
 
 /// Step 4: x ≈ (F + λI)⁻¹ g by conjugate gradient from x₀ = 0 (TRPO Appendix
 /// C), with `cg_iters`, `cg_residual_tol` and λ = `cg_damping` from `config`.
