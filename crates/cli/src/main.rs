@@ -12,6 +12,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: candle allocates a fresh buffer for
+/// every tensor op, and glibc keeps giving freed memory back to the OS and
+/// faulting it in again. `klrl bench` PPO-zoo (seed 0, 3 interleaved runs):
+/// 2.72–2.78 s CPU with mimalloc, 3.0–3.1 s user plus up to 0.5 s system
+/// with glibc, 3.05 s with glibc's trim/top-pad/mmap thresholds raised.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
 /// Exit status for failures while running.
