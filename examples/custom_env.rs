@@ -35,7 +35,7 @@
 //!
 //! With `KLRL_EXAMPLE_QUICK=1` it trains for 40k steps instead of 200k.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use klrl::envs::{Action, Env, EnvError, EnvRng, Space, Step, StepInfo};
 use klrl::optim::config::EnvConfig;
 use klrl::optim::{AlgoConfig, ExperimentConfig, NetConfig, PpoConfig, TrainConfig, Trainer};
@@ -114,9 +114,14 @@ impl Env for Inventory {
     }
 
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
+        // A wrong action is a typed error (out of range, or not a discrete one).
         self.act_space.check_action(self.name(), action)?;
         let Action::Discrete(order) = action else {
-            unreachable!("check_action accepts only a discrete action here")
+            return Err(EnvError::InvalidAction {
+                env: self.name().into(),
+                action: format!("{action:?}"),
+                reason: "the order quantity must be a discrete action".into(),
+            });
         };
         let available = (self.stock + order).min(CAPACITY);
         let demand = poisson(&mut self.rng, DEMAND_MEAN);
@@ -237,7 +242,10 @@ fn main() -> Result<()> {
     let obs = trainer.policy.obs_tensor(&states)?;
     let orders = trainer.policy.dist(&obs, None)?.mode()?;
     println!("\nstock     {:?}", (0..=MAX_ORDER).collect::<Vec<_>>());
-    println!("learned   {:?}", orders.as_discrete().unwrap_or_default());
+    let orders = orders
+        .as_discrete()
+        .context("the policy orders whole units")?;
+    println!("learned   {orders:?}");
     let rule: Vec<usize> = (0..=MAX_ORDER).map(|i| s.saturating_sub(i)).collect();
     println!("S − stock {rule:?}");
 

@@ -167,8 +167,8 @@ fn main() -> Result<()> {
     let teacher_actions = Dist::Categorical(teacher_test).mode()?;
     let student_actions = student.dist(&test_states, None)?.mode()?;
     let (t, s) = (
-        teacher_actions.as_discrete().unwrap_or_default(),
-        student_actions.as_discrete().unwrap_or_default(),
+        teacher_actions.as_discrete().context("discrete teacher")?,
+        student_actions.as_discrete().context("discrete student")?,
     );
     let agreement = t.iter().zip(s).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
 
