@@ -17,7 +17,7 @@
 //! return of the last 20 episodes, the update's KL(π_old ‖ π_new) and β),
 //! then a deterministic evaluation over 20 episodes. Expected: a mean return
 //! of 500 (the maximum; CartPole counts as solved at 475) after 100k steps,
-//! in about 7 s on one core (measured on a 2-core machine). The last line reads
+//! in 3–7 s on one core (measured on a 2-core machine). The last line reads
 //! `final: mean_return=500.0 std_return=0.0 episodes=20 env_steps=100096`.
 //!
 //! With `KLRL_EXAMPLE_QUICK=1` it trains for 25k steps only (under 2 s),
