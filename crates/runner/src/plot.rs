@@ -175,7 +175,16 @@ fn draw_scaled(
         let chart = builder
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| plot_err(path, e))?;
-        fill(chart, &axes, &series, hline, &|y: &f64| format!("{y:.1}"))?;
+        let digits = if y1 - y0 >= 50.0 {
+            0
+        } else if y1 - y0 >= 5.0 {
+            1
+        } else {
+            3
+        };
+        fill(chart, &axes, &series, hline, &|y: &f64| {
+            format!("{y:.digits$}")
+        })?;
     }
     root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
