@@ -36,7 +36,7 @@ impl ActionMask {
     /// Errors: [`PolicyError::Mask`] when `n_actions` is 0, the length is not a
     /// multiple of `n_actions`, or a state has no legal action.
     pub fn new(legal: Vec<bool>, n_actions: usize) -> Result<Self> {
-        if n_actions == 0 || legal.len() % n_actions != 0 {
+        if n_actions == 0 || !legal.len().is_multiple_of(n_actions) {
             return Err(PolicyError::Mask {
                 reason: format!(
                     "{} entries is not a whole number of states of {n_actions} actions",

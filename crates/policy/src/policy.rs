@@ -337,7 +337,7 @@ pub(crate) fn obs_tensor(
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    if obs_dim == 0 || obs.len() % obs_dim != 0 {
+    if obs_dim == 0 || !obs.len().is_multiple_of(obs_dim) {
         return Err(PolicyError::Shape {
             what: "observation buffer",
             expected: format!("a multiple of obs_dim = {obs_dim} values"),
