@@ -53,7 +53,7 @@ pub fn gae(seg: &Segment<'_>, gamma: f32, lambda: f32) -> Advantages {
     let n = seg.rewards.len();
     let ne = seg.n_envs;
     assert!(
-        ne > 0 && n % ne == 0,
+        ne > 0 && n.is_multiple_of(ne),
         "segment length {n} is not a multiple of n_envs {ne}"
     );
     for (name, len) in [

@@ -281,7 +281,7 @@ impl Run {
             tb.add(&scalars, row.env_steps);
         }
         let every = self.config.run.checkpoint_every;
-        if every > 0 && self.trainer.updates % every == 0 && !self.is_done() {
+        if every > 0 && self.trainer.updates.is_multiple_of(every) && !self.is_done() {
             self.checkpoint()?;
         }
         Ok(row)
