@@ -16,6 +16,7 @@ pub(crate) fn reseed(rng: &mut EnvRng, seed: Option<u64>) {
 
 /// The checks before a step: the action is in the space, and the episode is
 /// running (not ended, and reset at least once).
+#[inline]
 pub(crate) fn check_step(
     env: &str,
     space: &Space,
@@ -24,12 +25,17 @@ pub(crate) fn check_step(
 ) -> Result<(), EnvError> {
     space.check_action(env, action)?;
     if needs_reset {
-        return Err(EnvError::NeedsReset {
-            env: env.into(),
-            when: "after the episode ended (terminated) or before the first reset()",
-        });
+        return Err(needs_reset_error(env));
     }
     Ok(())
+}
+
+#[cold]
+fn needs_reset_error(env: &str) -> EnvError {
+    EnvError::NeedsReset {
+        env: env.into(),
+        when: "after the episode ended (terminated) or before the first reset()",
+    }
 }
 
 /// Snapshot of a classic port: the physical state, `[needs_reset]`, the RNG.
