@@ -340,6 +340,19 @@ pub struct ExperimentConfig {
     pub algo: AlgoConfig,
 }
 
+/// Most environment copies a config may ask for (`train.n_envs`): 100 000
+/// CartPole copies take about 1 GB; far more would exhaust memory instead of
+/// failing with a message.
+pub const MAX_ENVS: usize = 100_000;
+
+/// Most transitions per batch (`train.n_envs × train.n_steps`): the rollout
+/// buffer holds every one of them.
+pub const MAX_BATCH: usize = 10_000_000;
+
+/// Most weights between hidden layers (Σ hᵢ·hᵢ₊₁ + Σ hᵢ over `policy.hidden`):
+/// 10⁸ f32 weights are 400 MB per network, before gradients and Adam moments.
+pub const MAX_HIDDEN_WEIGHTS: usize = 100_000_000;
+
 /// Range checks, each naming its field.
 struct Check(Vec<OptimError>);
 
@@ -381,6 +394,16 @@ impl ExperimentConfig {
         c.at_least_one("train.total_steps", t.total_steps as usize);
         c.at_least_one("train.n_envs", t.n_envs);
         c.at_least_one("train.n_steps", t.n_steps);
+        c.that(t.n_envs <= MAX_ENVS, "train.n_envs", || {
+            format!("must be <= {MAX_ENVS}, got {}", t.n_envs)
+        });
+        let batch = t.n_envs.checked_mul(t.n_steps).unwrap_or(usize::MAX);
+        c.that(batch <= MAX_BATCH, "train.n_steps", || {
+            format!(
+                "the batch train.n_envs × train.n_steps = {} × {} must be <= {MAX_BATCH}",
+                t.n_envs, t.n_steps
+            )
+        });
         c.unit_open_closed("train.gamma", t.gamma);
         c.that(
             (0.0..=1.0).contains(&t.gae_lambda),
@@ -394,12 +417,21 @@ impl ExperimentConfig {
         c.that(p.hidden.iter().all(|&h| h >= 1), "policy.hidden", || {
             format!("every width must be >= 1, got {:?}", p.hidden)
         });
+        let weights = p.hidden.windows(2).fold(
+            p.hidden.iter().fold(0usize, |a, &h| a.saturating_add(h)),
+            |a, w| a.saturating_add(w[0].saturating_mul(w[1])),
+        );
+        c.that(weights <= MAX_HIDDEN_WEIGHTS, "policy.hidden", || {
+            format!(
+                "too large: {:?} has more than {MAX_HIDDEN_WEIGHTS} weights between hidden layers",
+                p.hidden
+            )
+        });
         c.that(
             p.activation == "tanh" || p.activation == "relu",
             "policy.activation",
             || format!("must be \"tanh\" or \"relu\", got \"{}\"", p.activation),
         );
-        let batch = t.n_envs * t.n_steps;
         match &self.algo {
             AlgoConfig::Ppo(a) => {
                 c.that(
@@ -536,6 +568,15 @@ mod tests {
             ),
             ("[algo]\nname = \"npg\"\nls_shrink = 1.0", "algo.ls_shrink: must be in (0, 1), got 1"),
             ("[train]\ndtype = \"f16\"", "train.dtype: must be \"f32\" or \"f64\", got \"f16\""),
+            ("[train]\nn_envs = 100000000", "train.n_envs: must be <= 100000, got 100000000"),
+            (
+                "[train]\nn_envs = 8\nn_steps = 4611686018427387904",
+                "train.n_steps: the batch train.n_envs × train.n_steps = 8 × 4611686018427387904 must be <= 10000000",
+            ),
+            (
+                "[policy]\nhidden = [100000, 100000]",
+                "policy.hidden: too large: [100000, 100000] has more than 100000000 weights between hidden layers",
+            ),
         ];
         for (body, expected) in cases {
             let c = parse(&format!("[env]\nname = \"CartPole-v1\"\n{body}\n")).unwrap();
