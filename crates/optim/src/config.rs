@@ -397,7 +397,7 @@ impl ExperimentConfig {
         c.that(t.n_envs <= MAX_ENVS, "train.n_envs", || {
             format!("must be <= {MAX_ENVS}, got {}", t.n_envs)
         });
-        let batch = t.n_envs.checked_mul(t.n_steps).unwrap_or(usize::MAX);
+        let batch = t.n_envs.saturating_mul(t.n_steps);
         c.that(batch <= MAX_BATCH, "train.n_steps", || {
             format!(
                 "the batch train.n_envs × train.n_steps = {} × {} must be <= {MAX_BATCH}",
