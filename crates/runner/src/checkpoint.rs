@@ -257,7 +257,9 @@ pub fn load_policy(dir: &Path, trainer: &mut Trainer) -> Result<CheckpointMeta> 
     check_fits(dir, &meta, trainer)?;
     trainer.policy.load(&dir.join("policy.safetensors"))?;
     let bag = read_bag(&dir.join("state.safetensors"))?;
-    trainer.collector.obs_norm = obs_norm_from(dir, &bag, trainer.collector.obs_norm.is_some())?;
+    let obs_dim = trainer.venv.obs_dim();
+    trainer.collector.obs_norm =
+        obs_norm_from(dir, &bag, trainer.collector.obs_norm.is_some(), obs_dim)?;
     Ok(meta)
 }
 
@@ -293,15 +295,16 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<(RunState, bool)> {
     }
     trainer.algo.load_state(&algo)?;
 
+    let obs_dim = trainer.venv.obs_dim();
     let c = &mut trainer.collector;
-    c.obs_norm = obs_norm_from(dir, &bag, c.obs_norm.is_some())?;
+    c.obs_norm = obs_norm_from(dir, &bag, c.obs_norm.is_some(), obs_dim)?;
     c.reward_scaler = match (c.reward_scaler.take(), bag.get("reward.mean")) {
         (Some(mut r), Some(_)) => {
             r.stats = stats_from(dir, &bag, "reward", 1)?;
             r.returns = vector(dir, &bag, "reward.returns", r.returns.len())?.to_vec();
             r.gamma = scalar(dir, &bag, "reward.gamma")?;
-            r.clip = scalar(dir, &bag, "reward.clip")?;
-            r.epsilon = scalar(dir, &bag, "reward.epsilon")?;
+            r.clip = clip_range(dir, &bag, "reward.clip")?;
+            r.epsilon = non_negative(dir, &bag, "reward.epsilon")?;
             Some(r)
         }
         (None, None) => None,
@@ -418,15 +421,22 @@ fn obs_norm_from(
     dir: &Path,
     bag: &BTreeMap<String, Vec<f64>>,
     configured: bool,
+    obs_dim: usize,
 ) -> Result<Option<ObsNormalizer>> {
     match (configured, bag.contains_key("obs_norm.mean")) {
         (false, false) => Ok(None),
         (true, true) => {
-            let dim = bag["obs_norm.mean"].len();
+            let stats = stats_from(dir, bag, "obs_norm", obs_dim)?;
+            if let Some(v) = stats.var.iter().find(|v| !(**v >= 0.0)) {
+                return Err(RunnerError::checkpoint(
+                    dir,
+                    format!("`obs_norm.var` must be >= 0, has {v}"),
+                ));
+            }
             Ok(Some(ObsNormalizer {
-                stats: stats_from(dir, bag, "obs_norm", dim)?,
-                clip: scalar(dir, bag, "obs_norm.clip")?,
-                epsilon: scalar(dir, bag, "obs_norm.epsilon")?,
+                stats,
+                clip: clip_range(dir, bag, "obs_norm.clip")?,
+                epsilon: non_negative(dir, bag, "obs_norm.epsilon")?,
             }))
         }
         _ => Err(RunnerError::checkpoint(
@@ -454,6 +464,32 @@ fn vector<'a>(
 
 fn scalar(dir: &Path, bag: &BTreeMap<String, Vec<f64>>, key: &str) -> Result<f64> {
     Ok(vector(dir, bag, key, 1)?[0])
+}
+
+/// A clip range: > 0 (it becomes `clamp(-c, c)`, which panics on NaN or c < 0).
+fn clip_range(dir: &Path, bag: &BTreeMap<String, Vec<f64>>, key: &str) -> Result<f64> {
+    let c = scalar(dir, bag, key)?;
+    if c > 0.0 {
+        Ok(c)
+    } else {
+        Err(RunnerError::checkpoint(
+            dir,
+            format!("`{key}` must be > 0, got {c}"),
+        ))
+    }
+}
+
+/// A finite scalar >= 0 (a variance offset).
+fn non_negative(dir: &Path, bag: &BTreeMap<String, Vec<f64>>, key: &str) -> Result<f64> {
+    let x = scalar(dir, bag, key)?;
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(RunnerError::checkpoint(
+            dir,
+            format!("`{key}` must be finite and >= 0, got {x}"),
+        ))
+    }
 }
 
 /// Write named f64 vectors as a safetensors file (bit-exact), fsynced.
@@ -551,5 +587,54 @@ mod tests {
             assert_eq!(bits, got, "{k}");
         }
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_normaliser_state_is_an_error_not_a_panic() {
+        let dir = Path::new("ckpt");
+        let good = || {
+            let mut bag = BTreeMap::new();
+            bag.insert("obs_norm.mean".to_string(), vec![0.0; 4]);
+            bag.insert("obs_norm.var".to_string(), vec![1.0; 4]);
+            bag.insert("obs_norm.count".to_string(), vec![10.0]);
+            bag.insert("obs_norm.clip".to_string(), vec![10.0]);
+            bag.insert("obs_norm.epsilon".to_string(), vec![1e-8]);
+            bag
+        };
+        let n = obs_norm_from(dir, &good(), true, 4).unwrap().unwrap();
+        assert_eq!(n.stats.dim(), 4);
+        assert_eq!(n.clip, 10.0);
+        for (key, value, expected) in [
+            (
+                "obs_norm.mean",
+                vec![],
+                "`obs_norm.mean` has 0 values, this run needs 4",
+            ),
+            (
+                "obs_norm.clip",
+                vec![f64::NAN],
+                "`obs_norm.clip` must be > 0, got NaN",
+            ),
+            (
+                "obs_norm.clip",
+                vec![-1.0],
+                "`obs_norm.clip` must be > 0, got -1",
+            ),
+            (
+                "obs_norm.var",
+                vec![-1.0; 4],
+                "`obs_norm.var` must be >= 0, has -1",
+            ),
+            (
+                "obs_norm.epsilon",
+                vec![f64::INFINITY],
+                "`obs_norm.epsilon` must be finite and >= 0, got inf",
+            ),
+        ] {
+            let mut bag = good();
+            bag.insert(key.to_string(), value);
+            let e = obs_norm_from(dir, &bag, true, 4).unwrap_err().to_string();
+            assert!(e.contains(expected), "{key}: {e}");
+        }
     }
 }
