@@ -427,7 +427,7 @@ fn obs_norm_from(
         (false, false) => Ok(None),
         (true, true) => {
             let stats = stats_from(dir, bag, "obs_norm", obs_dim)?;
-            if let Some(v) = stats.var.iter().find(|v| !(**v >= 0.0)) {
+            if let Some(v) = stats.var.iter().find(|v| v.is_nan() || **v < 0.0) {
                 return Err(RunnerError::checkpoint(
                     dir,
                     format!("`obs_norm.var` must be >= 0, has {v}"),
