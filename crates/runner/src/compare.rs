@@ -441,8 +441,9 @@ fn stats_of(g: &Group) -> ConfigStats {
             finals.push(*last);
         }
         if let Some(th) = threshold {
-            if let Some(i) = ret.iter().position(|&r| r >= th) {
-                reached_steps.push(steps[i]);
+            // `get`: a hand-edited metrics.csv may lack the env_steps column.
+            if let Some(&s) = ret.iter().position(|&r| r >= th).and_then(|i| steps.get(i)) {
+                reached_steps.push(s);
             }
         }
         kls.extend(
@@ -658,6 +659,17 @@ mod tests {
         let b = band(&g, "env_steps", "ep_return_mean", None);
         assert_eq!(b.mean[0], 1.0);
         assert_eq!((b.min[2], b.max[2]), (3.0, 12.0));
+        // A hand-edited metrics.csv without env_steps: no panic, no steps.
+        let mut g = g;
+        for t in &mut g.tables {
+            t.columns.remove(1);
+            t.rows.iter_mut().for_each(|r| {
+                r.remove(1);
+            });
+        }
+        let s = stats_of(&g);
+        assert_eq!(s.steps_to_threshold, None);
+        assert_eq!(s.final_return_mean, 8.0);
     }
 
     #[test]
