@@ -211,12 +211,16 @@ pub fn load(
         keys.push(apply_set(&mut table, arg)?);
     }
     if let Some(seed) = seed {
+        // A config stores the seed as a TOML integer (a signed 64-bit one).
+        let seed = i64::try_from(seed).map_err(|_| {
+            RunnerError::Usage(format!("--seed must be <= {}, got {seed}", i64::MAX))
+        })?;
         let train = table
             .entry("train")
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match train {
             toml::Value::Table(t) => {
-                t.insert("seed".into(), toml::Value::Integer(seed as i64));
+                t.insert("seed".into(), toml::Value::Integer(seed));
             }
             _ => {
                 return Err(RunnerError::Config {
@@ -534,6 +538,22 @@ mod tests {
             assert!(e.to_string().starts_with(expected), "{arg}: {e}");
             assert!(e.is_usage());
         }
+    }
+
+    #[test]
+    fn seeds_beyond_toml_integers_are_rejected() {
+        let e = load(
+            &ConfigSource::default_config(),
+            &[],
+            Some(u64::MAX),
+            &Registry::builtin(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--seed must be <= 9223372036854775807, got 18446744073709551615"
+        );
+        assert!(e.is_usage());
     }
 
     #[test]
