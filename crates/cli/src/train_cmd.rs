@@ -194,10 +194,17 @@ fn fmt(x: f64, digits: usize) -> String {
 }
 
 fn progress_message(row: &MetricsRow) -> String {
+    let d = &row.diagnostics;
+    let limit = if d.kl_limit.is_nan() {
+        String::new()
+    } else {
+        format!(" / limit {}", fmt(d.kl_limit, 4))
+    };
     format!(
-        "return {}  KL {}  β {}",
+        "return {}  KL {} (max {}){limit}  β {}",
         fmt(row.ep_return_mean, 1),
-        fmt(row.diagnostics.kl_old_new, 4),
+        fmt(d.kl_old_new, 4),
+        fmt(d.kl_max, 4),
         if row.diagnostics.beta.abs() < 0.01 && row.diagnostics.beta != 0.0 {
             format!("{:.1e}", row.diagnostics.beta)
         } else {

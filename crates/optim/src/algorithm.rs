@@ -1,5 +1,5 @@
-//! The interface every optimiser implements, and the factory that builds one
-//! from its configuration.
+//! The interface every optimiser implements and the state it carries between
+//! updates. [`crate::build::build_algorithm`] builds one from its configuration.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
-use crate::config::{AlgoConfig, TrainConfig};
 use crate::diagnostics::UpdateDiagnostics;
 use crate::error::{OptimError, Result};
 
@@ -16,7 +15,8 @@ use crate::error::{OptimError, Result};
 /// the policy and value networks.
 ///
 /// Adding an algorithm means one file implementing this trait, one
-/// [`AlgoConfig`] variant and one line in [`build_algorithm`].
+/// [`crate::config::AlgoConfig`] variant and one line in
+/// [`crate::build::build_algorithm`].
 pub trait Algorithm: Send {
     /// The config name (`ppo`, `trpo`, `npg`, `vanilla-pg`).
     fn name(&self) -> &'static str;
@@ -95,25 +95,5 @@ impl AlgoState {
                 self.algo
             )))
         }
-    }
-}
-
-/// Build the optimiser `config` names for these networks.
-pub fn build_algorithm(
-    config: &AlgoConfig,
-    train: &TrainConfig,
-    policy: &dyn Policy,
-    value: &ValueNet,
-) -> Result<Box<dyn Algorithm>> {
-    let _ = (train, policy, value);
-    match config {
-        AlgoConfig::Trpo(c) => Ok(Box::new(crate::trpo::Trpo::new(c.clone(), true, value))),
-        AlgoConfig::Npg(c) => Ok(Box::new(crate::trpo::Trpo::new(c.clone(), false, value))),
-        AlgoConfig::Ppo(c) => Ok(Box::new(crate::ppo::Ppo::new(c.clone(), policy, value))),
-        AlgoConfig::VanillaPg(c) => Ok(Box::new(crate::pg::VanillaPg::new(
-            c.clone(),
-            policy,
-            value,
-        ))),
     }
 }

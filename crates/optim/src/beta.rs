@@ -1,5 +1,7 @@
 //! The KL-penalty coefficient β of PPO's penalised objective (Schulman et al.
-//! 2017, "Proximal policy optimization algorithms", §4).
+//! 2017, "Proximal policy optimization algorithms", §4): the paper's adaptive
+//! rule, applied once per batch, and a dual-ascent control applied after
+//! every policy step inside the update.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,52 @@ impl AdaptiveBeta {
     }
 }
 
+/// β as the Lagrange multiplier of the constraint Ê[KL(π_old ‖ π_θ)] ≤ d_targ.
+///
+/// PPO's penalised objective L(θ) − β Ê[KL] is the Lagrangian of
+/// max_θ L(θ) subject to Ê[KL(π_old ‖ π_θ)] ≤ d_targ (Schulman et al. 2017,
+/// §4, who motivate the penalty by this constraint). Dual ascent moves the
+/// multiplier along the dual gradient, the constraint's violation d − d_targ
+/// (Boyd & Vandenberghe 2004, §5.5.5; used for KL-constrained RL by e.g.
+/// Tessler et al. 2019, "Reward constrained policy optimization"). klrl
+/// takes the step on log β with the violation relative to the target, so
+/// that the rule is free of the KL's scale and β stays positive:
+///
+/// log β ← log β + η (d / d_targ − 1),  β clamped to [beta_min, beta_max],
+///
+/// applied after **every policy step** with the KL d measured on that step's
+/// states (not once per batch, as the paper's rule): within one update β
+/// rises as soon as the policy starts to overshoot, and falls while it has
+/// not moved. At d = 0 one step lowers β by e^(−η); the floor `beta_min`
+/// keeps a long quiet stretch (β halved and halved again by the paper's rule
+/// down to 1e-4) from leaving the next large step unresisted. A non-finite
+/// d raises β by the largest step the rule allows for d = 10 d_targ.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DualBeta {
+    /// d_targ, the mean KL the control steers toward (nats).
+    pub kl_target: f64,
+    /// η, the dual step size on log β.
+    pub lr: f64,
+    /// The floor of β.
+    pub beta_min: f64,
+    /// The ceiling of β.
+    pub beta_max: f64,
+}
+
+impl DualBeta {
+    /// β after a step whose measured mean KL was `kl`.
+    pub fn next_beta(&self, beta: f64, kl: f64) -> f64 {
+        let violation = if kl.is_finite() {
+            kl / self.kl_target - 1.0
+        } else {
+            9.0
+        };
+        (beta.max(self.beta_min).ln() + self.lr * violation)
+            .exp()
+            .clamp(self.beta_min, self.beta_max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +118,42 @@ mod tests {
             beta = RULE.next_beta(beta, 0.0);
         }
         assert_eq!(beta, 1e-4);
+    }
+
+    const DUAL: DualBeta = DualBeta {
+        kl_target: 0.01,
+        lr: 0.5,
+        beta_min: 0.1,
+        beta_max: 1e3,
+    };
+
+    #[test]
+    fn dual_ascent_moves_log_beta_by_the_relative_violation() {
+        // On target: unchanged (to rounding).
+        assert!((DUAL.next_beta(2.0, 0.01) - 2.0).abs() < 1e-12);
+        // d = 3 d_targ: log β += 0.5 · 2.
+        let up = DUAL.next_beta(2.0, 0.03);
+        assert!((up - 2.0 * 1f64.exp()).abs() < 1e-12, "{up}");
+        // d = 0: log β −= 0.5.
+        let down = DUAL.next_beta(2.0, 0.0);
+        assert!((down - 2.0 * (-0.5f64).exp()).abs() < 1e-12, "{down}");
+        // Non-finite KL: the step of d = 10 d_targ.
+        let nan = DUAL.next_beta(2.0, f64::NAN);
+        assert!((nan - 2.0 * 4.5f64.exp()).abs() < 1e-9, "{nan}");
+    }
+
+    #[test]
+    fn dual_floor_survives_a_quiet_stretch_and_recovers_in_a_few_steps() {
+        let mut beta = 1.0;
+        for _ in 0..10_000 {
+            beta = DUAL.next_beta(beta, 0.0);
+        }
+        assert_eq!(beta, 0.1);
+        // One overshooting step at 5 d_targ multiplies β by e².
+        let after = DUAL.next_beta(beta, 0.05);
+        assert!((after - 0.1 * 2f64.exp()).abs() < 1e-12, "{after}");
+        assert_eq!(DUAL.next_beta(900.0, 1.0), 1e3);
+        // Below the floor (e.g. a state saved by another rule): lifted to it first.
+        assert!((DUAL.next_beta(1e-4, 0.01) - 0.1).abs() < 1e-12);
     }
 }

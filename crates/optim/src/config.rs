@@ -113,6 +113,17 @@ pub enum PpoObjective {
     KlAdaptive,
     /// Clipping and the adaptive penalty together.
     ClipKlAdaptive,
+    /// The penalty with β a Lagrange multiplier of the constraint
+    /// Ê[KL(π_old ‖ π_θ)] ≤ `kl_target`, raised and lowered by dual ascent on
+    /// the exact batch KL after every policy step inside the update, with a
+    /// floor `dual_beta_min` ([`crate::beta::DualBeta`]).
+    KlDual,
+    /// Differentiable trust-region projection (Otto et al. 2021): each
+    /// state's distribution is projected onto {π : KL(π_old ‖ π) ≤
+    /// `proj_eps`} before the surrogate Ê[r̃ Â] is taken, plus a regression
+    /// term pulling the network toward its projection
+    /// ([`klrl_policy::KlProjection`]).
+    Projection,
 }
 
 impl PpoObjective {
@@ -120,9 +131,28 @@ impl PpoObjective {
     pub fn clips(self) -> bool {
         matches!(self, PpoObjective::Clip | PpoObjective::ClipKlAdaptive)
     }
-    /// Whether the objective has a KL penalty.
+    /// Whether the objective has a KL penalty β Ê[KL(π_old ‖ π_θ)].
     pub fn penalises(self) -> bool {
-        !matches!(self, PpoObjective::Clip)
+        !matches!(self, PpoObjective::Clip | PpoObjective::Projection)
+    }
+    /// Whether β follows the dual-ascent rule within the update.
+    pub fn dual(self) -> bool {
+        matches!(self, PpoObjective::KlDual)
+    }
+    /// Whether the surrogate is taken on the projected distributions.
+    pub fn projects(self) -> bool {
+        matches!(self, PpoObjective::Projection)
+    }
+    /// The name in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PpoObjective::Clip => "clip",
+            PpoObjective::KlPenalty => "kl_penalty",
+            PpoObjective::KlAdaptive => "kl_adaptive",
+            PpoObjective::ClipKlAdaptive => "clip_kl_adaptive",
+            PpoObjective::KlDual => "kl_dual",
+            PpoObjective::Projection => "projection",
+        }
     }
     /// Whether β adapts.
     pub fn adapts(self) -> bool {
@@ -146,7 +176,8 @@ pub struct PpoConfig {
     pub clip_anneal: bool,
     /// Initial (or fixed) KL-penalty coefficient β. Default 1.0 (paper §4).
     pub beta: f64,
-    /// d_targ, the adaptive rule's target mean KL in nats. Default 0.01 (paper §6.1).
+    /// d_targ, the target mean KL in nats of the adaptive rule and of the
+    /// dual control. Default 0.01 (paper §6.1).
     pub kl_target: f64,
     /// Lower clamp for the adaptive β. Default 1e-4.
     pub beta_min: f64,
@@ -177,6 +208,32 @@ pub struct PpoConfig {
     pub early_stop_kl: Option<f64>,
     /// Normalise advantages per minibatch. Default true.
     pub normalize_advantages: bool,
+    /// A hard limit on the exact mean KL(π_old ‖ π_θ) over the batch states
+    /// of every update, for any objective: after the epochs, a policy that
+    /// moved further is pulled back along the segment θ_old → θ until it is
+    /// within the limit, or restored to θ_old bit for bit
+    /// ([`crate::kl_limit`]). `None` (default): no limit.
+    pub max_kl: Option<f64>,
+    /// `kl_dual`: step size η of the dual ascent on log β, log β ← log β +
+    /// η (d / d_targ − 1) after every policy step. Default 0.5 (measured on
+    /// CartPole and Acrobot; see `configs/cartpole-ppo-kl-dual.toml`).
+    pub dual_lr: f64,
+    /// `kl_dual`: the floor of β. Dual ascent lowers β while the KL stays
+    /// under target; the floor keeps a long quiet stretch from erasing the
+    /// penalty, so the first large step after it is still resisted.
+    /// Default 0.1.
+    pub dual_beta_min: f64,
+    /// `projection`: ε, the bound on every state's KL(π_old ‖ π̃). Required
+    /// by (and only accepted with) `objective = "projection"`.
+    pub proj_eps: Option<f64>,
+    /// `projection`, Gaussian policies: the share of ε given to the variance
+    /// part of the KL (the rest bounds the mean part), in (0, 1). Default
+    /// 0.1.
+    pub proj_cov_frac: f64,
+    /// `projection`: weight of the regression term Ê[KL(π̃ ‖ π_θ)] (π̃
+    /// detached) that pulls the network toward its projection (Otto et al.
+    /// 2021, eq. 7). Default 1.0.
+    pub proj_reg_coef: f64,
 }
 
 impl Default for PpoConfig {
@@ -200,6 +257,12 @@ impl Default for PpoConfig {
             max_grad_norm: 0.5,
             early_stop_kl: None,
             normalize_advantages: true,
+            max_kl: None,
+            dual_lr: 0.5,
+            dual_beta_min: 0.1,
+            proj_eps: None,
+            proj_cov_frac: 0.1,
+            proj_reg_coef: 1.0,
         }
     }
 }
@@ -274,6 +337,9 @@ pub struct PgConfig {
     pub max_grad_norm: f64,
     /// Normalise advantages over the batch. Default false (SB3 A2C).
     pub normalize_advantages: bool,
+    /// A hard limit on the exact mean KL(π_old ‖ π_θ) of every update (as
+    /// PPO's `max_kl`); `None` (default): unconstrained.
+    pub max_kl: Option<f64>,
 }
 
 impl Default for PgConfig {
@@ -285,6 +351,7 @@ impl Default for PgConfig {
             ent_coef: 0.0,
             max_grad_norm: 0.5,
             normalize_advantages: false,
+            max_kl: None,
         }
     }
 }
@@ -319,6 +386,60 @@ impl AlgoConfig {
             AlgoConfig::Trpo(_) => "trpo",
             AlgoConfig::Npg(_) => "npg",
             AlgoConfig::VanillaPg(_) => "vanilla-pg",
+        }
+    }
+}
+
+/// What an algorithm promises about how far one update moves the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlLimitKind {
+    /// A target for the mean KL that a controller steers toward but does not
+    /// enforce (PPO's penalties, NPG's step size).
+    Target,
+    /// A hard bound on the mean KL over the batch states, kept on every
+    /// update (TRPO's δ, `max_kl`).
+    Mean,
+    /// A hard bound on every state's KL (the projection's ε).
+    PerState,
+}
+
+/// The KL limit in force for an algorithm: its value in nats and its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KlLimit {
+    /// The limit, in nats of KL(π_old ‖ π_new).
+    pub value: f64,
+    /// Target, mean bound or per-state bound.
+    pub kind: KlLimitKind,
+}
+
+impl KlLimit {
+    /// Whether the bound holds on every update by construction.
+    pub fn is_hard(&self) -> bool {
+        self.kind != KlLimitKind::Target
+    }
+}
+
+impl AlgoConfig {
+    /// The limit an update of this algorithm is held to (or steered toward):
+    /// the projection's per-state ε; a hard `max_kl` (PPO, vanilla PG) or
+    /// TRPO's δ; PPO's `kl_target` for the penalties; NPG's δ as a target
+    /// (the full natural step is not checked); `None` for PPO-clip and
+    /// vanilla PG without a limit.
+    pub fn kl_limit(&self) -> Option<KlLimit> {
+        let limit = |value, kind| Some(KlLimit { value, kind });
+        match self {
+            AlgoConfig::Ppo(p) if p.objective.projects() => {
+                p.proj_eps.and_then(|e| limit(e, KlLimitKind::PerState))
+            }
+            AlgoConfig::Ppo(p) => match p.max_kl {
+                Some(m) => limit(m, KlLimitKind::Mean),
+                None if p.objective.penalises() => limit(p.kl_target, KlLimitKind::Target),
+                None => None,
+            },
+            AlgoConfig::Trpo(t) => limit(t.max_kl, KlLimitKind::Mean),
+            AlgoConfig::Npg(t) => limit(t.max_kl, KlLimitKind::Target),
+            AlgoConfig::VanillaPg(p) => p.max_kl.and_then(|m| limit(m, KlLimitKind::Mean)),
         }
     }
 }
@@ -469,6 +590,43 @@ impl ExperimentConfig {
                 if let Some(k) = a.early_stop_kl {
                     c.positive("algo.early_stop_kl", k);
                 }
+                if let Some(m) = a.max_kl {
+                    c.positive("algo.max_kl", m);
+                    c.that(!a.objective.projects(), "algo.max_kl", || {
+                        "objective = \"projection\" already bounds every state's KL by \
+                         proj_eps; remove max_kl"
+                            .into()
+                    });
+                }
+                if a.objective.dual() {
+                    c.positive("algo.dual_lr", a.dual_lr);
+                    c.positive("algo.dual_beta_min", a.dual_beta_min);
+                    c.that(a.dual_beta_min <= a.beta_max, "algo.dual_beta_min", || {
+                        format!(
+                            "must be <= beta_max ({}), got {}",
+                            a.beta_max, a.dual_beta_min
+                        )
+                    });
+                }
+                match (a.objective.projects(), a.proj_eps) {
+                    (true, Some(e)) => c.positive("algo.proj_eps", e),
+                    (true, None) => c.that(false, "algo.proj_eps", || {
+                        "required by objective = \"projection\" (the per-state KL bound ε)".into()
+                    }),
+                    (false, Some(_)) => c.that(false, "algo.proj_eps", || {
+                        format!(
+                            "only objective = \"projection\" uses it, the objective is \"{}\"",
+                            a.objective.name()
+                        )
+                    }),
+                    (false, None) => {}
+                }
+                c.that(
+                    a.proj_cov_frac > 0.0 && a.proj_cov_frac < 1.0,
+                    "algo.proj_cov_frac",
+                    || format!("must be in (0, 1), got {}", a.proj_cov_frac),
+                );
+                c.non_negative("algo.proj_reg_coef", a.proj_reg_coef);
             }
             AlgoConfig::Trpo(a) | AlgoConfig::Npg(a) => {
                 c.positive("algo.max_kl", a.max_kl);
@@ -495,6 +653,9 @@ impl ExperimentConfig {
                 c.that(a.max_grad_norm > 0.0, "algo.max_grad_norm", || {
                     format!("must be > 0, got {}", a.max_grad_norm)
                 });
+                if let Some(m) = a.max_kl {
+                    c.positive("algo.max_kl", m);
+                }
             }
         }
         match c.0.into_iter().next() {
@@ -572,6 +733,33 @@ mod tests {
             (
                 "[train]\nn_envs = 8\nn_steps = 4611686018427387904",
                 "train.n_steps: the batch train.n_envs × train.n_steps = 8 × 4611686018427387904 must be <= 10000000",
+            ),
+            ("[algo]\nname = \"ppo\"\nmax_kl = 0.0", "algo.max_kl: must be > 0, got 0"),
+            ("[algo]\nname = \"ppo\"\nmax_kl = nan", "algo.max_kl: must be > 0, got NaN"),
+            ("[algo]\nname = \"vanilla-pg\"\nmax_kl = -1.0", "algo.max_kl: must be > 0, got -1"),
+            (
+                "[algo]\nname = \"ppo\"\nobjective = \"projection\"",
+                "algo.proj_eps: required by objective = \"projection\" (the per-state KL bound ε)",
+            ),
+            (
+                "[algo]\nname = \"ppo\"\nobjective = \"clip\"\nproj_eps = 0.01",
+                "algo.proj_eps: only objective = \"projection\" uses it, the objective is \"clip\"",
+            ),
+            (
+                "[algo]\nname = \"ppo\"\nobjective = \"projection\"\nproj_eps = inf",
+                "algo.proj_eps: must be > 0, got inf",
+            ),
+            (
+                "[algo]\nname = \"ppo\"\nobjective = \"projection\"\nproj_eps = 0.01\nmax_kl = 0.01",
+                "algo.max_kl: objective = \"projection\" already bounds every state's KL by proj_eps; remove max_kl",
+            ),
+            (
+                "[algo]\nname = \"ppo\"\nobjective = \"projection\"\nproj_eps = 0.01\nproj_cov_frac = 1.0",
+                "algo.proj_cov_frac: must be in (0, 1), got 1",
+            ),
+            (
+                "[algo]\nname = \"ppo\"\nobjective = \"kl_dual\"\ndual_lr = 0.0",
+                "algo.dual_lr: must be > 0, got 0",
             ),
             (
                 "[policy]\nhidden = [100000, 100000]",

@@ -49,11 +49,21 @@ pub struct UpdateDiagnostics {
     pub lr: f64,
     /// Policy epochs run (fewer than configured when `early_stop_kl` fired).
     pub epochs_run: f64,
+    /// The KL limit in force for this update, in nats: TRPO's δ, a hard
+    /// `max_kl`, the projection's per-state ε, or the penalties' target
+    /// d_targ (see [`crate::config::AlgoConfig::kl_limit`]); NaN when the
+    /// algorithm has none.
+    pub kl_limit: f64,
+    /// The fraction α of the update's step that was kept by a hard limit's
+    /// search along θ_old → θ (1: the whole step, 0: θ_old restored); NaN
+    /// when no hard limit applies (TRPO reports its line search in
+    /// `ls_steps` and `accepted`).
+    pub step_frac: f64,
 }
 
 impl UpdateDiagnostics {
     /// Column names, in the order of [`UpdateDiagnostics::values`].
-    pub const COLUMNS: [&'static str; 18] = [
+    pub const COLUMNS: [&'static str; 20] = [
         "kl_old_new",
         "kl_new_old",
         "kl_max",
@@ -72,6 +82,8 @@ impl UpdateDiagnostics {
         "accepted",
         "lr",
         "epochs_run",
+        "kl_limit",
+        "step_frac",
     ];
 
     /// All fields NaN (none measured yet).
@@ -96,11 +108,13 @@ impl UpdateDiagnostics {
             accepted: n,
             lr: n,
             epochs_run: n,
+            kl_limit: n,
+            step_frac: n,
         }
     }
 
     /// The values in the order of [`UpdateDiagnostics::COLUMNS`].
-    pub fn values(&self) -> [f64; 18] {
+    pub fn values(&self) -> [f64; 20] {
         [
             self.kl_old_new,
             self.kl_new_old,
@@ -120,6 +134,8 @@ impl UpdateDiagnostics {
             self.accepted,
             self.lr,
             self.epochs_run,
+            self.kl_limit,
+            self.step_frac,
         ]
     }
 }

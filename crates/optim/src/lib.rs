@@ -13,12 +13,15 @@ pub mod adam;
 pub mod algorithm;
 pub mod batch;
 pub mod beta;
+pub mod build;
 pub mod cg;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
 pub mod evaluate;
 pub mod gae;
+pub mod kl_limit;
+pub mod losses;
 pub mod measure;
 pub mod normalize;
 pub mod pg;
@@ -28,10 +31,11 @@ pub mod trainer;
 pub mod trpo;
 pub mod value_fit;
 
-pub use algorithm::{build_algorithm, AlgoState, Algorithm};
+pub use algorithm::{AlgoState, Algorithm};
+pub use build::build_algorithm;
 pub use config::{
-    AlgoConfig, ExperimentConfig, NetConfig, PgConfig, PpoConfig, PpoObjective, TrainConfig,
-    TrpoConfig,
+    AlgoConfig, ExperimentConfig, KlLimit, KlLimitKind, NetConfig, PgConfig, PpoConfig,
+    PpoObjective, TrainConfig, TrpoConfig,
 };
 pub use diagnostics::UpdateDiagnostics;
 pub use error::{OptimError, Result};

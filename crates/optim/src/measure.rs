@@ -2,8 +2,10 @@
 //! quantities every update reports.
 
 use candle_core::{DType, Tensor};
-use klrl_policy::Dist;
+use klrl_policy::{Dist, Policy};
 
+use crate::batch::MiniBatch;
+use crate::diagnostics::UpdateDiagnostics;
 use crate::error::Result;
 use crate::rollout::candle_err;
 
@@ -40,19 +42,95 @@ pub fn kl_stats(
     };
     let old = old.detach();
     let new = new.detach();
-    let forward = host(old.kl(&new)?)?;
+    let forward = per_state_kl(&old, &new)?;
     let reverse = host(new.kl(&old)?)?;
     let entropy = host(new.entropy()?)?;
     let old_lp = host(old_log_probs.clone())?;
     let new_lp = host(new_log_probs.clone())?;
     let log_ratios: Vec<f64> = new_lp.iter().zip(&old_lp).map(|(n, o)| n - o).collect();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     Ok(KlStats {
         kl_old_new: mean(&forward),
         kl_new_old: mean(&reverse),
-        kl_max: forward.iter().cloned().fold(0.0, f64::max),
+        kl_max: max(&forward),
         kl_k1: klrl_kl::k1_mean(&log_ratios).unwrap_or(f64::NAN),
         kl_k3: klrl_kl::k3_mean(&log_ratios).unwrap_or(f64::NAN),
         entropy: mean(&entropy),
     })
+}
+
+/// The exact KL(old(·|s) ‖ new(·|s)) of every state, on the host in f64.
+/// Every KL that is compared with a limit goes through this function and
+/// [`mean`] / [`max`], so the number a check accepted is the number reported.
+pub fn per_state_kl(old: &Dist, new: &Dist) -> Result<Vec<f64>> {
+    old.kl(new)?
+        .detach()
+        .to_dtype(DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(candle_err("per-state KL to host"))
+}
+
+/// The mean of per-state values (0 for none), summed in order.
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The largest per-state value (0 for none); NaN if any value is NaN, so a
+/// non-finite KL never passes a limit.
+pub fn max(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m: f64, &x| {
+        if x.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.max(x)
+        }
+    })
+}
+
+/// The distributions of `dist` at the states `rows` (a minibatch of π_old).
+pub fn select_rows(dist: &Dist, rows: &[usize]) -> Result<Dist> {
+    let e = candle_err("selecting rows of π_old");
+    let pick = |t: &Tensor| -> Result<Tensor> {
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), t.device()).map_err(&e)?;
+        t.index_select(&idx, 0).map_err(&e)
+    };
+    Ok(match dist {
+        // The logits carry the mask bias already: no mask again.
+        Dist::Categorical(d) => Dist::Categorical(klrl_policy::Categorical::from_logits(
+            &pick(d.logits())?,
+            None,
+        )?),
+        Dist::DiagGaussian(d) => Dist::DiagGaussian(klrl_policy::DiagGaussian::new(
+            &pick(d.mean())?,
+            d.log_std(),
+        )?),
+    })
+}
+
+/// The exact mean KL(π_old ‖ π_θ) over the states of `full` at the current
+/// parameters (one detached forward pass).
+pub fn batch_mean_kl(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<f64> {
+    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+    Ok(mean(&per_state_kl(old, &new)?))
+}
+
+/// [`kl_stats`] between `old` and the current policy over the states and
+/// actions of `full`: what every update reports about how far it moved.
+pub fn measure_update(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<KlStats> {
+    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+    let new_log_probs = new.log_prob(&full.actions)?;
+    kl_stats(old, &new, &full.old_log_probs, &new_log_probs)
+}
+
+/// Diagnostics with the KL and entropy columns of `kl` filled in and every
+/// other column NaN.
+pub fn diagnostics_from(kl: &KlStats) -> UpdateDiagnostics {
+    let mut d = UpdateDiagnostics::empty();
+    d.kl_old_new = kl.kl_old_new;
+    d.kl_new_old = kl.kl_new_old;
+    d.kl_max = kl.kl_max;
+    d.kl_k1 = kl.kl_k1;
+    d.kl_k3 = kl.kl_k3;
+    d.entropy = kl.entropy;
+    d
 }

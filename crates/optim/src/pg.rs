@@ -18,7 +18,9 @@ use crate::batch::{Batch, MiniBatch};
 use crate::config::PgConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::ppo::{diagnostics_from, measure_update, scalars_to_host, trainable_vars, value_loss};
+use crate::kl_limit::{Bound, Guard};
+use crate::losses::{scalars_to_host, trainable_vars, value_loss};
+use crate::measure::{diagnostics_from, measure_update};
 use crate::rollout::candle_err;
 use crate::value_fit::value_loss_and_grad;
 
@@ -129,7 +131,8 @@ impl Algorithm for VanillaPg {
     }
 
     /// One Adam step on the whole batch; the KL columns measure how far that
-    /// unconstrained step moved the policy. `beta`, `clip_frac` and the
+    /// step moved the policy. With `max_kl`, the step is then held to the
+    /// limit by [`Guard::enforce`] (as PPO's). `beta`, `clip_frac` and the
     /// CG/line-search columns are NaN, `epochs_run` is 1.
     fn update(
         &mut self,
@@ -147,6 +150,10 @@ impl Algorithm for VanillaPg {
         let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
         let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
+        let guard = match c.max_kl {
+            Some(limit) => Some(Guard::arm(policy, &self.adam, limit, Bound::Mean)?),
+            None => None,
+        };
         let (host, grad_norm) = if value.is_shared() {
             // The value loss reaches the shared trunk: one backward through everything.
             let loss = self.loss(policy, value, &mb)?;
@@ -168,13 +175,19 @@ impl Algorithm for VanillaPg {
                 .step_flat(&vars, grad, lr, max_grad_norm, batch.update)?;
             (host.to_vec(), norm)
         };
+        let step_frac = match guard {
+            Some(g) => g.enforce(policy, &mut self.adam, &mb, &old_dist, batch.update)?,
+            None => f64::NAN,
+        };
         let kl = measure_update(policy, &mb, &old_dist)?;
         let mut d = diagnostics_from(&kl);
+        d.step_frac = step_frac;
+        d.kl_limit = c.max_kl.unwrap_or(f64::NAN);
         d.policy_loss = host[1];
         d.value_loss = host[2];
         d.explained_var = explained_var;
         d.grad_norm = grad_norm;
-        d.accepted = 1.0;
+        d.accepted = if step_frac == 0.0 { 0.0 } else { 1.0 };
         d.lr = lr;
         d.epochs_run = 1.0;
         Ok(d)

@@ -6,7 +6,16 @@
 //! - `kl_penalty` (§4, eq. 8): L = Ê[r Â] − β Ê[KL(π_old ‖ π_θ)], fixed β;
 //! - `kl_adaptive` (§4): the same, with β halved or doubled after every batch
 //!   depending on the measured KL ([`AdaptiveBeta`]);
-//! - `clip_kl_adaptive`: the clipped surrogate minus the adaptive penalty.
+//! - `clip_kl_adaptive`: the clipped surrogate minus the adaptive penalty;
+//! - `kl_dual`: the penalty with β a Lagrange multiplier driven by dual ascent
+//!   after every policy step ([`DualBeta`]);
+//! - `projection`: the surrogate on per-state projections of π_θ onto the KL
+//!   ball around π_old (Otto et al. 2021), see [`Ppo::loss`].
+//!
+//! Any objective can be given a hard limit `max_kl` on the update's mean
+//! KL(π_old ‖ π_θ), enforced after the epochs by [`crate::kl_limit`]; the
+//! projection's per-state bound is enforced the same way on the largest
+//! per-state KL.
 //!
 //! with r = π_θ(a|s) / π_old(a|s). The KL of the penalty is the exact analytic
 //! KL between the action distributions at each state, never a sample estimate.
@@ -16,10 +25,8 @@
 //! (the practical details of Huang et al. 2022, "The 37 implementation details
 //! of proximal policy optimization").
 //!
-//! Helpers shared with the vanilla policy gradient ([`crate::pg`]) live here
-//! too: the parameter list, the value loss and the end-of-update measurement.
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use klrl_policy::{Dist, Policy, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -27,11 +34,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::adam::Adam;
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
-use crate::beta::AdaptiveBeta;
+use crate::beta::{AdaptiveBeta, DualBeta};
 use crate::config::PpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::measure::{kl_stats, KlStats};
+use crate::kl_limit::{Bound, Guard};
+use crate::losses::{scalars_to_host, trainable_vars, value_loss};
+use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
 use crate::rollout::candle_err;
 use crate::value_fit::value_loss_and_grad;
 
@@ -85,6 +94,17 @@ impl Ppo {
     /// The configuration.
     pub fn config(&self) -> &PpoConfig {
         &self.config
+    }
+
+    /// The hard limit enforced after the epochs and what it bounds: the
+    /// projection's ε on every state, or `max_kl` on the mean.
+    fn hard_limit(&self) -> Option<(f64, Bound)> {
+        let c = &self.config;
+        if c.objective.projects() {
+            c.proj_eps.map(|e| (e, Bound::PerState))
+        } else {
+            c.max_kl.map(|m| (m, Bound::Mean))
+        }
     }
 
     /// PPO's loss on the minibatch `mb`, with `old` the distributions of
@@ -206,7 +226,8 @@ impl Ppo {
         args: &StepArgs,
     ) -> Result<Option<StepStats>> {
         let c = &self.config;
-        let want_kl = args.stop_above.is_some();
+        let want_kl =
+            args.stop_above.is_some() || args.stop_predicted_above.is_some() || c.objective.dual();
         let separate_value = !value.is_shared() && c.clip_vf.is_none();
         let (objective, value_part, pullback, terms) = if separate_value {
             let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
@@ -243,8 +264,18 @@ impl Ppo {
         } else {
             0.0
         };
-        if let (Some(limit), Some(kl)) = (args.stop_above, next.next()) {
+        let kl_before = if want_kl { next.next() } else { None };
+        if let (Some(limit), Some(kl)) = (args.stop_above, kl_before) {
             if kl > limit {
+                return Ok(None);
+            }
+        }
+        if let (Some((limit, prev_sqrt)), Some(kl)) = (args.stop_predicted_above, kl_before) {
+            // √KL grows about linearly along a run of Adam steps of similar
+            // size: √d_next ≈ √d + (√d − √d_prev).
+            let now = kl.max(0.0).sqrt();
+            let predicted = (now + (now - prev_sqrt).max(0.0)).powi(2);
+            if !(predicted <= limit) {
                 return Ok(None);
             }
         }
@@ -271,9 +302,15 @@ impl Ppo {
             value_loss,
             clip_frac,
             grad_norm,
+            kl_before,
         }))
     }
 }
+
+/// `kl_dual` stops the epochs before a step predicted to take the mean KL
+/// above this multiple of `kl_target` (the upper edge of the paper's band
+/// d_targ / 1.5 … 1.5 d_targ).
+pub const DUAL_STOP: f64 = 1.5;
 
 /// The per-step settings of [`Ppo::minibatch_step`].
 struct StepArgs {
@@ -281,6 +318,10 @@ struct StepArgs {
     lr: f64,
     /// Skip the step when the minibatch's mean KL exceeds this.
     stop_above: Option<f64>,
+    /// `kl_dual`: skip the step when the KL it would lead to, extrapolated
+    /// from this step's KL and the previous step's √KL (the second value),
+    /// exceeds the first value.
+    stop_predicted_above: Option<(f64, f64)>,
     update: u64,
 }
 
@@ -291,6 +332,9 @@ struct StepStats {
     /// 0 for the unclipped objectives.
     clip_frac: f64,
     grad_norm: f64,
+    /// The minibatch's exact mean KL(π_old ‖ π_θ) before the step (when
+    /// early stopping or the dual control asked for it).
+    kl_before: Option<f64>,
 }
 
 /// [`PpoLoss`] without the value terms.
@@ -324,6 +368,15 @@ impl Algorithm for Ppo {
     /// - `clip_frac` is the mean over all minibatch steps of the fraction of
     ///   samples with |r − 1| > ε (NaN for the unclipped objectives);
     ///   `policy_loss`, `value_loss` and `grad_norm` are those of the last step.
+    /// - `kl_dual`: after every minibatch step, β ← [`DualBeta::next_beta`]
+    ///   with the exact KL of that step's minibatch measured by its forward
+    ///   pass (so at the parameters before the step: the control lags one
+    ///   step, at no extra cost), and once more after the epochs with the
+    ///   batch's KL.
+    /// - Hard limit (`max_kl`; for `projection`, `proj_eps` on every state):
+    ///   after the epochs, [`Guard::enforce`] pulls the policy back along
+    ///   θ_old → θ into the limit (restoring θ_old and the policy's Adam
+    ///   moments bit for bit if nothing fits).
     /// - `beta` is the value the next update will use (NaN for plain clip).
     fn update(
         &mut self,
@@ -350,6 +403,17 @@ impl Algorithm for Ppo {
         let full = batch.minibatch(policy, None, false)?;
         let old_dist = policy.dist(&full.obs, full.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
+        let limit = self.hard_limit();
+        let guard = match limit {
+            Some((l, bound)) => Some(Guard::arm(policy, &self.adam, l, bound)?),
+            None => None,
+        };
+        let dual = DualBeta {
+            kl_target: c.kl_target,
+            lr: c.dual_lr,
+            beta_min: c.dual_beta_min,
+            beta_max: c.beta_max,
+        };
 
         let mb_size = c.minibatch_size.clamp(1, n);
         let per_epoch = n.div_ceil(mb_size);
@@ -365,6 +429,7 @@ impl Algorithm for Ppo {
         let mut steps = 0usize;
         let (mut last_policy, mut last_value, mut grad_norm) = (f64::NAN, f64::NAN, f64::NAN);
         let mut clip_frac_sum = 0.0;
+        let mut prev_sqrt_kl = 0.0;
         'epochs: for _ in 0..c.n_epochs {
             // Shuffled minibatches covering the batch; the last partial one is kept.
             order.shuffle(rng);
@@ -385,15 +450,22 @@ impl Algorithm for Ppo {
                 };
                 // With one minibatch per epoch its KL is the batch's, checked before the step.
                 let stop_above = c.early_stop_kl.filter(|_| whole.is_some() && steps > 0);
+                let stop_predicted_above = (c.objective.dual() && steps > 0)
+                    .then_some((DUAL_STOP * c.kl_target, prev_sqrt_kl));
                 let args = StepArgs {
                     clip_eps,
                     lr,
                     stop_above,
+                    stop_predicted_above,
                     update: batch.update,
                 };
                 let Some(s) = self.minibatch_step(policy, value, &vars, mb, old, &args)? else {
                     break 'epochs;
                 };
+                if let (true, Some(kl)) = (c.objective.dual(), s.kl_before) {
+                    self.beta = dual.next_beta(self.beta, kl);
+                    prev_sqrt_kl = kl.max(0.0).sqrt();
+                }
                 grad_norm = s.grad_norm;
                 last_policy = s.policy_loss;
                 last_value = s.value_loss;
@@ -402,8 +474,16 @@ impl Algorithm for Ppo {
             }
         }
 
+        let step_frac = match guard {
+            Some(g) => g.enforce(policy, &mut self.adam, &full, &old_dist, batch.update)?,
+            None => f64::NAN,
+        };
+
         let kl = measure_update(policy, &full, &old_dist)?;
-        let beta = if c.objective.adapts() {
+        let beta = if c.objective.dual() {
+            self.beta = dual.next_beta(self.beta, kl.kl_old_new);
+            self.beta
+        } else if c.objective.adapts() {
             // d < d_targ / 1.5 → β/2; d > 1.5 d_targ → 2β  (§4)
             let rule = AdaptiveBeta {
                 kl_target: c.kl_target,
@@ -428,7 +508,11 @@ impl Algorithm for Ppo {
         d.value_loss = last_value;
         d.explained_var = explained_var;
         d.grad_norm = grad_norm;
-        d.accepted = 1.0;
+        d.accepted = if step_frac == 0.0 { 0.0 } else { 1.0 };
+        d.step_frac = step_frac;
+        d.kl_limit = crate::config::AlgoConfig::Ppo(c.clone())
+            .kl_limit()
+            .map_or(f64::NAN, |l| l.value);
         d.lr = lr;
         d.epochs_run = steps as f64 / per_epoch as f64;
         Ok(d)
@@ -462,100 +546,4 @@ impl Algorithm for Ppo {
         self.adam.v = v;
         Ok(())
     }
-}
-
-/// The parameters one Adam steps: the policy's, then the value function's
-/// that are not the policy's (all of them for a separate network, the head on
-/// a shared trunk), so that shared parameters are counted once.
-pub fn trainable_vars(policy: &dyn Policy, value: &ValueNet) -> Vec<Var> {
-    let mut vars = policy.vars();
-    vars.extend(value.unshared_vars());
-    vars
-}
-
-/// The value loss Ê[(R − V(s))²] (Stable-Baselines3's, without a ½). With
-/// `clip_vf = Some(c)`, the prediction is also clipped to V_old ± c and the
-/// larger of the two squared errors is taken per sample (CleanRL's
-/// `clip_vloss`; Huang et al. detail 9).
-pub fn value_loss(value: &ValueNet, mb: &MiniBatch, clip_vf: Option<f64>) -> Result<Tensor> {
-    let e = candle_err("value loss");
-    let v = value.forward(&mb.obs)?;
-    let unclipped = (&v - &mb.returns).and_then(|d| d.sqr()).map_err(&e)?;
-    let per_sample = match clip_vf {
-        None => unclipped,
-        Some(c) => {
-            // V_clip = V_old + clip(V − V_old, −c, c)
-            let clipped = (&v - &mb.old_values)
-                .and_then(|d| d.clamp(-c, c))
-                .and_then(|d| d + &mb.old_values)
-                .and_then(|v| (v - &mb.returns)?.sqr())
-                .map_err(&e)?;
-            unclipped.maximum(&clipped).map_err(&e)?
-        }
-    };
-    per_sample.mean_all().map_err(e)
-}
-
-/// The distributions of `dist` at the states `rows` (a minibatch of π_old).
-pub fn select_rows(dist: &Dist, rows: &[usize]) -> Result<Dist> {
-    let e = candle_err("selecting rows of π_old");
-    let pick = |t: &Tensor| -> Result<Tensor> {
-        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let idx = Tensor::from_vec(idx, rows.len(), t.device()).map_err(&e)?;
-        t.index_select(&idx, 0).map_err(&e)
-    };
-    Ok(match dist {
-        // The logits carry the mask bias already: no mask again.
-        Dist::Categorical(d) => Dist::Categorical(klrl_policy::Categorical::from_logits(
-            &pick(d.logits())?,
-            None,
-        )?),
-        Dist::DiagGaussian(d) => Dist::DiagGaussian(klrl_policy::DiagGaussian::new(
-            &pick(d.mean())?,
-            d.log_std(),
-        )?),
-    })
-}
-
-/// The exact mean KL(π_old ‖ π_θ) over the states of `full` at the current
-/// parameters (one detached forward pass).
-pub fn batch_mean_kl(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<f64> {
-    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
-    let kl = old.kl(&new)?;
-    scalars_to_host(&[&kl.mean_all().map_err(candle_err("batch KL"))?]).map(|v| v[0])
-}
-
-/// [`kl_stats`] between `old` and the current policy over the states and
-/// actions of `full`: what every update reports about how far it moved.
-pub fn measure_update(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<KlStats> {
-    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
-    let new_log_probs = new.log_prob(&full.actions)?;
-    kl_stats(old, &new, &full.old_log_probs, &new_log_probs)
-}
-
-/// Diagnostics with the KL and entropy columns of `kl` filled in and every
-/// other column NaN.
-pub fn diagnostics_from(kl: &KlStats) -> UpdateDiagnostics {
-    let mut d = UpdateDiagnostics::empty();
-    d.kl_old_new = kl.kl_old_new;
-    d.kl_new_old = kl.kl_new_old;
-    d.kl_max = kl.kl_max;
-    d.kl_k1 = kl.kl_k1;
-    d.kl_k3 = kl.kl_k3;
-    d.entropy = kl.entropy;
-    d
-}
-
-/// Reads scalar tensors to the host in one transfer.
-pub(crate) fn scalars_to_host(scalars: &[&Tensor]) -> Result<Vec<f64>> {
-    let e = candle_err("losses to host");
-    let flat = scalars
-        .iter()
-        .map(|t| t.reshape(1))
-        .collect::<candle_core::Result<Vec<_>>>()
-        .map_err(&e)?;
-    Tensor::cat(&flat, 0)
-        .and_then(|t| t.to_dtype(DType::F64))
-        .and_then(|t| t.to_vec1::<f64>())
-        .map_err(e)
 }

@@ -8,8 +8,9 @@ use klrl_policy::{CategoricalPolicy, DiagGaussianPolicy, Policy, ValueNet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::algorithm::{build_algorithm, Algorithm};
+use crate::algorithm::Algorithm;
 use crate::batch::Batch;
+use crate::build::build_algorithm;
 use crate::config::ExperimentConfig;
 use crate::diagnostics::UpdateDiagnostics;
 use crate::error::{OptimError, Result};

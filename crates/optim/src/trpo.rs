@@ -36,7 +36,7 @@ use crate::cg::{conjugate_gradient, dot, CgSolution};
 use crate::config::TrpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::measure::kl_stats;
+use crate::measure::{kl_stats, mean, per_state_kl};
 use crate::rollout::candle_err;
 
 /// TRPO or NPG, with the Adam state of the separately fitted value function.
@@ -165,7 +165,7 @@ impl Trpo {
             }
             policy.set_flat(&theta)?;
             let new = policy.dist(&mb.obs, mask)?.detach();
-            let kl = mean_kl(&old, &new)?;
+            let kl = mean(&per_state_kl(&old, &new)?);
             let (l, logp) = surrogate(&new, mb, old_log_probs)?;
             let l = scalar(&l, "surrogate")?;
             // NaN compares false: a non-finite KL or surrogate rejects the candidate.
@@ -294,18 +294,6 @@ fn surrogate(dist: &Dist, mb: &MiniBatch, old_log_probs: &Tensor) -> Result<(Ten
     Ok((l, log_probs))
 }
 
-/// The exact mean over states of KL(old ‖ new), averaged in f64 on the host
-/// as [`kl_stats`] does, so that the reported `kl_old_new` of an accepted
-/// step is the very number the line search compared with δ.
-fn mean_kl(old: &Dist, new: &Dist) -> Result<f64> {
-    let per_state = old
-        .kl(new)?
-        .to_dtype(DType::F64)
-        .and_then(|t| t.to_vec1::<f64>())
-        .map_err(candle_err("line-search KL"))?;
-    Ok(per_state.iter().sum::<f64>() / per_state.len().max(1) as f64)
-}
-
 /// A one-element tensor as f64.
 fn scalar(t: &Tensor, what: &'static str) -> Result<f64> {
     t.to_dtype(DType::F64)
@@ -365,6 +353,7 @@ impl Algorithm for Trpo {
         d.cg_residual = step.cg.residual;
         d.ls_steps = step.ls_steps as f64;
         d.accepted = if step.accepted { 1.0 } else { 0.0 };
+        d.kl_limit = self.config.max_kl;
         d.lr = self.config.vf_lr;
         d.epochs_run = self.config.vf_epochs as f64;
         Ok(d)

@@ -13,7 +13,7 @@
 use candle_core::{DType, Device};
 use klrl_optim::adam::Adam;
 use klrl_optim::batch::Batch;
-use klrl_optim::ppo::trainable_vars;
+use klrl_optim::losses::trainable_vars;
 use klrl_optim::{Algorithm, PgConfig, Ppo, PpoConfig, PpoObjective, VanillaPg};
 use klrl_policy::{flat, CategoricalPolicy, DiagGaussianPolicy, MlpConfig, Policy, ValueNet};
 use rand::{Rng, SeedableRng};

@@ -242,9 +242,9 @@ fn value_loss_is_the_mse_and_its_clipped_version_takes_the_larger_error() {
     // V = 2, V_old = 1, R = 3 and 0; clip 0.5 → V_clip = 1.5.
     let b = batch(&[0, 1], &[0.0, 0.0], [0.5, 0.5], &[1.0, 1.0], &[3.0, 0.0]);
     let mb = b.minibatch(&policy, None, false).unwrap();
-    let plain = klrl_optim::ppo::value_loss(&value, &mb, None).unwrap();
+    let plain = klrl_optim::losses::value_loss(&value, &mb, None).unwrap();
     assert!((scalar(&plain) - (1.0 + 4.0) / 2.0).abs() < 1e-12);
-    let clipped = klrl_optim::ppo::value_loss(&value, &mb, Some(0.5)).unwrap();
+    let clipped = klrl_optim::losses::value_loss(&value, &mb, Some(0.5)).unwrap();
     // max(1, 2.25) and max(4, 2.25)
     assert!((scalar(&clipped) - (2.25 + 4.0) / 2.0).abs() < 1e-12);
     // Gradient of the plain loss wrt [u, c]: mean 2 (V − R) = (−2 + 4) / 2 = 1 each.
