@@ -227,7 +227,7 @@ impl Ppo {
     ) -> Result<Option<StepStats>> {
         let c = &self.config;
         let want_kl =
-            args.stop_above.is_some() || args.stop_predicted_above.is_some() || c.objective.dual();
+            args.stop_above.is_some() || args.stop_predicted_above.is_some() || args.measure_kl;
         let separate_value = !value.is_shared() && c.clip_vf.is_none();
         let (objective, value_part, pullback, terms) = if separate_value {
             let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
@@ -271,11 +271,7 @@ impl Ppo {
             }
         }
         if let (Some((limit, prev_sqrt)), Some(kl)) = (args.stop_predicted_above, kl_before) {
-            // √KL grows about linearly along a run of Adam steps of similar
-            // size: √d_next ≈ √d + (√d − √d_prev).
-            let now = kl.max(0.0).sqrt();
-            let predicted = (now + (now - prev_sqrt).max(0.0)).powi(2);
-            if !(predicted <= limit) {
+            if predicted_kl(kl, prev_sqrt) > limit || !kl.is_finite() {
                 return Ok(None);
             }
         }
@@ -312,16 +308,27 @@ impl Ppo {
 /// d_targ / 1.5 … 1.5 d_targ).
 pub const DUAL_STOP: f64 = 1.5;
 
+/// The KL one more step (or epoch) is expected to reach, from the KL `kl`
+/// now and `prev_sqrt`, √KL at the previous measurement: KL is quadratic in
+/// the displacement and consecutive Adam steps have similar lengths, so √KL
+/// grows about linearly, √d_next ≈ √d + (√d − √d_prev).
+pub fn predicted_kl(kl: f64, prev_sqrt: f64) -> f64 {
+    let now = kl.max(0.0).sqrt();
+    (now + (now - prev_sqrt).max(0.0)).powi(2)
+}
+
 /// The per-step settings of [`Ppo::minibatch_step`].
 struct StepArgs {
     clip_eps: f64,
     lr: f64,
     /// Skip the step when the minibatch's mean KL exceeds this.
     stop_above: Option<f64>,
-    /// `kl_dual`: skip the step when the KL it would lead to, extrapolated
-    /// from this step's KL and the previous step's √KL (the second value),
-    /// exceeds the first value.
+    /// `kl_dual`: skip the step when the KL it would lead to,
+    /// [`predicted_kl`] from this step's KL and the previous step's √KL (the
+    /// second value), exceeds the first value.
     stop_predicted_above: Option<(f64, f64)>,
+    /// Measure the minibatch's KL before the step even without a stop rule.
+    measure_kl: bool,
     update: u64,
 }
 
@@ -429,8 +436,19 @@ impl Algorithm for Ppo {
         let mut steps = 0usize;
         let (mut last_policy, mut last_value, mut grad_norm) = (f64::NAN, f64::NAN, f64::NAN);
         let mut clip_frac_sum = 0.0;
+        // kl_dual: √KL at the previous measurement, for the predicted stop.
         let mut prev_sqrt_kl = 0.0;
-        'epochs: for _ in 0..c.n_epochs {
+        'epochs: for epoch in 0..c.n_epochs {
+            if c.objective.dual() && whole.is_none() && epoch > 0 {
+                // Several minibatches per epoch: β and the stop rule act per
+                // epoch, on the batch's exact KL (one forward pass).
+                let kl = batch_mean_kl(policy, &full, &old_dist)?;
+                self.beta = dual.next_beta(self.beta, kl);
+                if !(predicted_kl(kl, prev_sqrt_kl) <= DUAL_STOP * c.kl_target) {
+                    break 'epochs;
+                }
+                prev_sqrt_kl = kl.sqrt();
+            }
             // Shuffled minibatches covering the batch; the last partial one is kept.
             order.shuffle(rng);
             for chunk in order.chunks(mb_size) {
@@ -450,19 +468,23 @@ impl Algorithm for Ppo {
                 };
                 // With one minibatch per epoch its KL is the batch's, checked before the step.
                 let stop_above = c.early_stop_kl.filter(|_| whole.is_some() && steps > 0);
-                let stop_predicted_above = (c.objective.dual() && steps > 0)
-                    .then_some((DUAL_STOP * c.kl_target, prev_sqrt_kl));
+                // One minibatch per epoch: β and the stop rule act per step, on
+                // the KL its forward pass measures (at no extra cost).
+                let dual_per_step = c.objective.dual() && whole.is_some();
+                let stop_predicted_above =
+                    (dual_per_step && steps > 0).then_some((DUAL_STOP * c.kl_target, prev_sqrt_kl));
                 let args = StepArgs {
                     clip_eps,
                     lr,
                     stop_above,
                     stop_predicted_above,
+                    measure_kl: dual_per_step,
                     update: batch.update,
                 };
                 let Some(s) = self.minibatch_step(policy, value, &vars, mb, old, &args)? else {
                     break 'epochs;
                 };
-                if let (true, Some(kl)) = (c.objective.dual(), s.kl_before) {
+                if let (true, Some(kl)) = (dual_per_step, s.kl_before) {
                     self.beta = dual.next_beta(self.beta, kl);
                     prev_sqrt_kl = kl.max(0.0).sqrt();
                 }
