@@ -27,7 +27,7 @@
 //!
 
 use candle_core::{Tensor, Var};
-use klrl_policy::{Dist, Policy, ValueNet};
+use klrl_policy::{Dist, KlProjection, Policy, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -152,8 +152,23 @@ impl Ppo {
     ) -> Result<PolicyTerms> {
         let c = &self.config;
         let e = candle_err("PPO loss");
-        let log_prob = dist.log_prob(&mb.actions)?;
-        // r_t(θ) = π_θ(a_t|s_t) / π_old(a_t|s_t)  (eq. 6)
+        // projection: π̃ = argmin_q KL(π_θ ‖ q) s.t. KL(π_old ‖ q) ≤ ε per
+        // state (Otto et al. 2021, eq. 4, in klrl's direction; the derivation
+        // is in klrl_policy::projection), differentiable in θ.
+        let projected = match (c.objective.projects(), c.proj_eps) {
+            (true, Some(eps)) => Some(
+                KlProjection {
+                    eps,
+                    cov_frac: c.proj_cov_frac,
+                }
+                .project(dist, old)?,
+            ),
+            _ => None,
+        };
+        let acting = projected.as_ref().unwrap_or(dist);
+        let log_prob = acting.log_prob(&mb.actions)?;
+        // r_t(θ) = π_θ(a_t|s_t) / π_old(a_t|s_t)  (eq. 6), with π̃ for π_θ
+        // under the projection
         let ratio = (log_prob - &mb.old_log_probs)
             .and_then(|x| x.exp())
             .map_err(&e)?;
@@ -188,6 +203,16 @@ impl Ppo {
                 // − L^KLPEN = −Ê[r Â] + β Ê[KL(π_old ‖ π_θ)]  (eq. 8)
                 policy_loss = (policy_loss + kl.affine(self.beta, 0.0).map_err(&e)?).map_err(&e)?;
             }
+        }
+        if let Some(projected) = &projected {
+            // The trust-region regression term α Ê[KL(π̃ ‖ π_θ)], π̃ detached:
+            // pulls the network's own output toward its projection, so that
+            // the policy the next rollout uses is (nearly) inside the trust
+            // region without a projection (Otto et al. 2021, §4.1, eq. 7).
+            let regression = projected.detach().kl(dist)?.mean_all().map_err(&e)?;
+            policy_loss = (policy_loss
+                + regression.affine(c.proj_reg_coef, 0.0).map_err(&e)?)
+            .map_err(&e)?;
         }
         let entropy = dist.entropy()?.mean_all().map_err(&e)?;
         let objective =

@@ -14,6 +14,9 @@
 //! - [`OutputPullback`] ([`Policy::dist_with_pullback`]): the gradient of a
 //!   loss of the distributions by candle's autograd over the head only and
 //!   the MLP's hand-written reverse pass for the rest.
+//! - [`KlProjection`] ([`projection`]): the differentiable per-state KL
+//!   trust-region projection of Otto et al. (2021) for both distribution
+//!   kinds, `KL(π_old ‖ π̃) ≤ ε` at every state.
 //! - [`Mlp`] with its tangent pass ([`Mlp::jvp`]), orthogonal initialisation
 //!   ([`init`]), flat parameter vectors ([`flat`]), [`ValueNet`] (separate or
 //!   on a shared trunk) and all-or-nothing safetensors checkpoints ([`io`]).
@@ -69,6 +72,7 @@ pub mod init;
 pub mod io;
 pub mod mlp;
 pub mod policy;
+pub mod projection;
 pub mod pullback;
 mod tanh;
 pub mod value;
@@ -79,5 +83,6 @@ pub use fisher::FisherOperator;
 pub use gaussian::{DiagGaussian, DiagGaussianPolicy};
 pub use mlp::{Activation, Linear, LinearTangent, Mlp, MlpConfig, MlpLinearization};
 pub use policy::{Actions, Dist, Policy};
+pub use projection::KlProjection;
 pub use pullback::OutputPullback;
 pub use value::ValueNet;
