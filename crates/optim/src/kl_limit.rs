@@ -159,7 +159,14 @@ pub fn enforce(
     // The parameters must be those whose KL was measured: set the kept
     // candidate (or θ_old) again from the same f64 vector.
     match best {
-        Some(candidate) => policy.set_flat(&candidate)?,
+        Some(candidate) => {
+            policy.set_flat(&candidate)?;
+            // A step so short that every parameter rounds back to θ_old's
+            // value (f32) is a rejection, and reported as one.
+            if policy.get_flat()? == theta_old {
+                lo = 0.0;
+            }
+        }
         None => {
             lo = 0.0;
             policy.set_flat(theta_old)?;

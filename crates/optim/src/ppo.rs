@@ -210,9 +210,8 @@ impl Ppo {
             // the policy the next rollout uses is (nearly) inside the trust
             // region without a projection (Otto et al. 2021, §4.1, eq. 7).
             let regression = projected.detach().kl(dist)?.mean_all().map_err(&e)?;
-            policy_loss = (policy_loss
-                + regression.affine(c.proj_reg_coef, 0.0).map_err(&e)?)
-            .map_err(&e)?;
+            policy_loss =
+                (policy_loss + regression.affine(c.proj_reg_coef, 0.0).map_err(&e)?).map_err(&e)?;
         }
         let entropy = dist.entropy()?.mean_all().map_err(&e)?;
         let objective =
@@ -408,7 +407,8 @@ impl Algorithm for Ppo {
     /// - Hard limit (`max_kl`; for `projection`, `proj_eps` on every state):
     ///   after the epochs, [`Guard::enforce`] pulls the policy back along
     ///   θ_old → θ into the limit (restoring θ_old and the policy's Adam
-    ///   moments bit for bit if nothing fits).
+    ///   moments bit for bit if nothing fits). A minibatch step whose loss or
+    ///   gradient is not finite then ends the epochs instead of the run.
     /// - `beta` is the value the next update will use (NaN for plain clip).
     fn update(
         &mut self,
@@ -506,8 +506,14 @@ impl Algorithm for Ppo {
                     measure_kl: dual_per_step,
                     update: batch.update,
                 };
-                let Some(s) = self.minibatch_step(policy, value, &vars, mb, old, &args)? else {
-                    break 'epochs;
+                let s = match self.minibatch_step(policy, value, &vars, mb, old, &args) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => break 'epochs,
+                    // With a hard limit armed, a step that went non-finite
+                    // ends the epochs: the limit's search then pulls the
+                    // policy back (a non-finite KL is never within it).
+                    Err(OptimError::NonFinite { .. }) if guard.is_some() => break 'epochs,
+                    Err(e) => return Err(e),
                 };
                 if let (true, Some(kl)) = (dual_per_step, s.kl_before) {
                     self.beta = dual.next_beta(self.beta, kl);

@@ -99,11 +99,14 @@ pub const ROUNDOFF_FACTOR: f64 = 8.0;
 
 /// Default share of ε given to the Gaussian variance bound.
 ///
-/// The paper bounds mean and covariance with two separate radii (its public
-/// implementation defaults to `mean_bound = 0.03`, `cov_bound = 0.001`,
-/// i.e. a share of about 0.03); with one ε, an even split is the neutral
-/// choice. Lower it to keep the exploration noise from collapsing quickly.
-pub const DEFAULT_COV_FRAC: f64 = 0.5;
+/// The paper bounds mean and covariance with two separate radii, the
+/// covariance's much smaller than the mean's (a fork of its public
+/// implementation defaults to `mean_bound = 0.03`, `cov_bound = 0.001`; not
+/// checked against the original repository). A small share keeps the
+/// exploration noise from collapsing quickly: on Pendulum-v1 (PPO, ε = 0.02,
+/// 100k steps, seeds 0 and 1) 0.1 evaluated at −505 / −709 and 0.5 at
+/// −771 / −675.
+pub const DEFAULT_COV_FRAC: f64 = 0.1;
 
 /// A per-state KL trust-region projection (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq)]
