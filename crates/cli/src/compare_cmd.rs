@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use klrl_envs::Registry;
-use klrl_runner::compare::{self, CompareOptions};
+use klrl_runner::compare::{self, CompareOptions, ConfigStats};
 
 use crate::train_cmd::{cli_error, interrupt_flag};
 use crate::CliError;
@@ -33,6 +33,22 @@ pub struct CompareArgs {
     /// Only redraw summary.md and the plots of an earlier comparison in DIR.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["configs", "out", "sets", "jobs"])]
     plot_only: Option<PathBuf>,
+}
+
+/// The limit part of a config's line: `limit 0.01 (mean): 0.0% of updates
+/// above, worst 0.98×`, or `no KL limit`.
+fn limit_summary(s: &ConfigStats) -> String {
+    let (Some(limit), Some(kind)) = (s.kl_limit, s.kl_limit_kind) else {
+        return "no KL limit".to_string();
+    };
+    let kind = compare::kind_name(kind);
+    match (s.frac_above_limit, s.worst_kl_ratio) {
+        (Some(f), Some(w)) => format!(
+            "limit {limit} ({kind}): {:.1}% of updates above, worst {w:.2}×",
+            100.0 * f
+        ),
+        _ => format!("limit {limit} ({kind}): no KL measured"),
+    }
 }
 
 /// Run `klrl compare`.
@@ -73,8 +89,12 @@ pub fn run(args: CompareArgs) -> Result<(), CliError> {
     };
     for s in &stats {
         println!(
-            "{:<32} final return {:>8.1} ± {:<7.1} mean KL {:.5}",
-            s.label, s.final_return_mean, s.final_return_std, s.kl_mean
+            "{:<32} final return {:>8.1} ± {:<7.1} mean KL {:.5}  {}",
+            s.label,
+            s.final_return_mean,
+            s.final_return_std,
+            s.kl_mean,
+            limit_summary(s)
         );
     }
     println!("summary: {}", out.join("summary.md").display());

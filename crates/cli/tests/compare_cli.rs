@@ -49,6 +49,30 @@ fn png_size(path: &Path) -> (u32, u32) {
     (info.width, info.height)
 }
 
+/// A CSV without the named columns (the header must have them).
+fn drop_columns(csv: &str, names: &[&str]) -> String {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let keep: Vec<bool> = header.iter().map(|h| !names.contains(h)).collect();
+    assert_eq!(
+        keep.iter().filter(|k| !**k).count(),
+        names.len(),
+        "{header:?}"
+    );
+    let pick = |l: &str| -> String {
+        l.split(',')
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(c, _)| c)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    std::iter::once(pick(&header.join(",")))
+        .chain(lines.map(pick))
+        .map(|l| l + "\n")
+        .collect()
+}
+
 /// The markdown table rows (cells trimmed), header excluded.
 fn table(md: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let mut lines = md.lines().filter(|l| l.starts_with('|'));
@@ -95,26 +119,51 @@ fn compare_runs_every_config_and_seed_and_draws_the_plots() {
     }
     assert_eq!(png_size(&cmp.join("return.png")), (1000, 620));
     assert_eq!(png_size(&cmp.join("kl.png")), (1000, 620));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("limit 0.01 (target): ") && stdout.contains("limit 0.01 (mean): "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("% of updates above, worst "), "{stdout}");
     let md = std::fs::read_to_string(cmp.join("summary.md")).unwrap();
     let (header, rows) = table(&md);
-    assert_eq!(header.len(), 10, "{header:?}");
+    assert_eq!(header.len(), 12, "{header:?}");
     assert_eq!(header[0], "config");
+    assert_eq!(
+        &header[7..11],
+        &[
+            "limit (kind)",
+            "updates above limit",
+            "worst KL/limit",
+            "> 1.5× / > 3× target"
+        ]
+    );
     assert_eq!(rows.len(), 2, "{md}");
     assert_eq!(rows[0][0], "ppo");
     assert_eq!(rows[0][1], "ppo (kl_adaptive)");
     assert_eq!(rows[1][0], "trpo");
     for row in &rows {
-        assert_eq!(row.len(), 10);
+        assert_eq!(row.len(), 12);
         assert_eq!(row[2], "2");
         // final return "m ± s" with numbers.
         let (m, s) = row[3].split_once(" ± ").unwrap();
         assert!(m.parse::<f64>().unwrap() > 0.0 && s.parse::<f64>().unwrap() >= 0.0);
         assert!(row[5].parse::<f64>().unwrap() >= 0.0, "mean KL {row:?}");
-        assert_eq!(row[7], "0.01");
         assert!(row[8].ends_with('%'));
+        assert!(
+            row[9].parse::<f64>().unwrap() >= 0.0,
+            "worst KL/limit {row:?}"
+        );
     }
-    // TRPO's line search keeps every update within max_kl.
+    // PPO's adaptive penalty steers toward a target: shares above 1.5× and 3×.
+    assert_eq!(rows[0][7], "0.01 (target)");
+    let (a, b) = rows[0][10].split_once(" / ").unwrap();
+    assert!(a.ends_with('%') && b.ends_with('%'), "{md}");
+    // TRPO's line search keeps every update within max_kl, a hard bound.
+    assert_eq!(rows[1][7], "0.01 (mean)");
     assert_eq!(rows[1][8], "0.0%", "{md}");
+    assert!(rows[1][9].parse::<f64>().unwrap() <= 1.0, "{md}");
+    assert_eq!(rows[1][10], "–");
     // --plot-only redraws from the saved metrics.
     std::fs::remove_file(cmp.join("return.png")).unwrap();
     std::fs::remove_file(cmp.join("kl.png")).unwrap();
@@ -126,6 +175,27 @@ fn compare_runs_every_config_and_seed_and_draws_the_plots() {
         String::from_utf8_lossy(&out.stderr)
     );
     png_size(&cmp.join("return.png"));
+    png_size(&cmp.join("kl.png"));
+    assert_eq!(std::fs::read_to_string(cmp.join("summary.md")).unwrap(), md);
+    // Results from before the kl_limit and step_frac columns: the limits
+    // come from each run's config.toml, so the summary is the same.
+    for (label, seed) in [("ppo", 0), ("ppo", 1), ("trpo", 0), ("trpo", 1)] {
+        let csv = cmp.join(format!("runs/{label}-s{seed}/metrics.csv"));
+        std::fs::write(
+            &csv,
+            drop_columns(
+                &std::fs::read_to_string(&csv).unwrap(),
+                &["kl_limit", "step_frac"],
+            ),
+        )
+        .unwrap();
+    }
+    let out = run(&["compare", "--plot-only", "cmp"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     png_size(&cmp.join("kl.png"));
     assert_eq!(std::fs::read_to_string(cmp.join("summary.md")).unwrap(), md);
     // The output directory is never reused.

@@ -1,7 +1,9 @@
 //! Time of one optimiser update on a real batch: PPO and TRPO with the
 //! rl-baselines3-zoo CartPole settings (`configs/bench/*.toml`), plus the
-//! rollout that collects the batch. The end-to-end numbers (whole 100k-step
-//! runs) come from `klrl bench`.
+//! rollout that collects the batch; and the cost of the KL limits: the same
+//! PPO update with and without the hard limit `max_kl`, and with the
+//! trust-region projection, each from the same parameters every iteration.
+//! The end-to-end numbers (whole 100k-step runs) come from `klrl bench`.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench -p klrl-optim --bench update`.
 
@@ -73,5 +75,84 @@ fn update(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, update);
+/// One PPO update of the zoo CartPole batch with the `[algo]` overrides
+/// `sets`, started from the same parameters and optimiser state every
+/// iteration (restoring them is part of every variant's time).
+fn kl_limits(c: &mut Criterion) {
+    let variants: [(&str, &[(&str, toml::Value)]); 5] = [
+        ("clip", &[]),
+        (
+            "clip + max_kl 0.01",
+            &[("max_kl", toml::Value::Float(0.01))],
+        ),
+        (
+            "kl_adaptive",
+            &[("objective", toml::Value::String("kl_adaptive".into()))],
+        ),
+        (
+            "kl_adaptive + max_kl 0.01",
+            &[
+                ("objective", toml::Value::String("kl_adaptive".into())),
+                ("max_kl", toml::Value::Float(0.01)),
+            ],
+        ),
+        (
+            "projection eps 0.02",
+            &[
+                ("objective", toml::Value::String("projection".into())),
+                ("proj_eps", toml::Value::Float(0.02)),
+            ],
+        ),
+    ];
+    let mut g = c.benchmark_group("kl limits (ppo-zoo batch 256, 20 epochs)");
+    g.sample_size(30);
+    for (label, sets) in variants {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/bench/cartpole-ppo-zoo.toml");
+        let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let algo = table
+            .get_mut("algo")
+            .and_then(|a| a.as_table_mut())
+            .unwrap();
+        for (k, v) in sets {
+            algo.insert((*k).to_string(), v.clone());
+        }
+        let config: ExperimentConfig = table.try_into().unwrap();
+        config.validate().unwrap();
+        let mut t = Trainer::from_config(config, &Registry::builtin()).unwrap();
+        let n_steps = t.config.train.n_steps;
+        let (gamma, lambda) = (
+            t.config.train.gamma as f32,
+            t.config.train.gae_lambda as f32,
+        );
+        let rollout = t
+            .collector
+            .collect(
+                &mut t.venv,
+                t.policy.as_ref(),
+                &t.value,
+                n_steps,
+                &mut t.rng,
+            )
+            .unwrap();
+        let adv = rollout.advantages(gamma, lambda);
+        let batch = Batch::new(rollout, adv, 0.0, 0);
+        let theta = t.policy.get_flat().unwrap();
+        let value_theta = klrl_policy::flat::get_flat(&t.value.vars()).unwrap();
+        let state = t.algo.state();
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                t.policy.set_flat(&theta).unwrap();
+                klrl_policy::flat::set_flat(&t.value.vars(), &value_theta).unwrap();
+                t.algo.load_state(&state).unwrap();
+                t.algo
+                    .update(t.policy.as_mut(), &mut t.value, &batch, &mut t.rng)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, update, kl_limits);
 criterion_main!(benches);

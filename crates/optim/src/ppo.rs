@@ -469,7 +469,8 @@ impl Algorithm for Ppo {
                 // epoch, on the batch's exact KL (one forward pass).
                 let kl = batch_mean_kl(policy, &full, &old_dist)?;
                 self.beta = dual.next_beta(self.beta, kl);
-                if !(predicted_kl(kl, prev_sqrt_kl) <= DUAL_STOP * c.kl_target) {
+                let within = predicted_kl(kl, prev_sqrt_kl) <= DUAL_STOP * c.kl_target;
+                if !within {
                     break 'epochs;
                 }
                 prev_sqrt_kl = kl.sqrt();

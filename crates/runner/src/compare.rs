@@ -5,9 +5,12 @@
 //! OUT/
 //!   compare.json        which run is which config and seed
 //!   runs/<label>-s<seed>/   ordinary run directories
-//!   summary.md          per config: final return, steps to threshold, KL statistics, wall time
+//!   summary.md          per config: final return, steps to threshold, KL statistics, the KL
+//!                       limit with its kind, the share of updates above it and the worst
+//!                       KL/limit, bandit regret, wall time
 //!   return.png          return against environment steps (mean and min–max band per config)
-//!   kl.png              per-update KL(π_old ‖ π_new) against updates (log scale), with kl_target / max_kl
+//!   kl.png              per-update KL(π_old ‖ π_new) against updates (log scale; the max over
+//!                       states for a per-state bound), each learner's limit dashed in its colour
 //!   regret.png          bandits only: cumulative expected regret against environment steps
 //! ```
 //!
@@ -20,12 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use klrl_envs::Registry;
+use klrl_optim::{KlLimit, KlLimitKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ConfigSource, ResolvedConfig};
 use crate::error::{Result, RunnerError};
 use crate::metrics::MetricsTable;
-use crate::plot::{self, Series};
+use crate::plot::{self, LimitLine, Series};
 use crate::run::{Run, RunDir};
 
 /// What to compare.
@@ -82,14 +86,29 @@ pub struct ConfigStats {
     pub reached: usize,
     /// Mean environment steps until it first did, over those seeds.
     pub steps_to_threshold: Option<f64>,
-    /// Mean per-update KL(π_old ‖ π_new) over all updates and seeds.
+    /// Mean per-update KL(π_old ‖ π_new) (`kl_old_new`, the mean over the
+    /// batch states) over all updates and seeds.
     pub kl_mean: f64,
-    /// Largest per-update KL.
+    /// Largest per-update `kl_old_new`.
     pub kl_max: f64,
-    /// `kl_target` (PPO with a penalty) or `max_kl` (TRPO, NPG).
+    /// The config's KL limit in nats ([`klrl_optim::AlgoConfig::kl_limit`]).
     pub kl_limit: Option<f64>,
-    /// Fraction of updates whose KL exceeded `kl_limit`.
+    /// What the limit promises: a target a controller steers the mean KL
+    /// toward, a hard bound on the mean KL, or a hard bound on every state's
+    /// KL. It decides the statistic compared with the limit: `kl_old_new`
+    /// for a target or a mean bound, `kl_max` (the max over states) for a
+    /// per-state bound.
+    pub kl_limit_kind: Option<KlLimitKind>,
+    /// Fraction of updates (all seeds) whose compared KL exceeded the limit.
     pub frac_above_limit: Option<f64>,
+    /// The largest compared KL / limit over all updates and seeds (above 1:
+    /// the limit was exceeded, by that factor).
+    pub worst_kl_ratio: Option<f64>,
+    /// Targets only: fraction of updates whose mean KL exceeded 1.5× the
+    /// target (where PPO's adaptive rule starts to raise β, §4).
+    pub frac_above_1_5x: Option<f64>,
+    /// Targets only: fraction of updates whose mean KL exceeded 3× the target.
+    pub frac_above_3x: Option<f64>,
     /// Mean wall-clock seconds per run.
     pub wall_s: f64,
     /// Bandits (runs with a `regret` column): mean expected regret per
@@ -297,16 +316,12 @@ fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<Co
         &returns,
         threshold.map(|t| (t, "reward threshold")),
     )?;
-    let kls: Vec<Series> = groups
-        .iter()
-        .zip(&stats)
-        .map(|(g, s)| band(g, "update", "kl_old_new", s.kl_limit))
-        .collect();
+    let kls: Vec<Series> = groups.iter().map(kl_series).collect();
     // Per-update KL spans decades (a trust region holds it near 1e-2, an
     // unconstrained step can reach 1): a log axis shows both.
     plot::draw_log_y(
         &out.join("kl.png"),
-        "Per-update KL(π_old ‖ π_new), log scale",
+        "Per-update KL(π_old ‖ π_new) and each learner's limit (dashed), log scale",
         "update",
         "KL (nats)",
         &kls,
@@ -326,9 +341,51 @@ fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<Co
     Ok(stats)
 }
 
+/// The KL a learner's limit bounds: the batch-mean KL for a target or a mean
+/// bound, the max over states for a per-state bound.
+fn limited_column(limit: Option<KlLimit>) -> &'static str {
+    match limit.map(|l| l.kind) {
+        Some(KlLimitKind::PerState) => "kl_max",
+        _ => "kl_old_new",
+    }
+}
+
+/// How the summary names a kind of limit: `target`, `mean`, `per-state`.
+pub fn kind_name(kind: KlLimitKind) -> &'static str {
+    match kind {
+        KlLimitKind::Target => "target",
+        KlLimitKind::Mean => "mean",
+        KlLimitKind::PerState => "per-state",
+    }
+}
+
+/// A learner's curve for kl.png: the KL its limit bounds, with the limit.
+fn kl_series(g: &Group) -> Series {
+    let limit = g.config.as_ref().and_then(|c| c.kl_limit());
+    let column = limited_column(limit);
+    let mut s = band(g, "update", column, None);
+    if column == "kl_max" {
+        s.label = format!("{} (max over states)", g.label);
+    }
+    s.limit = limit.map(|l| LimitLine {
+        value: l.value,
+        label: format!(
+            "{}: {} {}",
+            g.label,
+            match l.kind {
+                KlLimitKind::Target => "target",
+                KlLimitKind::Mean => "mean bound",
+                KlLimitKind::PerState => "per-state bound",
+            },
+            l.value
+        ),
+    });
+    s
+}
+
 /// Mean and min–max over seeds of column `y` against column `x` (rows
 /// aligned by index; runs of one config share their step grid).
-fn band(g: &Group, x: &str, y: &str, limit: Option<f64>) -> Series {
+fn band(g: &Group, x: &str, y: &str, limit: Option<LimitLine>) -> Series {
     let cols: Vec<(Vec<f64>, Vec<f64>)> = g
         .tables
         .iter()
@@ -419,6 +476,8 @@ fn stats_of(g: &Group) -> ConfigStats {
     let mut finals = Vec::new();
     let mut reached_steps = Vec::new();
     let mut kls = Vec::new();
+    // What the limit bounds (kl_old_new, or kl_max for a per-state bound).
+    let mut limited = Vec::new();
     let mut walls = Vec::new();
     let mut regret_all = Vec::new();
     let mut regret_last = Vec::new();
@@ -446,12 +505,14 @@ fn stats_of(g: &Group) -> ConfigStats {
                 reached_steps.push(s);
             }
         }
-        kls.extend(
-            t.column("kl_old_new")
+        let finite = |c: &str| {
+            t.column(c)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|v| v.is_finite()),
-        );
+                .filter(|v| v.is_finite())
+        };
+        kls.extend(finite("kl_old_new"));
+        limited.extend(finite(limited_column(kl_limit)));
         if let Some(w) = t.column("wall_s").and_then(|w| w.last().copied()) {
             walls.push(w);
         }
@@ -469,14 +530,17 @@ fn stats_of(g: &Group) -> ConfigStats {
     } else {
         (finals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / finals.len() as f64).sqrt()
     };
+    // Share of the compared KLs above `factor` × the limit; `None` without
+    // a limit or without measurements.
+    let above = |factor: f64| {
+        kl_limit.filter(|_| !limited.is_empty()).map(|l| {
+            let bound = factor * l.value;
+            limited.iter().filter(|&&k| k > bound).count() as f64 / limited.len() as f64
+        })
+    };
+    let target = kl_limit.is_some_and(|l| l.kind == KlLimitKind::Target);
     let algo = match g.config.as_ref().map(|c| &c.experiment.algo) {
-        Some(klrl_optim::AlgoConfig::Ppo(p)) => {
-            format!(
-                "ppo ({})",
-                serde_json::to_value(p.objective)
-                    .map_or(String::new(), |v| v.as_str().unwrap_or("").to_string())
-            )
-        }
+        Some(klrl_optim::AlgoConfig::Ppo(p)) => format!("ppo ({})", p.objective.name()),
         Some(a) => a.name().to_string(),
         None => "?".to_string(),
     };
@@ -491,13 +555,30 @@ fn stats_of(g: &Group) -> ConfigStats {
         steps_to_threshold: (!reached_steps.is_empty()).then(|| mean(&reached_steps)),
         kl_mean: mean(&kls),
         kl_max: kls.iter().copied().fold(f64::NAN, f64::max),
-        kl_limit,
-        frac_above_limit: kl_limit
-            .filter(|_| !kls.is_empty())
-            .map(|l| kls.iter().filter(|&&k| k > l).count() as f64 / kls.len() as f64),
+        kl_limit: kl_limit.map(|l| l.value),
+        kl_limit_kind: kl_limit.map(|l| l.kind),
+        frac_above_limit: above(1.0),
+        worst_kl_ratio: kl_limit
+            .filter(|_| !limited.is_empty())
+            .map(|l| limited.iter().copied().fold(f64::NEG_INFINITY, f64::max) / l.value),
+        frac_above_1_5x: above(1.5).filter(|_| target),
+        frac_above_3x: above(3.0).filter(|_| target),
         wall_s: mean(&walls),
         regret_mean: (!regret_all.is_empty()).then(|| mean(&regret_all)),
         regret_final: (!regret_last.is_empty()).then(|| mean(&regret_last)),
+    }
+}
+
+/// A KL/limit ratio: two decimals from 0.1 up, two significant digits
+/// below (a penalty far under its target gives 0.0012, not 0.00).
+fn ratio(r: f64) -> String {
+    if !r.is_finite() {
+        "–".to_string()
+    } else if r >= 0.1 || r <= 0.0 {
+        format!("{r:.2}")
+    } else {
+        let decimals = (1.0 - r.log10().floor()).min(12.0) as usize;
+        format!("{r:.decimals$}")
     }
 }
 
@@ -521,36 +602,58 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
         s,
         "{} configs × {seeds} seeds. Final return: mean ± std over seeds of the mean return of the \
          last training episodes (`run.return_window`). Steps to threshold: mean over the seeds \
-         that reached the environment's reward threshold (k/n reached). KL: per-update exact \
-         mean KL(π_old ‖ π_new) over all updates and seeds; limit = `kl_target` (PPO with a \
-         penalty) or `max_kl` (TRPO, NPG).\n",
+         that reached the environment's reward threshold (k/n reached). Mean KL and max KL: the \
+         per-update exact KL(π_old ‖ π_new), averaged over the batch states, over all updates \
+         and seeds.\n",
         stats.len()
+    );
+    s.push_str(
+        "Limit (kind): the KL limit of the config, in nats, and what it promises. \
+         **target**: steered, not enforced — a controller (PPO's penalties, NPG's step size) \
+         steers the batch-mean KL toward it, so single updates may overshoot; \
+         **mean**: a hard bound on the batch-mean KL of every update (TRPO's δ, `max_kl`); \
+         **per-state**: a hard bound on every state's KL (the projection's ε), compared with the \
+         per-update max over states (`kl_max`) rather than the mean. Updates above limit: the \
+         share of all updates (all seeds) whose compared KL exceeded the limit; worst KL/limit: \
+         the largest such ratio (above 1: the limit was exceeded by that factor). \
+         > 1.5× / > 3× target: for targets only, the shares of updates whose mean KL exceeded \
+         1.5× and 3× the target.\n\n",
     );
     let bandit = stats.iter().any(|c| c.regret_mean.is_some());
     if bandit {
         s.push_str(
             "Regret: expected clicks lost to the oracle per step (the best movie's click \
-             probability minus the chosen one's), over the whole run and over its last 10 % \
-             of updates, mean over seeds.\n\n",
+             probability minus the chosen one's), over the whole run and, late, over its last \
+             10 % of updates, mean over seeds.\n\n",
         );
     }
     s.push_str(
-        "| config | algo | seeds | final return | steps to threshold | mean KL | max KL | KL limit | updates above limit |",
+        "| config | algo | seeds | final return | steps to threshold | mean KL | max KL \
+         | limit (kind) | updates above limit | worst KL/limit | > 1.5× / > 3× target |",
     );
     if bandit {
-        s.push_str(" regret / step | final regret / step |");
+        s.push_str(" regret / step | late regret / step |");
     }
     s.push_str(" wall s |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|");
     if bandit {
         s.push_str("---|---|");
     }
     s.push_str("---|\n");
+    let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
     for c in stats {
         let steps = match (c.threshold, c.steps_to_threshold) {
             (None, _) => "– (no threshold)".to_string(),
             (Some(t), Some(st)) => format!("{st:.0} ({}/{} reached {t})", c.reached, c.seeds),
             (Some(t), None) => format!("never (0/{} reached {t})", c.seeds),
+        };
+        let limit = match (c.kl_limit, c.kl_limit_kind) {
+            (Some(l), Some(k)) => format!("{l} ({})", kind_name(k)),
+            _ => "–".to_string(),
+        };
+        let overshoot = match (c.frac_above_1_5x, c.frac_above_3x) {
+            (Some(a), Some(b)) => format!("{} / {}", pct(Some(a)), pct(Some(b))),
+            _ => "–".to_string(),
         };
         let regret = if bandit {
             let r = |x: Option<f64>| x.map_or("–".to_string(), |x| f(x, 4));
@@ -560,7 +663,7 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} |{regret} {} |",
+            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} | {} | {} |{regret} {} |",
             c.label,
             c.algo,
             c.seeds,
@@ -569,9 +672,10 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
             steps,
             f(c.kl_mean, 5),
             f(c.kl_max, 5),
-            c.kl_limit.map_or("–".to_string(), |l| format!("{l}")),
-            c.frac_above_limit
-                .map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x)),
+            limit,
+            pct(c.frac_above_limit),
+            c.worst_kl_ratio.map_or("–".to_string(), ratio),
+            overshoot,
             f(c.wall_s, 1),
         );
     }
@@ -651,8 +755,13 @@ mod tests {
         assert_eq!(s.final_return_std, 1.0);
         assert_eq!(s.reached, 1);
         assert_eq!(s.steps_to_threshold, Some(300.0));
+        // The default config is PPO with the adaptive penalty: a target.
         assert_eq!(s.kl_limit, Some(0.01));
+        assert_eq!(s.kl_limit_kind, Some(KlLimitKind::Target));
         assert_eq!(s.frac_above_limit, Some(2.0 / 8.0));
+        assert_eq!(s.frac_above_1_5x, Some(2.0 / 8.0));
+        assert_eq!(s.frac_above_3x, Some(0.0));
+        assert!((s.worst_kl_ratio.unwrap() - 3.0).abs() < 1e-12);
         assert_eq!(s.kl_max, 0.03);
         assert_eq!(s.wall_s, 3.0);
         assert_eq!(s.regret_mean, None);
@@ -670,6 +779,167 @@ mod tests {
         let s = stats_of(&g);
         assert_eq!(s.steps_to_threshold, None);
         assert_eq!(s.final_return_mean, 8.0);
+    }
+
+    /// A config from TOML text (CartPole, the given `[algo]`).
+    fn config_with(algo: &str) -> ResolvedConfig {
+        let text = format!("[env]\nname = \"CartPole-v1\"\n[algo]\n{algo}\n");
+        config::load(
+            &ConfigSource::Text {
+                name: "test".into(),
+                text,
+            },
+            &[],
+            None,
+            &Registry::builtin(),
+        )
+        .unwrap()
+    }
+
+    /// Metrics with the given per-update `kl_old_new` and `kl_max`.
+    fn kl_table(mean: &[f64], max: &[f64]) -> MetricsTable {
+        MetricsTable {
+            columns: ["update", "env_steps", "kl_old_new", "kl_max"]
+                .map(String::from)
+                .to_vec(),
+            rows: mean
+                .iter()
+                .zip(max)
+                .enumerate()
+                .map(|(i, (&m, &x))| vec![i as f64, 100.0 * (i + 1) as f64, m, x])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_kind_of_limit_is_compared_with_what_it_bounds() {
+        // Limits are powers of two so that the ratios are exact.
+        let group = |label: &str, algo: &str, tables| Group {
+            label: label.into(),
+            config: Some(config_with(algo)),
+            tables,
+        };
+        // A hard bound on the mean KL: one update of four above it, at 2×;
+        // its kl_max (far above) does not count.
+        let mean = group(
+            "trpo",
+            "name = \"trpo\"\nmax_kl = 0.015625",
+            vec![kl_table(
+                &[0.0078125, 0.03125, 0.015625, 0.01],
+                &[1.0, 1.0, 1.0, 1.0],
+            )],
+        );
+        let s = stats_of(&mean);
+        assert_eq!(s.kl_limit, Some(0.015625));
+        assert_eq!(s.kl_limit_kind, Some(KlLimitKind::Mean));
+        assert_eq!(s.frac_above_limit, Some(0.25));
+        assert_eq!(s.worst_kl_ratio, Some(2.0));
+        assert_eq!((s.frac_above_1_5x, s.frac_above_3x), (None, None));
+        assert_eq!(kl_series(&mean).label, "trpo");
+        // A per-state bound: every mean KL is below it, but one update's
+        // max over states is at 4×.
+        let per_state = group(
+            "proj",
+            "name = \"ppo\"\nobjective = \"projection\"\nproj_eps = 0.03125",
+            vec![
+                kl_table(&[0.01, 0.02], &[0.02, 0.125]),
+                kl_table(&[0.001, 0.01], &[0.03125, 0.01]),
+            ],
+        );
+        let s = stats_of(&per_state);
+        assert_eq!(s.kl_limit_kind, Some(KlLimitKind::PerState));
+        assert_eq!(s.frac_above_limit, Some(0.25));
+        assert_eq!(s.worst_kl_ratio, Some(4.0));
+        assert_eq!((s.frac_above_1_5x, s.frac_above_3x), (None, None));
+        assert_eq!(s.kl_max, 0.02, "max KL stays the largest mean KL");
+        let k = kl_series(&per_state);
+        assert_eq!(k.label, "proj (max over states)");
+        assert_eq!(k.max, vec![0.03125, 0.125]);
+        assert_eq!(
+            k.limit,
+            Some(LimitLine {
+                value: 0.03125,
+                label: "proj: per-state bound 0.03125".into()
+            })
+        );
+        // A target: of 8 updates, 4 above it, 3 above 1.5× (0.0234375) and
+        // 2 above 3× (0.046875); exactly at the target is not above.
+        let target = group(
+            "ppo",
+            "name = \"ppo\"\nobjective = \"kl_adaptive\"\nkl_target = 0.015625",
+            vec![
+                kl_table(&[0.01, 0.02, 0.03, 0.05], &[1.0; 4]),
+                kl_table(&[0.001, 0.015625, 0.1, 0.005], &[1.0; 4]),
+            ],
+        );
+        let s = stats_of(&target);
+        assert_eq!(s.kl_limit_kind, Some(KlLimitKind::Target));
+        assert_eq!(s.frac_above_limit, Some(4.0 / 8.0));
+        assert_eq!(s.frac_above_1_5x, Some(3.0 / 8.0));
+        assert_eq!(s.frac_above_3x, Some(2.0 / 8.0));
+        assert_eq!(s.worst_kl_ratio, Some(6.4));
+        assert_eq!(
+            kl_series(&target).limit.map(|l| l.label),
+            Some("ppo: target 0.015625".into())
+        );
+        // No limit: nothing compared.
+        let none = group(
+            "clip",
+            "name = \"ppo\"\nobjective = \"clip\"",
+            vec![kl_table(&[0.5], &[1.0])],
+        );
+        let s = stats_of(&none);
+        assert_eq!((s.kl_limit, s.kl_limit_kind), (None, None));
+        assert_eq!((s.frac_above_limit, s.worst_kl_ratio), (None, None));
+        assert_eq!(kl_series(&none).limit, None);
+        // An old metrics.csv without the compared column: no shares, no panic.
+        let mut old = per_state;
+        for t in &mut old.tables {
+            t.columns.pop();
+            t.rows.iter_mut().for_each(|r| {
+                r.pop();
+            });
+        }
+        let s = stats_of(&old);
+        assert_eq!(s.kl_limit, Some(0.03125));
+        assert_eq!((s.frac_above_limit, s.worst_kl_ratio), (None, None));
+        assert_eq!(s.kl_mean, (0.01 + 0.02 + 0.001 + 0.01) / 4.0);
+
+        let stats: Vec<ConfigStats> = [&mean, &target, &none].map(stats_of).to_vec();
+        let md = markdown(&stats, &Manifest { runs: vec![] });
+        assert!(
+            md.contains(
+                "| mean KL | max KL | limit (kind) | updates above limit | worst KL/limit \
+                 | > 1.5× / > 3× target | wall s |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.015625 (mean) | 25.0% | 2.00 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.015625 (target) | 50.0% | 6.40 | 37.5% / 25.0% |"),
+            "{md}"
+        );
+        assert!(md.contains("| – | – | – | – |"), "{md}");
+        assert!(md.contains("**per-state**: a hard bound on every state's KL"));
+        let md = markdown(
+            &[stats_of(&group(
+                "proj",
+                "name = \"ppo\"\nobjective = \"projection\"\nproj_eps = 0.03125",
+                vec![kl_table(&[0.01], &[0.0625])],
+            ))],
+            &Manifest { runs: vec![] },
+        );
+        assert!(
+            md.contains("| 0.03125 (per-state) | 100.0% | 2.00 | – |"),
+            "{md}"
+        );
+        assert_eq!(
+            [2.0, 0.5, 0.1, 0.099, 0.001234, 0.0].map(ratio),
+            ["2.00", "0.50", "0.10", "0.099", "0.0012", "0.00"]
+        );
     }
 
     #[test]
@@ -701,7 +971,7 @@ mod tests {
         assert!((c.mean[9] - 470.0).abs() < 1e-9);
         assert!((c.min[9] - 460.0).abs() < 1e-9);
         let md = markdown(&[s], &Manifest { runs: vec![] });
-        assert!(md.contains("| regret / step | final regret / step |"));
+        assert!(md.contains("| regret / step | late regret / step |"));
         assert!(md.contains("| 0.4700 | 0.2000 |"));
         assert!(md.contains("![regret](regret.png)"));
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use klrl_envs::{Action, Env, EnvError, Registry, Space};
 use klrl_optim::config::EnvConfig;
-use klrl_optim::{AlgoConfig, ExperimentConfig, NetConfig, OptimError, TrainConfig};
+use klrl_optim::{AlgoConfig, ExperimentConfig, KlLimit, NetConfig, OptimError, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RunnerError};
@@ -134,14 +134,11 @@ impl ResolvedConfig {
         toml::to_string(&file).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 
-    /// The KL bound the algorithm aims at: PPO's `kl_target` when it has a
-    /// penalty, TRPO's and NPG's `max_kl`; `None` otherwise.
-    pub fn kl_limit(&self) -> Option<f64> {
-        match &self.experiment.algo {
-            AlgoConfig::Ppo(p) if p.objective.penalises() => Some(p.kl_target),
-            AlgoConfig::Trpo(t) | AlgoConfig::Npg(t) => Some(t.max_kl),
-            _ => None,
-        }
+    /// The KL limit the algorithm is held to or steered toward, with its
+    /// kind (target, mean bound, per-state bound): see
+    /// [`AlgoConfig::kl_limit`]; `None` when it has none.
+    pub fn kl_limit(&self) -> Option<KlLimit> {
+        self.experiment.algo.kl_limit()
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 use crate::error::{Result, RunnerError};
@@ -28,10 +30,29 @@ pub struct Series {
     pub min: Vec<f64>,
     /// Maximum over seeds.
     pub max: Vec<f64>,
-    /// A horizontal reference line drawn in the series' colour (the KL
-    /// target or max_kl), if any.
-    pub limit: Option<f64>,
+    /// A horizontal reference line drawn dashed in the series' colour (its
+    /// KL limit), if any.
+    pub limit: Option<LimitLine>,
 }
+
+/// A series' own reference line: drawn dashed, 3 px wide, in the series'
+/// colour, on top of every curve and band (a trust region's KL hugs its
+/// limit, and a line under the curve cannot be seen). Series that share a
+/// value interleave their dashes, so each colour shows along the line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitLine {
+    /// Where it is drawn (y).
+    pub value: f64,
+    /// Its legend entry, e.g. `trpo: mean bound 0.01`.
+    pub label: String,
+}
+
+/// Dash length of a limit line, in pixels.
+const DASH_PX: u32 = 14;
+/// Gap after each dash of a limit line, in pixels.
+const GAP_PX: u32 = 5;
+/// Width of a limit line, in pixels (the curves are 2).
+const LIMIT_WIDTH: u32 = 3;
 
 /// Colour of series `i`.
 pub fn color(i: usize) -> RGBColor {
@@ -86,6 +107,9 @@ pub fn draw_log_y(
 /// The smallest value a logarithmic axis shows (1e-6).
 pub const LOG_FLOOR: f64 = 1e-6;
 
+/// Width and height of every plot, in pixels.
+pub const SIZE: (u32, u32) = (1000, 620);
+
 fn draw_scaled(
     path: &Path,
     title: &str,
@@ -95,6 +119,37 @@ fn draw_scaled(
     hline: Option<(f64, &str)>,
     log_y: bool,
 ) -> Result<()> {
+    let backend = BitMapBackend::new(path, SIZE);
+    let labels = Labels {
+        title,
+        x_label,
+        y_label,
+    };
+    render(backend, path, &labels, series, hline, log_y)
+}
+
+/// A plot's title and axis labels.
+struct Labels<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+}
+
+/// Draw onto `backend` (a PNG file, or an RGB buffer in the tests); `path`
+/// names the plot in errors.
+fn render(
+    backend: BitMapBackend<'_>,
+    path: &Path,
+    labels: &Labels<'_>,
+    series: &[Series],
+    hline: Option<(f64, &str)>,
+    log_y: bool,
+) -> Result<()> {
+    let Labels {
+        title,
+        x_label,
+        y_label,
+    } = *labels;
     // plotters keeps fonts in a table of its own; registering is idempotent.
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| plot_err(path, "the embedded font is invalid"))?;
@@ -111,7 +166,10 @@ fn draw_scaled(
             mean: s.mean.iter().map(|&y| clamp(y)).collect(),
             min: s.min.iter().map(|&y| clamp(y)).collect(),
             max: s.max.iter().map(|&y| clamp(y)).collect(),
-            limit: s.limit.map(clamp),
+            limit: s.limit.as_ref().map(|l| LimitLine {
+                value: clamp(l.value),
+                label: l.label.clone(),
+            }),
             ..s.clone()
         })
         .collect();
@@ -127,7 +185,11 @@ fn draw_scaled(
         .iter()
         .flat_map(|s| finite(&s.min).into_iter().chain(finite(&s.max)))
         .collect();
-    ys.extend(series.iter().filter_map(|s| s.limit));
+    ys.extend(
+        series
+            .iter()
+            .filter_map(|s| s.limit.as_ref().map(|l| l.value)),
+    );
     if let Some((h, _)) = hline {
         ys.push(h);
     }
@@ -144,7 +206,7 @@ fn draw_scaled(
     };
     let (x0, x1) = range(&xs, 0.0);
 
-    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+    let root = backend.into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let mut builder = ChartBuilder::on(&root);
     builder
@@ -253,21 +315,9 @@ where
                 first = false;
             }
         }
-        if let Some(l) = s.limit {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(x0, l), (x1, l)],
-                    8,
-                    5,
-                    c.stroke_width(1),
-                ))
-                .map_err(|e| plot_err(path, e))?
-                .label(format!("{} limit {l}", s.label))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
-                });
-        }
     }
+    // After every curve and band, so nothing hides them.
+    draw_limits(&mut chart, axes, series)?;
     if let Some((h, label)) = hline {
         chart
             .draw_series(DashedLineSeries::new(
@@ -291,6 +341,80 @@ where
     Ok(())
 }
 
+/// The series' limit lines, dashed in their colours, and each distinct
+/// value written at the right edge above its line.
+fn draw_limits<'b, Y>(
+    chart: &mut ChartContext<'b, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+    axes: &Axes<'_>,
+    series: &[Series],
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let path = axes.path;
+    let (x0, x1) = axes.x_range;
+    let width_px = chart.plotting_area().dim_in_pixel().0;
+    let limits: Vec<(usize, &LimitLine)> = series
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.limit.as_ref().map(|l| (i, l)))
+        .filter(|(_, l)| l.value.is_finite())
+        .collect();
+    for &(i, l) in &limits {
+        // The series that share this value, and this one's place among them.
+        let same: Vec<usize> = limits
+            .iter()
+            .filter(|(_, m)| m.value == l.value)
+            .map(|&(j, _)| j)
+            .collect();
+        let k = same.iter().position(|&j| j == i).expect("contains itself");
+        let c = color(i);
+        let style = c.stroke_width(LIMIT_WIDTH);
+        chart
+            .draw_series(
+                dashes(x0, x1, width_px, same.len(), k)
+                    .into_iter()
+                    .map(|(a, b)| PathElement::new(vec![(a, l.value), (b, l.value)], style)),
+            )
+            .map_err(|e| plot_err(path, e))?
+            .label(l.label.clone())
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 6, 3, style));
+        if k == 0 {
+            // One label per value: in the series' colour when it is alone.
+            let text = if same.len() == 1 { c } else { BLACK };
+            let font = ("sans-serif", 14)
+                .into_font()
+                .color(&text)
+                .pos(Pos::new(HPos::Right, VPos::Bottom));
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((x1, l.value))
+                        + Text::new(format!("{}", l.value), (-6, -4), font),
+                ))
+                .map_err(|e| plot_err(path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The dashes of member `k` of `n` limit lines at one value, as x intervals
+/// over [x0, x1] drawn `width_px` pixels wide: the n lines take turns, each
+/// drawing a [`DASH_PX`] dash in every period of n·([`DASH_PX`] + [`GAP_PX`])
+/// pixels, member k at offset k·([`DASH_PX`] + [`GAP_PX`]).
+fn dashes(x0: f64, x1: f64, width_px: u32, n: usize, k: usize) -> Vec<(f64, f64)> {
+    let step = DASH_PX + GAP_PX;
+    let period = step * n.max(1) as u32;
+    let per_px = (x1 - x0) / f64::from(width_px.max(1));
+    let mut out = Vec::new();
+    let mut start = step * k as u32;
+    while start < width_px {
+        let end = (start + DASH_PX).min(width_px);
+        out.push((x0 + f64::from(start) * per_px, x0 + f64::from(end) * per_px));
+        start += period;
+    }
+    out
+}
+
 /// Maximal runs of points where x, a and b are all finite.
 fn segments(x: &[f64], a: &[f64], b: &[f64]) -> Vec<Vec<(f64, f64, f64)>> {
     let mut out = vec![Vec::new()];
@@ -308,6 +432,117 @@ fn segments(x: &[f64], a: &[f64], b: &[f64]) -> Vec<Vec<(f64, f64, f64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A series through `(x, mean)` without a band.
+    fn series(label: &str, mean: Vec<f64>, limit: Option<f64>) -> Series {
+        Series {
+            label: label.into(),
+            x: (0..mean.len()).map(|i| i as f64).collect(),
+            min: mean.clone(),
+            max: mean.clone(),
+            mean,
+            limit: limit.map(|value| LimitLine {
+                value,
+                label: format!("{label}: limit {value}"),
+            }),
+        }
+    }
+
+    /// Per pixel row, how many pixels have exactly colour `c`.
+    fn rows_of(buf: &[u8], c: RGBColor) -> Vec<usize> {
+        buf.chunks(3 * SIZE.0 as usize)
+            .map(|row| {
+                row.chunks(3)
+                    .filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2)
+                    .count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dashes_of_lines_sharing_a_value_take_turns() {
+        // Alone: a dash every DASH_PX + GAP_PX pixels from the left edge.
+        let d = dashes(0.0, 100.0, 100, 1, 0);
+        assert_eq!(d[0], (0.0, 14.0));
+        assert_eq!(d[1], (19.0, 33.0));
+        assert_eq!(d.last(), Some(&(95.0, 100.0)));
+        // Two at one value: the second starts where the first's gap starts
+        // and both repeat every 38 px, so they never overlap.
+        let a = dashes(0.0, 200.0, 100, 2, 0);
+        let b = dashes(0.0, 200.0, 100, 2, 1);
+        assert_eq!(&a[..2], &[(0.0, 28.0), (76.0, 104.0)]);
+        assert_eq!(&b[..2], &[(38.0, 66.0), (114.0, 142.0)]);
+        assert!(a
+            .iter()
+            .all(|&(s, e)| b.iter().all(|&(t, f)| e <= t || f <= s)));
+    }
+
+    #[test]
+    fn limit_lines_are_drawn_dashed_in_their_colours_on_top_of_the_curves() {
+        let rising = |lo: f64, hi: f64| -> Vec<f64> {
+            (0..50)
+                .map(|i| lo * (hi / lo).powf(i as f64 / 49.0))
+                .collect()
+        };
+        // Blue and orange share the limit 0.01, and orange's curve runs
+        // along it (as a trust region's KL does); green's limit is 0.1.
+        let series = [
+            series("a", rising(1e-4, 1e-1), Some(0.01)),
+            series("b", vec![0.01; 50], Some(0.01)),
+            series("c", rising(2e-4, 5e-2), Some(0.1)),
+        ];
+        let mut buf = vec![0u8; 3 * (SIZE.0 * SIZE.1) as usize];
+        let labels = Labels {
+            title: "kl",
+            x_label: "update",
+            y_label: "KL",
+        };
+        render(
+            BitMapBackend::with_buffer(&mut buf, SIZE),
+            Path::new("kl.png"),
+            &labels,
+            &series,
+            None,
+            true,
+        )
+        .unwrap();
+        let (blue, orange, green) = (
+            rows_of(&buf, color(0)),
+            rows_of(&buf, color(1)),
+            rows_of(&buf, color(2)),
+        );
+        // A dashed line across the plot: hundreds of pixels in one row, not
+        // the whole width. Only the limit lines give rows like that.
+        let line = |counts: &[usize]| -> Vec<usize> {
+            (0..counts.len()).filter(|&r| counts[r] >= 200).collect()
+        };
+        let (b, g) = (line(&blue), line(&green));
+        assert!(
+            (2..=4).contains(&b.len()),
+            "blue limit rows {b:?} (3 px wide)"
+        );
+        assert!((2..=4).contains(&g.len()), "green limit rows {g:?}");
+        // Blue's dashes are not hidden by orange's curve nor by orange's
+        // own dashes at the same value: both colours share those rows.
+        for &r in &b {
+            assert!(blue[r] < 600, "row {r} is solid blue: {}", blue[r]);
+            assert!(orange[r] >= 200, "row {r}: orange {}", orange[r]);
+        }
+        // 0.1 is drawn above 0.01, a decade higher on the log axis.
+        assert!(g[0] + 50 < b[0], "green {g:?} blue {b:?}");
+    }
+
+    #[test]
+    fn a_log_plot_with_limits_is_written_as_png() {
+        let dir = std::env::temp_dir().join(format!("klrl-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kl.png");
+        let s = series("a", vec![0.0, 1e-3, 2e-2, f64::NAN, 5e-3], Some(0.01));
+        draw_log_y(&path, "kl", "update", "KL", &[s], None).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn segments_split_at_nan() {
