@@ -91,6 +91,9 @@ pub struct ConfigStats {
     pub kl_mean: f64,
     /// Largest per-update `kl_old_new`.
     pub kl_max: f64,
+    /// Largest per-state KL(π_old ‖ π_new) of any update (the `kl_max`
+    /// column), what a per-state bound is on; NaN without that column.
+    pub kl_max_state: f64,
     /// The config's KL limit in nats ([`klrl_optim::AlgoConfig::kl_limit`]).
     pub kl_limit: Option<f64>,
     /// What the limit promises: a target a controller steers the mean KL
@@ -476,6 +479,7 @@ fn stats_of(g: &Group) -> ConfigStats {
     let mut finals = Vec::new();
     let mut reached_steps = Vec::new();
     let mut kls = Vec::new();
+    let mut state_max = f64::NAN;
     // What the limit bounds (kl_old_new, or kl_max for a per-state bound).
     let mut limited = Vec::new();
     let mut walls = Vec::new();
@@ -512,6 +516,7 @@ fn stats_of(g: &Group) -> ConfigStats {
                 .filter(|v| v.is_finite())
         };
         kls.extend(finite("kl_old_new"));
+        state_max = finite("kl_max").fold(state_max, f64::max);
         limited.extend(finite(limited_column(kl_limit)));
         if let Some(w) = t.column("wall_s").and_then(|w| w.last().copied()) {
             walls.push(w);
@@ -555,6 +560,7 @@ fn stats_of(g: &Group) -> ConfigStats {
         steps_to_threshold: (!reached_steps.is_empty()).then(|| mean(&reached_steps)),
         kl_mean: mean(&kls),
         kl_max: kls.iter().copied().fold(f64::NAN, f64::max),
+        kl_max_state: state_max,
         kl_limit: kl_limit.map(|l| l.value),
         kl_limit_kind: kl_limit.map(|l| l.kind),
         frac_above_limit: above(1.0),
