@@ -42,8 +42,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Context, Result};
 use klrl::envs::Registry;
-use klrl::runner::compare::{compare, CompareOptions, ConfigStats};
 use klrl::optim::KlLimitKind;
+use klrl::runner::compare::{compare, CompareOptions, ConfigStats};
 use klrl::runner::metrics::MetricsTable;
 
 /// The learners, in table order (file stems under each task's directory).
@@ -62,14 +62,13 @@ const TASKS: [&str; 4] = ["cartpole", "acrobot", "bandit", "pendulum"];
 /// Seeds per learner (1 in quick mode).
 const SEEDS: u64 = 5;
 
-/// Per learner, from each seed's metrics and summary: how many seeds ended
-/// below half their peak return, the mean over seeds of final / peak, the
-/// mean policy entropy of the last update, and the deterministic evaluation
-/// returns.
+/// Per learner, from each seed's metrics and summary: how many seeds
+/// collapsed (ended having lost more than half of the return they had gained
+/// at their best), the mean policy entropy of the last update, and the
+/// deterministic evaluation returns.
 struct Collapses {
     collapsed: usize,
     seeds: usize,
-    final_over_peak: f64,
     final_entropy: f64,
     evals: Vec<f64>,
 }
@@ -112,7 +111,8 @@ fn main() -> Result<()> {
          - bandit **regret**: clicks per user lost to the oracle, whole run (last 10 %) (a \
          uniformly random policy loses ≈ 0.23); **entropy**: of the policy at the last \
          update (uniform = ln 20 ≈ 3.00). Elsewhere **collapsed**: seeds whose final return \
-         is below half of the best it reached during training.\n",
+         kept less than half of the gain over the first episodes' return that they had at \
+         their best.\n",
     );
     let mut runs = 0;
     for task in TASKS {
@@ -157,7 +157,10 @@ fn main() -> Result<()> {
     let summary = out.join("summary.md");
     std::fs::write(&summary, report).with_context(|| format!("writing {}", summary.display()))?;
     println!("summary: {}", summary.display());
-    println!("done: {} configs, {runs} runs", TASKS.len() * LEARNERS.len());
+    println!(
+        "done: {} configs, {runs} runs",
+        TASKS.len() * LEARNERS.len()
+    );
     Ok(())
 }
 
@@ -240,7 +243,6 @@ fn collapses(task_out: &Path, label: &str, seeds: u64) -> Result<Collapses> {
     let mut c = Collapses {
         collapsed: 0,
         seeds: 0,
-        final_over_peak: 0.0,
         final_entropy: 0.0,
         evals: Vec::new(),
     };
@@ -263,32 +265,50 @@ fn collapses(task_out: &Path, label: &str, seeds: u64) -> Result<Collapses> {
         let returns = column("ep_return_mean")?;
         let entropy = column("entropy")?;
         let finite: Vec<f64> = returns.into_iter().filter(|r| r.is_finite()).collect();
-        let (Some(&last), Some(peak)) = (finite.last(), finite.iter().copied().reduce(f64::max))
-        else {
+        let (Some(&first), Some(&last), Some(peak)) = (
+            finite.first(),
+            finite.last(),
+            finite.iter().copied().reduce(f64::max),
+        ) else {
             continue; // no finished episode (a tiny quick run)
         };
         c.seeds += 1;
-        c.final_over_peak += last / peak;
         c.final_entropy += entropy.last().copied().unwrap_or(f64::NAN);
-        if last < 0.5 * peak {
+        // Collapsed: lost more than half of what it had gained over its first
+        // return (works for negative returns too: Acrobot, Pendulum).
+        if last - first < 0.5 * (peak - first) {
             c.collapsed += 1;
         }
     }
-    c.final_over_peak /= c.seeds.max(1) as f64;
     c.final_entropy /= c.seeds.max(1) as f64;
     Ok(c)
 }
 
 /// `compare` writes only into an empty directory: remove an earlier output of
-/// this example (recognised by its `compare.json`), refuse anything else.
+/// this example (recognised by its `compare.json`, or, in a fresh checkout
+/// where only the committed tables and plots are present, by holding nothing
+/// else), refuse anything else.
 fn clear_previous_output(dir: &Path) -> Result<()> {
-    let Ok(mut entries) = std::fs::read_dir(dir) else {
+    const OURS: [&str; 6] = [
+        "compare.json",
+        "summary.md",
+        "return.png",
+        "kl.png",
+        "regret.png",
+        "runs",
+    ];
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(()); // does not exist yet
     };
-    if entries.next().is_none() {
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
         return Ok(());
     }
-    if !dir.join("compare.json").is_file() {
+    let ours = names.iter().all(|n| OURS.contains(&n.as_str()));
+    if !dir.join("compare.json").is_file() && !ours {
         bail!(
             "{} exists, is not empty and is not an earlier comparison; choose another OUT_DIR",
             dir.display()

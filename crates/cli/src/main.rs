@@ -42,8 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a policy: a config (or the built-in PPO with adaptive KL penalty
-    /// on CartPole-v1) into a run directory with metrics.csv, TensorBoard
+    /// Train a policy: a config (or the built-in PPO with a hard KL limit on
+    /// CartPole-v1) into a run directory with metrics.csv, TensorBoard
     /// files and checkpoints; or resume a run.
     #[command(after_help = "Examples:\n  \
         klrl train\n  \

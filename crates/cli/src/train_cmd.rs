@@ -18,7 +18,7 @@ use crate::CliError;
 /// Arguments of `klrl train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// The config (TOML). Default: the built-in PPO with adaptive KL penalty on CartPole-v1.
+    /// The config (TOML). Default: the built-in PPO with a hard KL limit (max_kl 0.01) on CartPole-v1.
     config: Option<PathBuf>,
     /// The run directory (must not exist or be empty). Default:
     /// runs/<env>-<algo>-<timestamp>-s<seed>.

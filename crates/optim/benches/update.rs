@@ -23,6 +23,27 @@ fn trainer(config: &str) -> Trainer {
     Trainer::from_config(config, &Registry::builtin()).expect("build the trainer")
 }
 
+/// One rollout of `t` with its advantages, as the first update sees it.
+fn one_batch(t: &mut Trainer) -> Batch {
+    let n_steps = t.config.train.n_steps;
+    let (gamma, lambda) = (
+        t.config.train.gamma as f32,
+        t.config.train.gae_lambda as f32,
+    );
+    let rollout = t
+        .collector
+        .collect(
+            &mut t.venv,
+            t.policy.as_ref(),
+            &t.value,
+            n_steps,
+            &mut t.rng,
+        )
+        .unwrap();
+    let adv = rollout.advantages(gamma, lambda);
+    Batch::new(rollout, adv, 0.0, 0)
+}
+
 fn update(c: &mut Criterion) {
     for (label, config) in [
         ("ppo-zoo (batch 256, 20 epochs)", "cartpole-ppo-zoo.toml"),
@@ -33,10 +54,6 @@ fn update(c: &mut Criterion) {
     ] {
         let mut t = trainer(config);
         let n_steps = t.config.train.n_steps;
-        let (gamma, lambda) = (
-            t.config.train.gamma as f32,
-            t.config.train.gae_lambda as f32,
-        );
         let mut g = c.benchmark_group(label);
         g.sample_size(20);
         g.bench_function("collect", |b| {
@@ -52,18 +69,7 @@ fn update(c: &mut Criterion) {
                     .unwrap()
             })
         });
-        let rollout = t
-            .collector
-            .collect(
-                &mut t.venv,
-                t.policy.as_ref(),
-                &t.value,
-                n_steps,
-                &mut t.rng,
-            )
-            .unwrap();
-        let adv = rollout.advantages(gamma, lambda);
-        let batch = Batch::new(rollout, adv, 0.0, 0);
+        let batch = one_batch(&mut t);
         g.bench_function("update", |b| {
             b.iter(|| {
                 t.algo
@@ -120,23 +126,7 @@ fn kl_limits(c: &mut Criterion) {
         let config: ExperimentConfig = table.try_into().unwrap();
         config.validate().unwrap();
         let mut t = Trainer::from_config(config, &Registry::builtin()).unwrap();
-        let n_steps = t.config.train.n_steps;
-        let (gamma, lambda) = (
-            t.config.train.gamma as f32,
-            t.config.train.gae_lambda as f32,
-        );
-        let rollout = t
-            .collector
-            .collect(
-                &mut t.venv,
-                t.policy.as_ref(),
-                &t.value,
-                n_steps,
-                &mut t.rng,
-            )
-            .unwrap();
-        let adv = rollout.advantages(gamma, lambda);
-        let batch = Batch::new(rollout, adv, 0.0, 0);
+        let batch = one_batch(&mut t);
         let theta = t.policy.get_flat().unwrap();
         let value_theta = klrl_policy::flat::get_flat(&t.value.vars()).unwrap();
         let state = t.algo.state();

@@ -36,7 +36,7 @@ use crate::cg::{conjugate_gradient, dot, CgSolution};
 use crate::config::TrpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::measure::{kl_stats, mean, per_state_kl};
+use crate::measure::{diagnostics_from, kl_stats, mean, per_state_kl};
 use crate::rollout::candle_err;
 
 /// TRPO or NPG, with the Adam state of the separately fitted value function.
@@ -338,13 +338,7 @@ impl Algorithm for Trpo {
         let kl = kl_stats(&old, &new, &old_log_probs, &new_log_probs)?;
         // 7. The value function, fitted separately.
         let value_loss = self.fit_value(value, &mb, rng, batch.update)?;
-        let mut d = UpdateDiagnostics::empty();
-        d.kl_old_new = kl.kl_old_new;
-        d.kl_new_old = kl.kl_new_old;
-        d.kl_max = kl.kl_max;
-        d.kl_k1 = kl.kl_k1;
-        d.kl_k3 = kl.kl_k3;
-        d.entropy = kl.entropy;
+        let mut d = diagnostics_from(&kl);
         d.policy_loss = -step.surrogate;
         d.value_loss = value_loss;
         d.explained_var = explained_var;

@@ -112,7 +112,13 @@ fn one_step_per_batch_with_the_documented_diagnostics() {
     for (name, v) in UpdateDiagnostics::COLUMNS.iter().zip(d.values()) {
         let nan_expected = matches!(
             *name,
-            "beta" | "clip_frac" | "cg_iters" | "cg_residual" | "ls_steps"
+            "beta"
+                | "clip_frac"
+                | "cg_iters"
+                | "cg_residual"
+                | "ls_steps"
+                | "kl_limit"
+                | "step_frac"
         );
         assert_eq!(v.is_nan(), nan_expected, "{name} = {v}");
     }

@@ -394,9 +394,11 @@ fn diagnostics_are_filled_as_documented() {
     );
     let d1 = d[1];
     for (name, v) in UpdateDiagnostics::COLUMNS.iter().zip(d1.values()) {
-        let nan_expected = matches!(*name, "cg_iters" | "cg_residual" | "ls_steps");
+        // No hard limit: step_frac is empty; the adaptive penalty's target is the limit column.
+        let nan_expected = matches!(*name, "cg_iters" | "cg_residual" | "ls_steps" | "step_frac");
         assert_eq!(v.is_nan(), nan_expected, "{name} = {v}");
     }
+    assert_eq!(d1.kl_limit, 0.01);
     assert!(d1.kl_old_new > 0.0 && d1.kl_max >= d1.kl_old_new);
     assert!(d1.kl_k3 >= 0.0);
     assert_eq!(d1.accepted, 1.0);

@@ -740,7 +740,10 @@ mod tests {
                 .collect(),
         };
         let mut config = config::load(
-            &ConfigSource::default_config(),
+            &ConfigSource::File(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../configs/cartpole-ppo-kl-adaptive.toml"),
+            ),
             &[],
             None,
             &Registry::builtin(),
@@ -761,7 +764,7 @@ mod tests {
         assert_eq!(s.final_return_std, 1.0);
         assert_eq!(s.reached, 1);
         assert_eq!(s.steps_to_threshold, Some(300.0));
-        // The default config is PPO with the adaptive penalty: a target.
+        // PPO with the adaptive penalty: a target.
         assert_eq!(s.kl_limit, Some(0.01));
         assert_eq!(s.kl_limit_kind, Some(KlLimitKind::Target));
         assert_eq!(s.frac_above_limit, Some(2.0 / 8.0));

@@ -14,12 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RunnerError};
 
-/// The config `klrl train` runs without a file: PPO with the adaptive KL
-/// penalty on CartPole-v1.
-pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/cartpole-ppo-kl-adaptive.toml");
+/// The config `klrl train` runs without a file: PPO with a hard limit of
+/// 0.01 nats on every update's mean KL(π_old ‖ π_new) on CartPole-v1 (the
+/// best-measuring KL-limited learner of the kl_vs_trust_region study).
+pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/cartpole-ppo-kl-limit.toml");
 
 /// How [`DEFAULT_CONFIG`] is named in messages.
-pub const DEFAULT_CONFIG_NAME: &str = "configs/cartpole-ppo-kl-adaptive.toml (built in)";
+pub const DEFAULT_CONFIG_NAME: &str = "configs/cartpole-ppo-kl-limit.toml (built in)";
 
 /// The `[run]` section: logging, checkpoints and evaluation of a run. Every
 /// field is optional.
