@@ -1,7 +1,7 @@
 //! The KL-penalty coefficient β of PPO's penalised objective (Schulman et al.
 //! 2017, "Proximal policy optimization algorithms", §4): the paper's adaptive
-//! rule, applied once per batch, and a dual-ascent control applied after
-//! every policy step inside the update.
+//! rule, applied once per batch, and a dual-ascent control applied inside
+//! the update.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +53,9 @@ impl AdaptiveBeta {
 ///
 /// log β ← log β + η (d / d_targ − 1),  β clamped to [beta_min, beta_max],
 ///
-/// applied after **every policy step** with the KL d measured on that step's
-/// states (not once per batch, as the paper's rule): within one update β
+/// applied inside the update — after **every policy step** with the KL d of
+/// that step's states when an epoch is one minibatch, after every epoch with
+/// the batch's KL otherwise — not once per batch as the paper's rule: β
 /// rises as soon as the policy starts to overshoot, and falls while it has
 /// not moved. At d = 0 one step lowers β by e^(−η); the floor `beta_min`
 /// keeps a long quiet stretch (β halved and halved again by the paper's rule
