@@ -240,14 +240,22 @@ impl MovieRec {
     /// Build the world from `params.world_seed`, after checking every
     /// parameter; an invalid one is an [`EnvError::InvalidParameter`] naming it.
     /// The environment reports the name [`MovieRec::NAME`] when
-    /// `session_length = 1` and [`MovieRec::SESSION_NAME`] otherwise. Its user
-    /// RNG starts from seed 0 until `reset(Some(seed))`.
+    /// `session_length = 1` and [`MovieRec::SESSION_NAME`] otherwise (the
+    /// registry instead gives each environment the name it was made by). Its
+    /// user RNG starts from seed 0 until `reset(Some(seed))`.
     pub fn new(params: MovieRecParams) -> Result<Self, EnvError> {
         let name = if params.session_length > 1 {
             Self::SESSION_NAME
         } else {
             Self::NAME
         };
+        Self::with_name(name, params)
+    }
+
+    /// [`MovieRec::new`] reporting `name` whatever `session_length` is: the
+    /// registry's `MovieRecSession-v0` with `session_length = 1` is still
+    /// `MovieRecSession-v0` (and `MovieRec-v0` with sessions `MovieRec-v0`).
+    pub(crate) fn with_name(name: &'static str, params: MovieRecParams) -> Result<Self, EnvError> {
         validate(name, &params)?;
         let MovieRecParams {
             n_movies: m,
@@ -793,8 +801,8 @@ mod tests {
         }
         let n = env.tastes.len() as f64;
         let var = env.tastes.iter().map(|x| x * x).sum::<f64>() / n;
-        // 250 samples: the sample std of the variance estimate is about
-        // sqrt(2/250) · σ² ≈ 0.13 σ², and 5 sigma is well inside 0.6..1.4.
+        // 250 samples of mean 0: the variance estimate Σx²/n has standard
+        // deviation sqrt(2/250) · σ² ≈ 0.089 σ², so 0.6..1.4 is ±4.5 of them.
         assert!(
             (0.6..1.4).contains(&(var / (TASTE_STD * TASTE_STD))),
             "{var}"

@@ -155,7 +155,10 @@ fn builtin_specs() -> Vec<EnvSpec> {
             "Recommend 1 of 20 movies to a user of 1 of 4 segments; reward = click (100 users)",
             None,
             None,
-            |p| Ok(Box::new(MovieRec::new(parse_params(MovieRec::NAME, p)?)?)),
+            |p| {
+                let params = parse_params(MovieRec::NAME, p)?;
+                Ok(Box::new(MovieRec::with_name(MovieRec::NAME, params)?))
+            },
         ),
         registry::spec(
             MovieRec::SESSION_NAME,
@@ -167,7 +170,7 @@ fn builtin_specs() -> Vec<EnvSpec> {
                 let len = MovieRec::SESSION_DEFAULT_LENGTH as i64;
                 p.entry("session_length").or_insert(len.into());
                 let params = parse_params(MovieRec::SESSION_NAME, &p)?;
-                Ok(Box::new(MovieRec::new(params)?))
+                Ok(Box::new(MovieRec::with_name(MovieRec::SESSION_NAME, params)?))
             },
         ),
         registry::spec(

@@ -512,6 +512,28 @@ fn registry_builds_both_variants() {
         .unwrap();
     assert_eq!(env.observation_space().flat_dim(), 3);
     assert_eq!(env.action_space().n(), Some(7));
+
+    // Each keeps the name it was made by whatever its session length: a
+    // one-round MovieRecSession-v0 is a plain bandit (no session features,
+    // episodes of `rounds` users) that still reports MovieRecSession-v0.
+    let mut env = registry
+        .make(
+            "MovieRecSession-v0",
+            &table("session_length = 1\nrounds = 5"),
+        )
+        .unwrap();
+    assert_eq!(env.name(), "MovieRecSession-v0");
+    assert_eq!(env.observation_space().flat_dim(), 8);
+    env.reset(Some(0), &mut obs).unwrap();
+    for t in 0..5 {
+        let step = env.step(Action::Discrete(0), &mut obs).unwrap();
+        assert_eq!((step.terminated, step.truncated), (false, t == 4));
+    }
+    let env = registry
+        .make("MovieRec-v0", &table("session_length = 3"))
+        .unwrap();
+    assert_eq!(env.name(), "MovieRec-v0");
+    assert_eq!(env.observation_space().flat_dim(), 8 + 5 + 1);
 }
 
 #[test]

@@ -435,16 +435,24 @@ fn fields(buf: &[u8]) -> Vec<(u64, u8, Vec<u8>)> {
     out
 }
 
-/// Every (tag, step) → simple_value in the event files under `dir`.
+/// Every (tag, step) → simple_value in the event files of every segment
+/// (`tb/0`, `tb/1`, …) under `dir`.
 fn read_scalars(dir: &Path) -> HashMap<(String, i64), f32> {
     let mut out = HashMap::new();
-    let mut files = Vec::new();
     for seg in std::fs::read_dir(dir).unwrap() {
-        for f in std::fs::read_dir(seg.unwrap().path()).unwrap() {
-            files.push(f.unwrap().path());
-        }
+        out.extend(read_segment(&seg.unwrap().path()));
     }
-    assert!(!files.is_empty());
+    out
+}
+
+/// Every (tag, step) → simple_value in the event files of one segment.
+fn read_segment(dir: &Path) -> HashMap<(String, i64), f32> {
+    let mut out = HashMap::new();
+    let mut files = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        files.push(f.unwrap().path());
+    }
+    assert!(!files.is_empty(), "no event file in {}", dir.display());
     for file in files {
         let data = std::fs::read(&file).unwrap();
         let mut pos = 0;
@@ -486,24 +494,13 @@ fn read_scalars(dir: &Path) -> HashMap<(String, i64), f32> {
     out
 }
 
-#[test]
-fn tensorboard_holds_every_scalar_of_metrics_csv() {
-    let dir = temp_dir("tb");
-    std::fs::write(dir.join("small.toml"), SMALL).unwrap();
-    let out = run(
-        &[
-            "train",
-            "small.toml",
-            "--out",
-            "r",
-            "--set",
-            "run.eval_episodes=0",
-        ],
-        &dir,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let scalars = read_scalars(&dir.join("r/tb"));
-    let (header, rows) = read_csv(&dir.join("r/metrics.csv"));
+/// Check that the TensorBoard files under `run/tb`, read back with the
+/// independent reader above, hold exactly the updates of `run/metrics.csv`:
+/// every non-empty cell at its row's `env_steps` (bit for bit as f32), and
+/// no event at a step that has no row. Returns (rows, values checked).
+fn tensorboard_matches_metrics(run: &Path) -> (usize, usize) {
+    let scalars = read_scalars(&run.join("tb"));
+    let (header, rows) = read_csv(&run.join("metrics.csv"));
     let mut checked = 0;
     for row in &rows {
         let step: i64 = row[1].parse().unwrap();
@@ -521,6 +518,31 @@ fn tensorboard_holds_every_scalar_of_metrics_csv() {
             checked += 1;
         }
     }
+    let steps: std::collections::BTreeSet<i64> = scalars.keys().map(|(_, s)| *s).collect();
+    let expected: std::collections::BTreeSet<i64> =
+        rows.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert_eq!(steps, expected, "TensorBoard steps vs metrics.csv rows");
+    (rows.len(), checked)
+}
+
+#[test]
+fn tensorboard_holds_every_scalar_of_metrics_csv() {
+    let dir = temp_dir("tb");
+    std::fs::write(dir.join("small.toml"), SMALL).unwrap();
+    let out = run(
+        &[
+            "train",
+            "small.toml",
+            "--out",
+            "r",
+            "--set",
+            "run.eval_episodes=0",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (rows, checked) = tensorboard_matches_metrics(&dir.join("r"));
+    assert_eq!(rows, 10);
     assert!(checked > 10 * 15, "{checked}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -557,49 +579,60 @@ fn metrics_without_time(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Names of the checkpoints under `dir`, sorted.
+fn checkpoint_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("update-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 #[test]
 fn sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
     let dir = temp_dir("resume");
-    // Long enough to be killed midway; a checkpoint every 3 updates.
+    // 640 updates, a checkpoint every 16 (so the kill lands between two), and
+    // a progress line (~110 bytes) after every update: ~70 KB of output, more
+    // than a pipe holds (64 KiB on Linux and macOS). The killed run's stdout
+    // is a pipe this test never reads, so that run blocks before its last
+    // update however fast the machine is: it cannot finish before the kill.
     let cfg = SMALL
-        .replace("total_steps = 1280", "total_steps = 40960")
+        .replace("total_steps = 1280", "total_steps = 81920")
         .replace(
             "checkpoint_every = 4",
-            "checkpoint_every = 3\ntensorboard = true",
+            "checkpoint_every = 16\ntensorboard = true\nlog_every = 1",
         );
     std::fs::write(dir.join("c.toml"), cfg).unwrap();
     let out = run(&["train", "c.toml", "--out", "full"], &dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        out.stdout.len() > 65_536,
+        "{} bytes of output fit in a pipe: the killed run could finish",
+        out.stdout.len()
+    );
 
     let mut child = klrl()
         .args(["train", "c.toml", "--out", "killed"])
         .current_dir(&dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let ckpts = dir.join("killed/checkpoints");
     let start = Instant::now();
-    loop {
-        let n = std::fs::read_dir(&ckpts).map_or(0, |d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("update-"))
-            })
-            .count()
-        });
-        if n >= 2 {
-            break;
-        }
+    while checkpoint_names(&ckpts).len() < 2 {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the run finished before it could be killed"
-    );
+    drop(child.stdout.take());
+    assert!(!status.success(), "the run finished before it was killed");
     assert!(!dir.join("killed/summary.json").exists());
 
     let out = run(&["train", "--resume", "killed"], &dir);
@@ -612,7 +645,7 @@ fn sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
     // A second TensorBoard directory for the second process.
     assert!(dir.join("killed/tb/1").is_dir());
 
-    let last = "checkpoints/update-00000320";
+    let last = "checkpoints/update-00000640";
     let a = checkpoint_tensors(&dir.join("full").join(last));
     let b = checkpoint_tensors(&dir.join("killed").join(last));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
@@ -629,11 +662,43 @@ fn sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
         metrics_without_time(&dir.join("killed/metrics.csv"))
     );
     // The resumed run's summary says where it is.
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("killed/summary.json")).unwrap())
-            .unwrap();
-    assert_eq!(s["updates"], 320);
-    // Resuming a finished run trains nothing more and changes nothing.
+    let summary = |run: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(run).join("summary.json")).unwrap())
+            .unwrap()
+    };
+    let s = summary("killed");
+    assert_eq!(s["updates"], 640);
+
+    // Resuming a finished run trains nothing more: metrics.csv is byte for
+    // byte the same (no new rows), the checkpoints keep their names and their
+    // parameters and optimiser state bit for bit, and the summary reports
+    // the same updates, steps and evaluation. (Not byte-identical throughout:
+    // the final checkpoint is rewritten with the run's wall clock advanced by
+    // the resume's few milliseconds, and a new, empty TensorBoard segment
+    // appears, as for every resume.)
+    let metrics = std::fs::read(dir.join("killed/metrics.csv")).unwrap();
+    let names = checkpoint_names(&ckpts);
+    let tensors: Vec<_> = names
+        .iter()
+        .map(|n| checkpoint_tensors(&ckpts.join(n)))
+        .collect();
+    let out = run(&["train", "--resume", "killed"], &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(dir.join("killed/metrics.csv")).unwrap(),
+        metrics
+    );
+    assert_eq!(checkpoint_names(&ckpts), names);
+    for (n, t) in names.iter().zip(&tensors) {
+        assert!(checkpoint_tensors(&ckpts.join(n)) == *t, "{n} changed");
+    }
+    let again = summary("killed");
+    for key in ["updates", "env_steps", "eval", "final_ep_return_mean"] {
+        assert_eq!(again[key], s[key], "{key}");
+    }
+    assert!(read_segment(&dir.join("killed/tb/2")).is_empty());
+
+    // --resume takes no overrides, and needs a run directory.
     let out = run(&["train", "--resume", "killed", "--seed", "1"], &dir);
     assert_eq!(out.status.code(), Some(2), "--resume takes no overrides");
     let out = run(&["train", "--resume", "nope"], &dir);
@@ -685,13 +750,10 @@ fn ctrl_c_stops_after_a_checkpoint_and_the_run_resumes() {
         .join(format!("r/checkpoints/update-{updates:08}"))
         .join("state.json")
         .is_file());
-    // The TensorBoard writer was closed: its file holds every update.
-    let tb = std::fs::read_dir(dir.join("r/tb/0"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    assert!(std::fs::metadata(tb).unwrap().len() > 100 * updates);
+    // The TensorBoard writer was closed: its events, read back, hold every
+    // update of metrics.csv and nothing else.
+    let (rows, checked) = tensorboard_matches_metrics(&dir.join("r"));
+    assert_eq!(rows as u64, updates);
+    assert!(checked as u64 > 15 * updates, "{checked}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

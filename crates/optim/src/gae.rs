@@ -47,6 +47,11 @@ pub struct Advantages {
 /// γ V(final obs) to the reward instead, which is the same δ; CleanRL treats
 /// truncation as termination, which biases values near the time limit.)
 ///
+/// With γ = 0 (a bandit: every round is a fresh context) the return is the
+/// immediate reward and nothing is bootstrapped: Â_t = r_t − V(s_t) and
+/// R_t = r_t exactly, for any λ, and no value of a next state is read (a
+/// non-finite one cannot leak in through 0 · V').
+///
 /// # Panics
 /// If the slices' lengths disagree; the rollout buffer builds them together.
 pub fn gae(seg: &Segment<'_>, gamma: f32, lambda: f32) -> Advantages {
@@ -69,6 +74,17 @@ pub fn gae(seg: &Segment<'_>, gamma: f32, lambda: f32) -> Advantages {
         ne,
         "last_values must have one entry per copy"
     );
+    if gamma == 0.0 {
+        return Advantages {
+            advantages: seg
+                .rewards
+                .iter()
+                .zip(seg.values)
+                .map(|(r, v)| r - v)
+                .collect(),
+            returns: seg.rewards.to_vec(),
+        };
+    }
     let steps = n / ne;
     let mut advantages = vec![0.0f32; n];
     for e in 0..ne {
@@ -165,6 +181,47 @@ mod tests {
         let out = gae(&seg, 1.0, 1.0);
         // Copy 0: Monte-Carlo returns 2, 1. Copy 1: 2 (terminated), then 2.
         assert_eq!(out.advantages, vec![2.0, 2.0, 1.0, 2.0]);
+    }
+
+    /// A bandit: Â = r − V(s) and R = r bit for bit, whatever λ, the episode
+    /// flags and the next-state values (here non-finite, so any bootstrap
+    /// term, even multiplied by γ = 0, would show as NaN).
+    #[test]
+    fn gamma_zero_is_reward_minus_value_with_no_bootstrap() {
+        let rewards = [1.0f32, 0.0, 0.1, -0.7, 3.0, 0.3];
+        let values = [0.1f32, 0.9, -0.2, 0.35, 2.5, 0.7];
+        let seg = Segment {
+            n_envs: 2,
+            rewards: &rewards,
+            values: &values,
+            terminated: &[false, true, false, false, false, false],
+            truncated: &[false, false, true, false, false, false],
+            final_values: &[
+                f32::NAN,
+                f32::INFINITY,
+                f32::NAN,
+                f32::NAN,
+                f32::NAN,
+                f32::NAN,
+            ],
+            last_values: &[f32::INFINITY, f32::NAN],
+        };
+        for lambda in [0.0, 0.95, 1.0] {
+            let out = gae(&seg, 0.0, lambda);
+            for i in 0..rewards.len() {
+                let expected = rewards[i] - values[i];
+                assert_eq!(
+                    out.advantages[i].to_bits(),
+                    expected.to_bits(),
+                    "λ {lambda}, {i}"
+                );
+                assert_eq!(
+                    out.returns[i].to_bits(),
+                    rewards[i].to_bits(),
+                    "λ {lambda}, {i}"
+                );
+            }
+        }
     }
 
     #[test]

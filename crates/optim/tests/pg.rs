@@ -189,36 +189,61 @@ fn uniform_regret(config: &ExperimentConfig, steps: usize) -> f64 {
     sum / count
 }
 
-#[test]
-fn vanilla_pg_learns_the_bandit() {
-    let c = config("bandit-vanilla-pg.toml");
-    let uniform = uniform_regret(&c, 2_000);
-    let mut t = Trainer::from_config(c, &Registry::builtin()).unwrap();
-    let mut regrets = Vec::new();
-    t.train(|r| {
-        regrets.push(r.regret.unwrap());
-        true
-    })
-    .unwrap();
-    let end = regrets[regrets.len() - 10..].iter().sum::<f64>() / 10.0;
-    eprintln!("vanilla PG bandit: uniform {uniform:.4}, end {end:.4}");
-    // Measured 0.02–0.04 against 0.23 on seeds 0–2: well below a third.
-    assert!(end < uniform / 3.0, "{end} vs {uniform}");
+/// `run` on each seed in its own thread (the machine has 2 cores).
+fn on_seeds<T: Send + 'static>(seeds: &[u64], run: fn(u64) -> T) -> Vec<(u64, T)> {
+    let runs: Vec<_> = seeds
+        .iter()
+        .map(|&seed| (seed, std::thread::spawn(move || run(seed))))
+        .collect();
+    runs.into_iter()
+        .map(|(seed, h)| (seed, h.join().unwrap()))
+        .collect()
 }
 
+/// Seeds 0–2 (the bound was measured on them) and held-out seeds 100–102.
+#[test]
+fn vanilla_pg_learns_the_bandit() {
+    let results = on_seeds(&[0, 1, 2, 100, 101, 102], |seed| {
+        let mut c = config("bandit-vanilla-pg.toml");
+        c.train.seed = seed;
+        let uniform = uniform_regret(&c, 2_000);
+        let mut t = Trainer::from_config(c, &Registry::builtin()).unwrap();
+        let mut regrets = Vec::new();
+        t.train(|r| {
+            regrets.push(r.regret.unwrap());
+            true
+        })
+        .unwrap();
+        let end = regrets[regrets.len() - 10..].iter().sum::<f64>() / 10.0;
+        (uniform, end)
+    });
+    for (seed, (uniform, end)) in results {
+        eprintln!("vanilla PG bandit seed {seed}: uniform {uniform:.4}, end {end:.4}");
+        // Measured (γ = 0) against a uniform 0.24: 0.023, 0.026, 0.044 on
+        // seeds 0–2 and 0.020, 0.016, 0.022 on held-out 100–102: well below a third.
+        assert!(end < uniform / 3.0, "seed {seed}: {end} vs {uniform}");
+    }
+}
+
+/// Seeds 0–2 (the bound was measured on them) and held-out seeds 100–102.
 #[test]
 fn vanilla_pg_improves_on_cartpole() {
-    let c = config("cartpole-vanilla-pg.toml");
-    let registry = Registry::builtin();
-    let mut t = Trainer::from_config(c, &registry).unwrap();
-    t.train(|_| true).unwrap();
-    let mut env = registry.make("CartPole-v1", &Default::default()).unwrap();
-    let eval = t.evaluate(env.as_mut(), 10, true, 10_000).unwrap();
-    eprintln!(
-        "vanilla PG CartPole: deterministic mean return {}",
-        eval.mean_return()
-    );
-    // A uniformly random policy lasts ~22 steps; the initial argmax policy ~9.
-    // Measured on seeds 0–2: 500, 149, 223 (no trust region: high variance).
-    assert!(eval.mean_return() >= 100.0, "{}", eval.mean_return());
+    let results = on_seeds(&[0, 1, 2, 100, 101, 102], |seed| {
+        let mut c = config("cartpole-vanilla-pg.toml");
+        c.train.seed = seed;
+        let registry = Registry::builtin();
+        let mut t = Trainer::from_config(c, &registry).unwrap();
+        t.train(|_| true).unwrap();
+        let mut env = registry.make("CartPole-v1", &Default::default()).unwrap();
+        t.evaluate(env.as_mut(), 10, true, 10_000)
+            .unwrap()
+            .mean_return()
+    });
+    for (seed, ret) in results {
+        eprintln!("vanilla PG CartPole seed {seed}: deterministic mean return {ret}");
+        // A uniformly random policy lasts ~22 steps; the initial argmax policy ~9.
+        // Measured: 214, 151, 500 on seeds 0–2 and 500, 500, 262 on held-out
+        // 100–102 (no trust region: high variance).
+        assert!(ret >= 100.0, "seed {seed}: {ret}");
+    }
 }

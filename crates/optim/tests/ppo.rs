@@ -311,12 +311,24 @@ fn a_minibatch_of_one_gives_finite_updates() {
         &[0.0; 3],
         &[1.0; 3],
     );
+    let before = policy.get_flat().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let d = algo.update(&mut policy, &mut value, &b, &mut rng).unwrap();
-    assert!(policy.get_flat().unwrap().iter().all(|x| x.is_finite()));
+    let after = policy.get_flat().unwrap();
+    // A one-sample minibatch has no spread to normalise its advantage by:
+    // the update must still be finite, and must still move the policy.
+    assert!(after.iter().all(|x| x.is_finite()), "{after:?}");
+    assert_ne!(after, before);
     assert_eq!(d.epochs_run, 2.0);
     assert!(d.kl_old_new > 0.0 && d.kl_old_new.is_finite());
-    assert!(d.clip_frac.is_finite() && d.beta.is_finite());
+    // Six steps of one sample each: the clipped fraction is k/6.
+    assert!((0.0..=1.0).contains(&d.clip_frac), "{d:?}");
+    assert!(
+        ((d.clip_frac * 6.0) - (d.clip_frac * 6.0).round()).abs() < 1e-9,
+        "{d:?}"
+    );
+    // The adaptive rule moved β = 1 by a factor of 2, ½ or 1.
+    assert!([0.5, 1.0, 2.0].contains(&d.beta), "{d:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -352,12 +364,21 @@ fn early_stopping_fires_on_a_tiny_threshold_and_never_on_a_huge_one() {
     for d in &huge {
         assert_eq!(d.epochs_run, 10.0, "{d:?}");
     }
-    // Moderate threshold: stops somewhere in between, after the KL passed it.
+    // Moderate threshold: stops somewhere in between (after more than the
+    // first step, before the tenth epoch ends, at a whole minibatch), and
+    // only after the batch's KL passed it: the policy the stop leaves is the
+    // one measured, so the update's exact KL is above the threshold.
     let (_, mid) = run(
         cartpole(&format!("{base}\nlr = 3e-3\nearly_stop_kl = 0.003")),
         3,
     );
-    assert!(mid.iter().any(|d| d.epochs_run < 10.0), "{mid:?}");
+    let stopped: Vec<_> = mid.iter().filter(|d| d.epochs_run < 10.0).collect();
+    assert!(!stopped.is_empty(), "{mid:?}");
+    for d in stopped {
+        assert!(d.epochs_run > 0.25, "{d:?}");
+        assert_eq!((d.epochs_run * 4.0).fract(), 0.0, "{d:?}");
+        assert!(d.kl_old_new > 0.003, "{d:?}");
+    }
 
     // One minibatch per epoch (the KL comes from the minibatch's own pass).
     let whole = "objective = \"kl_penalty\"\nbeta = 0.1\nn_epochs = 10\nminibatch_size = 256";
@@ -383,7 +404,7 @@ fn adaptive_beta_rises_with_a_tiny_target_and_falls_with_a_huge_one() {
     let (_, fixed) = run(cartpole("objective = \"kl_penalty\"\nbeta = 3.0"), 2);
     assert!(fixed.iter().all(|d| d.beta == 3.0));
     let (_, clip) = run(cartpole("objective = \"clip\""), 1);
-    assert!(clip[0].beta.is_nan() && clip[0].clip_frac.is_finite());
+    assert!(clip[0].beta.is_nan() && (0.0..=1.0).contains(&clip[0].clip_frac));
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! TRPO and NPG learning tests (release mode, fixed seeds): CartPole-v1 is
-//! solved on three seeds, MovieRec-v0's regret falls far below a uniform
-//! policy's, no accepted update leaves the trust region (checked against an
-//! independent f64 recomputation of the KL), a forced rejection leaves the
-//! parameters bit-identical, and training is deterministic.
+//! solved, MovieRec-v0's regret falls far below a uniform policy's, no
+//! accepted update leaves the trust region (checked against an independent
+//! f64 recomputation of the KL), a forced rejection leaves the parameters
+//! bit-identical, and training is deterministic.
+//!
+//! The learning tests run seeds the configs' settings were chosen or measured
+//! on (as each config's comment says) and the held-out seeds of [`HELD_OUT`],
+//! which no config was tuned on.
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,6 +16,9 @@ use klrl_optim::batch::Batch;
 use klrl_optim::trpo::Trpo;
 use klrl_optim::{AlgoConfig, Algorithm, ExperimentConfig, Trainer, TrpoConfig};
 use klrl_policy::{Dist, Policy};
+
+/// Seeds no config was tuned on.
+const HELD_OUT: [u64; 3] = [100, 101, 102];
 
 fn config(file: &str) -> ExperimentConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,22 +55,27 @@ fn train_cartpole(file: &str, seed: u64) -> (f64, Vec<f64>) {
     (ev.mean_return(), kls)
 }
 
-#[test]
-fn trpo_solves_cartpole_on_three_seeds() {
-    let max_kl = trpo_config(&config("cartpole-trpo.toml")).max_kl;
-    // Two threads for the two cores; each run is single-threaded.
-    let results: Vec<(u64, (f64, Vec<f64>))> = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            [0, 2]
-                .map(|seed| (seed, train_cartpole("cartpole-trpo.toml", seed)))
-                .to_vec()
-        });
-        let b = s.spawn(|| vec![(1, train_cartpole("cartpole-trpo.toml", 1))]);
+/// `run` on every seed in `seeds`, in two threads (one per core; each
+/// run is single-threaded), returning the results in the order of `seeds`.
+fn on_seeds<T: Send>(seeds: &[u64], run: impl Fn(u64) -> T + Sync) -> Vec<(u64, T)> {
+    let half = seeds.len().div_ceil(2);
+    let (a, b) = seeds.split_at(half);
+    std::thread::scope(|s| {
+        let run = &run;
+        let a = s.spawn(move || a.iter().map(|&seed| (seed, run(seed))).collect::<Vec<_>>());
+        let b = s.spawn(move || b.iter().map(|&seed| (seed, run(seed))).collect::<Vec<_>>());
         let mut r = a.join().unwrap();
         r.extend(b.join().unwrap());
         r
-    });
-    for (seed, (ret, kls)) in results {
+    })
+}
+
+/// Seeds 0–2 of the 0–5 the config was measured on, and the held-out seeds.
+#[test]
+fn trpo_solves_cartpole_on_tuned_and_held_out_seeds() {
+    let max_kl = trpo_config(&config("cartpole-trpo.toml")).max_kl;
+    let seeds = [0, 1, 2, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2]];
+    for (seed, (ret, kls)) in on_seeds(&seeds, |seed| train_cartpole("cartpole-trpo.toml", seed)) {
         let worst_kl = kls.iter().cloned().fold(0.0, f64::max);
         eprintln!(
             "TRPO seed {seed}: deterministic return {ret}, largest accepted KL {worst_kl:.5}"
@@ -73,24 +85,28 @@ fn trpo_solves_cartpole_on_three_seeds() {
     }
 }
 
+/// Seed 0 (one of the 0–3 δ was chosen on) and held-out seed 100.
 #[test]
 fn npg_solves_cartpole() {
-    let (ret, mut kls) = train_cartpole("cartpole-npg.toml", 0);
-    kls.sort_by(f64::total_cmp);
-    let median = kls[kls.len() / 2];
-    eprintln!(
-        "NPG: deterministic return {ret}, KL median {median:.5}, largest {:.5}",
-        kls[kls.len() - 1]
-    );
-    assert!(ret >= 475.0, "mean return {ret}");
-    // Every step is taken (no line search); its quadratic model ½ sᵀ(F+λI)s = δ
-    // keeps the typical exact KL near δ (single steps may overshoot it).
     let max_kl = trpo_config(&config("cartpole-npg.toml")).max_kl;
-    assert_eq!(kls.len(), 49);
-    assert!(
-        median > 0.5 * max_kl && median < 2.0 * max_kl,
-        "median KL {median}"
-    );
+    for (seed, (ret, mut kls)) in on_seeds(&[0, HELD_OUT[0]], |seed| {
+        train_cartpole("cartpole-npg.toml", seed)
+    }) {
+        kls.sort_by(f64::total_cmp);
+        let median = kls[kls.len() / 2];
+        eprintln!(
+            "NPG seed {seed}: deterministic return {ret}, KL median {median:.5}, largest {:.5}",
+            kls[kls.len() - 1]
+        );
+        assert!(ret >= 475.0, "seed {seed}: mean return {ret}");
+        // Every step is taken (no line search); its quadratic model ½ sᵀ(F+λI)s = δ
+        // keeps the typical exact KL near δ (single steps may overshoot it).
+        assert_eq!(kls.len(), 49);
+        assert!(
+            median > 0.5 * max_kl && median < 2.0 * max_kl,
+            "seed {seed}: median KL {median}"
+        );
+    }
 }
 
 /// The expected per-round regret of the uniform policy in the default
@@ -119,8 +135,9 @@ fn uniform_regret() -> f64 {
 
 /// Per-round regret of the first rollout (a nearly uniform policy) and of the
 /// last five rollouts.
-fn bandit_regret(file: &str) -> (f64, f64) {
-    let c = config(file);
+fn bandit_regret(file: &str, seed: u64) -> (f64, f64) {
+    let mut c = config(file);
+    c.train.seed = seed;
     assert_eq!(c.env.name, "MovieRec-v0");
     assert!(
         c.env.params.is_empty(),
@@ -137,24 +154,42 @@ fn bandit_regret(file: &str) -> (f64, f64) {
     (regrets[0], tail.iter().sum::<f64>() / tail.len() as f64)
 }
 
+/// Seed 0 (the configs' measured seed) and held-out seed 100, for each of
+/// TRPO and NPG.
 #[test]
 fn trpo_and_npg_cut_the_bandit_regret() {
     let uniform = uniform_regret();
-    let (trpo, npg) = std::thread::scope(|s| {
-        let a = s.spawn(|| bandit_regret("bandit-trpo.toml"));
-        let b = s.spawn(|| bandit_regret("bandit-npg.toml"));
-        (a.join().unwrap(), b.join().unwrap())
+    let runs = [
+        ("bandit-trpo.toml", 0),
+        ("bandit-npg.toml", 0),
+        ("bandit-trpo.toml", HELD_OUT[0]),
+        ("bandit-npg.toml", HELD_OUT[0]),
+    ];
+    let run = |part: &[(&str, u64)]| -> Vec<(f64, f64)> {
+        part.iter()
+            .map(|&(f, seed)| bandit_regret(f, seed))
+            .collect()
+    };
+    let results = std::thread::scope(|s| {
+        let a = s.spawn(|| run(&runs[..2]));
+        let b = s.spawn(|| run(&runs[2..]));
+        let mut r = a.join().unwrap();
+        r.extend(b.join().unwrap());
+        r
     });
-    eprintln!("uniform regret {uniform:.4}; TRPO {trpo:?}; NPG {npg:?}");
-    for (name, (first, last)) in [("trpo", trpo), ("npg", npg)] {
+    eprintln!("uniform regret {uniform:.4}");
+    for ((name, seed), (first, last)) in runs.into_iter().zip(results) {
+        eprintln!("{name} seed {seed}: first rollout {first:.4}, last five {last:.4}");
         // The initial policy is nearly uniform: its sampled regret matches the model's.
         assert!(
             (first - uniform).abs() < 0.15 * uniform,
-            "{name}: first rollout regret {first}, uniform {uniform}"
+            "{name} seed {seed}: first rollout regret {first}, uniform {uniform}"
         );
+        // Below 2 % of the uniform policy's regret (measured with γ = 0:
+        // 0.0009–0.0016 against 0.238 on seeds 0 and 100).
         assert!(
-            last < 0.2 * uniform,
-            "{name}: final regret {last}, uniform {uniform}"
+            last < 0.02 * uniform,
+            "{name} seed {seed}: final regret {last}, uniform {uniform}"
         );
     }
 }

@@ -8,7 +8,7 @@ use klrl_optim::batch::Batch;
 use klrl_optim::trpo::{natural_gradient, value_loss_and_grad, Trpo};
 use klrl_optim::{AlgoState, Algorithm, TrpoConfig};
 use klrl_policy::{
-    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, MlpConfig, Policy, ValueNet,
+    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, Dist, MlpConfig, Policy, ValueNet,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -467,15 +467,54 @@ fn state_round_trip_reproduces_the_next_update() {
     assert!(e.contains("vf_adam_t"), "{e}");
 }
 
-/// Discrete actions of the batch helper are valid indices.
+/// The batch helper every test above starts from is on-policy: its actions
+/// are drawn from π(·|s) (each action's frequency over 2000 states is within
+/// 4 standard errors of its mean probability) and its `old_log_probs` are
+/// log π(a|s), recomputed here on the host in f64 from the logits, so every
+/// update above starts at probability ratios of 1.
 #[test]
-fn random_batch_is_well_formed() {
+fn random_batch_is_drawn_from_the_policy() {
     let (policy, _) = nets(2, 3, &[4], DType::F32, 16);
     let mut rng = ChaCha8Rng::seed_from_u64(17);
-    let b = random_batch(&policy, 10, &mut rng);
+    let n = 2000;
+    let b = random_batch(&policy, n, &mut rng);
+    assert_eq!(b.len(), n);
     let Actions::Discrete(a) = &b.actions else {
-        panic!()
+        panic!("a categorical policy draws discrete actions")
     };
-    assert!(a.iter().all(|&x| x < 3));
-    assert_eq!(b.len(), 10);
+    let t = policy.obs_tensor(&b.obs).unwrap();
+    let Dist::Categorical(c) = policy.dist(&t, None).unwrap() else {
+        panic!("categorical")
+    };
+    let logits = c
+        .logits()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    let (mut counts, mut mean_p) = ([0.0f64; 3], [0.0f64; 3]);
+    for ((z, &ai), &old) in logits.iter().zip(a).zip(&b.old_log_probs) {
+        assert!(ai < 3, "action {ai}");
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+        // f32 log-probabilities of order 1: agreement to f32 rounding.
+        assert!(
+            (old as f64 - (z[ai] - lse)).abs() < 1e-5,
+            "{old} vs {}",
+            z[ai] - lse
+        );
+        counts[ai] += 1.0;
+        for (k, p) in mean_p.iter_mut().enumerate() {
+            *p += (z[k] - lse).exp() / n as f64;
+        }
+    }
+    for k in 0..3 {
+        let freq = counts[k] / n as f64;
+        let se = (mean_p[k] * (1.0 - mean_p[k]) / n as f64).sqrt();
+        assert!(
+            (freq - mean_p[k]).abs() < 4.0 * se,
+            "action {k}: frequency {freq}, mean probability {}",
+            mean_p[k]
+        );
+    }
 }

@@ -196,7 +196,7 @@ mod tests {
             }
             x += 1.37e-4;
         }
-        // around the switch to the series
+        // tiny inputs, where the polynomial's x³ term is below an ulp of x
         for v in [
             1e-4f32,
             0.99999e-4,
@@ -210,6 +210,19 @@ mod tests {
                 ulp_distance(tanh_f32(v), f64::from(v).tanh() as f32) <= 1,
                 "{v}"
             );
+        }
+        // around the switch from the polynomial to the exponential form at
+        // |x| = 0.625: the last f32 below it, it, and the next above it
+        let switch = 0.625f32;
+        for v in [
+            f32::from_bits(switch.to_bits() - 1),
+            switch,
+            f32::from_bits(switch.to_bits() + 1),
+        ] {
+            for v in [v, -v] {
+                let d = ulp_distance(tanh_f32(v), f64::from(v).tanh() as f32);
+                assert!(d <= 2, "tanh({v}): {d} ulp");
+            }
         }
         assert_eq!(tanh_f32(f32::INFINITY), 1.0);
         assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
@@ -226,17 +239,25 @@ mod tests {
         let scalar: Vec<u32> = xs.iter().map(|&x| tanh_f32(x).to_bits()).collect();
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<u32>>();
         assert_eq!(bits(tanh_slice(&xs)), scalar);
+        // Each SIMD path can only be checked on a CPU that has it; say so
+        // when one is skipped rather than passing silently.
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: checked just above.
                 assert_eq!(bits(unsafe { tanh_slice_avx2(&xs) }), scalar);
+            } else {
+                eprintln!("skipped: the AVX2 tanh path (this CPU has no AVX2)");
             }
             if std::is_x86_feature_detected!("avx512f") {
                 // SAFETY: checked just above.
                 assert_eq!(bits(unsafe { tanh_slice_avx512(&xs) }), scalar);
+            } else {
+                eprintln!("skipped: the AVX-512 tanh path (this CPU has no AVX-512F)");
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        eprintln!("skipped: the AVX2 and AVX-512 tanh paths (not an x86_64 CPU)");
     }
 
     #[test]

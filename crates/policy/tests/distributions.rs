@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use common::rng;
 use klrl_policy::{ActionMask, Actions, Categorical, DiagGaussian, Dist, MASKED_LOGIT};
 use proptest::prelude::*;
+use proptest::test_runner::{RngAlgorithm, RngSeed};
 use rand::Rng;
 use serde_json::Value;
 
@@ -72,7 +73,16 @@ fn categorical_matches_scipy_in_f64_and_f32() {
             .iter()
             .map(|a| a.as_u64().expect("u") as usize)
             .collect();
-        for (dtype, tol) in [(DType::F64, 1e-9), (DType::F32, 2e-3)] {
+        // Each value is a handful of floating-point operations on logits that
+        // are exact in the dtype (the ±1e4 cases are integers, so their
+        // differences are exact too) or rounded once (|logit| ≤ 4.4 in the
+        // random cases): a few ε of max(|value|, 1). 8 ε leaves a margin over
+        // the worst measured, 1.6 ε in f32 (a KL of the ±1e4 case) and 1.2 ε
+        // in f64.
+        for (dtype, tol) in [
+            (DType::F64, 8.0 * f64::EPSILON),
+            (DType::F32, 8.0 * f32::EPSILON as f64),
+        ] {
             let p = Categorical::from_logits(
                 &tensor(floats(&case["logits_p"]), &[n, k], dtype),
                 Some(&mask),
@@ -400,7 +410,16 @@ fn dist_enum_dispatch_and_mismatch_errors() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // A fixed seed (proptest's default draws a fresh one each run, and
+    // PROPTEST_RNG_SEED cannot override it here): every run checks the same
+    // cases, so a failure reproduces as it is, and no regressions file is needed.
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(14),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// KL ≥ 0 and KL(p‖p) = 0 for random logits (scale up to 1e4) and masks.
     #[test]

@@ -56,14 +56,44 @@ fn check<P: Policy>(policy: &mut P, mask: Option<&ActionMask>, seed: u64, label:
         .map(|_| r.random::<f64>() * 2.0 - 1.0)
         .collect();
     let adv = Tensor::from_vec(adv, N_STATES, &Device::Cpu).expect("adv");
+    // A step of 0.25 per parameter: with 0.05 the categorical tanh policy
+    // clipped none of its 16 samples, and the clipped branch went untested.
     let theta: Vec<f64> = policy
         .get_flat()
         .expect("flat")
         .iter()
-        .zip(gaussian_vec(&mut r, policy.num_params(), 0.05))
+        .zip(gaussian_vec(&mut r, policy.num_params(), 0.25))
         .map(|(a, b)| a + b)
         .collect();
     policy.set_flat(&theta).expect("move");
+    // The premise: the clip is active for some samples (the minimum picks the
+    // clipped, constant term: r > 1.2 with Â > 0 or r < 0.8 with Â < 0), not
+    // for all, and π_θ is away from π_old.
+    {
+        let dist = policy.dist(&obs, mask).expect("dist");
+        let ratio = (dist.log_prob(&actions_t).expect("log_prob") - &old_lp)
+            .and_then(|x| x.exp())
+            .and_then(|x| x.to_vec1::<f64>())
+            .expect("ratios");
+        let a = adv.to_vec1::<f64>().expect("adv");
+        let clipped = ratio
+            .iter()
+            .zip(&a)
+            .filter(|&(&r, &a)| (r > 1.2 && a > 0.0) || (r < 0.8 && a < 0.0))
+            .count();
+        eprintln!("{label}: clip active on {clipped} of {N_STATES} samples");
+        assert!(
+            clipped > 0 && clipped < N_STATES,
+            "{label}: {clipped} clipped"
+        );
+        let kl = old
+            .kl(&dist)
+            .expect("kl")
+            .mean_all()
+            .and_then(|k| k.to_scalar::<f64>())
+            .expect("mean kl");
+        assert!(kl > 1e-6, "{label}: KL {kl}");
+    }
 
     let reference = {
         let dist = policy.dist(&obs, mask).expect("dist");
