@@ -169,7 +169,11 @@ impl Ppo {
         let log_prob = acting.log_prob(&mb.actions)?;
         // r_t(θ) = π_θ(a_t|s_t) / π_old(a_t|s_t)  (eq. 6), with π̃ for π_θ
         // under the projection
+        // The log-ratio is clamped to ±LOG_RATIO_MAX before exp: a policy
+        // that moved absurdly far gives a large finite ratio (and no
+        // gradient through that sample), not inf · Â.
         let ratio = (log_prob - &mb.old_log_probs)
+            .and_then(|x| x.clamp(-LOG_RATIO_MAX, LOG_RATIO_MAX))
             .and_then(|x| x.exp())
             .map_err(&e)?;
         let unclipped = (&ratio * &mb.advantages).map_err(&e)?;
@@ -326,6 +330,11 @@ impl Ppo {
         }))
     }
 }
+
+/// The bound on |log r| before r = exp(log r) is taken: e^20 ≈ 4.9e8, far
+/// beyond any ratio a working update produces, far below f32's overflow at
+/// e^88. Inside the bound the clamp changes neither values nor gradients.
+pub const LOG_RATIO_MAX: f64 = 20.0;
 
 /// `kl_dual` stops the epochs before a step predicted to take the mean KL
 /// above this multiple of `kl_target` (the upper edge of the paper's band

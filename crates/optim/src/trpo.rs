@@ -163,11 +163,14 @@ impl Trpo {
             if theta.iter().any(|t| !t.is_finite()) {
                 continue;
             }
-            policy.set_flat(&theta)?;
-            let new = policy.dist(&mb.obs, mask)?.detach();
-            let kl = mean(&per_state_kl(&old, &new)?);
-            let (l, logp) = surrogate(&new, mb, old_log_probs)?;
-            let l = scalar(&l, "surrogate")?;
+            // Every error path leaves the policy at θ_old.
+            let (kl, l, new, logp) = match try_candidate(policy, &theta, mb, &old, old_log_probs) {
+                Ok(measured) => measured,
+                Err(e) => {
+                    policy.set_flat(&theta_old)?;
+                    return Err(e);
+                }
+            };
             // NaN compares false: a non-finite KL or surrogate rejects the candidate.
             if kl <= c.max_kl && l > surrogate_old && l.is_finite() {
                 step.accepted = true;
@@ -292,6 +295,24 @@ fn surrogate(dist: &Dist, mb: &MiniBatch, old_log_probs: &Tensor) -> Result<(Ten
         .and_then(|x| x.mean_all())
         .map_err(candle_err("surrogate"))?;
     Ok((l, log_probs))
+}
+
+/// Set the policy to the line-search candidate `theta` and measure it: the
+/// exact mean KL(π_old ‖ π_θ), the surrogate, the distributions and the
+/// batch actions' log-probabilities.
+fn try_candidate(
+    policy: &mut dyn Policy,
+    theta: &[f64],
+    mb: &MiniBatch,
+    old: &Dist,
+    old_log_probs: &Tensor,
+) -> Result<(f64, f64, Dist, Tensor)> {
+    policy.set_flat(theta)?;
+    let new = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
+    let kl = mean(&per_state_kl(old, &new)?);
+    let (l, logp) = surrogate(&new, mb, old_log_probs)?;
+    let l = scalar(&l, "surrogate")?;
+    Ok((kl, l, new, logp))
 }
 
 /// A one-element tensor as f64.

@@ -548,3 +548,30 @@ fn the_ppo_and_pg_configs_parse_validate_and_build() {
         assert_eq!(t.algo.name(), expected, "{file}");
     }
 }
+
+/// A policy that moved absurdly far from π_old (log-ratio 800: exp overflows
+/// even in f64) still gives a finite loss and gradient: the log-ratio is
+/// clamped to ±LOG_RATIO_MAX before exp, so the sample contributes
+/// e^LOG_RATIO_MAX · Â with no gradient, not inf · Â.
+#[test]
+fn an_absurd_ratio_gives_a_finite_loss() {
+    let (z, z_old) = ([0.0, 0.0], [0.0, -800.0]);
+    // The batch took action 1, which π_old gave probability e^-800 (stored in f32).
+    let b = Batch {
+        old_log_probs: vec![-800.0],
+        ..batch(&[1], &[1.0], [0.5, 0.5], &[0.0], &[0.0])
+    };
+    let (g, loss, parts) = policy_grad(PpoObjective::KlPenalty, 1.0, z, z_old, &b);
+    assert!(
+        loss.is_finite() && g.iter().all(|x| x.is_finite()),
+        "{loss} {g:?}"
+    );
+    // −r Â with r = e^20 (clamped), plus β KL(π_old ‖ π) = ln 2 (π_old puts
+    // all its mass on action 0, π gives it ½).
+    let expected = -(klrl_optim::ppo::LOG_RATIO_MAX.exp()) + 2f64.ln();
+    assert!(
+        (loss - expected).abs() < 1e-6 * expected.abs(),
+        "{loss} vs {expected}"
+    );
+    assert!(scalar(&parts.total).is_finite());
+}

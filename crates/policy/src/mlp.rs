@@ -463,7 +463,7 @@ pub struct MlpLinearization {
     weights: Vec<(Tensor, Tensor)>,
     /// Input of each layer: `h_0 = x`, `h_l = σ(z_l)`.
     inputs: Vec<Tensor>,
-    /// `σ'(z_l)` of each hidden layer: `1 − h²` (tanh) or `[z > 0]` (relu).
+    /// `σ'(z_l)` of each hidden layer: `1 − h²` (tanh) or `[z ≥ 0]` (relu).
     dact: Vec<Tensor>,
     /// `[1, N]` of ones, for row sums by matmul.
     ones: Tensor,
@@ -502,7 +502,7 @@ impl MlpLinearization {
     /// Per layer (Baydin et al. 2018, "Automatic differentiation in machine
     /// learning: a survey", §3.1): `dz_l = dh_{l−1} W_lᵀ + h_{l−1} dW_lᵀ + db_l`
     /// with `dh_0 = 0` (the input does not depend on θ), then `dh_l = σ'(z_l) ⊙ dz_l`:
-    /// `(1 − h_l²) ⊙ dz_l` for tanh, `[z_l > 0] ⊙ dz_l` for relu. Returns
+    /// `(1 − h_l²) ⊙ dz_l` for tanh, `[z_l ≥ 0] ⊙ dz_l` for relu. Returns
     /// `dz` of the head, shape `[N, out_dim]`.
     ///
     /// Errors: [`PolicyError::Shape`] if the tangents do not match the layers.
@@ -609,6 +609,8 @@ fn activation_derivative(
 ) -> candle_core::Result<Tensor> {
     match activation {
         Activation::Tanh => a.sqr()?.affine(-1.0, 1.0),
-        Activation::Relu => z.gt(0.0)?.to_dtype(z.dtype()),
+        // [z ≥ 0]: candle's convention for the derivative at 0 (its
+        // backprop.rs), so the hand-written passes and autograd agree exactly.
+        Activation::Relu => z.ge(0.0)?.to_dtype(z.dtype()),
     }
 }

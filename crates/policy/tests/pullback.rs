@@ -211,3 +211,37 @@ fn the_pullback_keeps_the_parameters_it_was_built_at() {
         .expect("grad");
     assert_eq!(before, after);
 }
+
+/// At a pre-activation of exactly 0 the ReLU derivative is a convention;
+/// the hand-written reverse pass uses candle's, [z ≥ 0], so the two agree
+/// exactly there too. All-zero observations with the zero initial biases
+/// put every first-layer pre-activation at exactly 0.
+#[test]
+fn relu_at_exactly_zero_follows_candles_convention() {
+    let p = gaussian(Activation::Relu, 21);
+    // (`named_vars` shares the policy's variables.)
+    let obs = Tensor::zeros((N_STATES, OBS_DIM), DType::F64, &Device::Cpu).expect("obs");
+    // Zero biases: z₁ = W₁·0 + 0 = 0 exactly, hence h₁ = 0 and z₂ = 0 too.
+    for (name, var) in p.named_vars() {
+        if name.contains("bias") {
+            var.set(&var.as_tensor().zeros_like().expect("zeros"))
+                .expect("set");
+        }
+    }
+    let mut r = rng(5);
+    let u = gaussian_vec(&mut r, N_STATES * ACT_DIM, 1.0);
+    let u = Tensor::from_vec(u, (N_STATES, ACT_DIM), &Device::Cpu).expect("u");
+    let (_, pullback) = p.dist_with_pullback(&obs, None).expect("pullback");
+    let ours = pullback
+        .flat_grad_from_outputs(Some(&u), None)
+        .expect("grad");
+    let mean = p.mlp().forward(&obs).expect("forward");
+    let loss = (mean * &u).and_then(|x| x.sum_all()).expect("loss");
+    let reference = p.flat_grad(&loss).expect("backward");
+    // With [z > 0] the hidden biases would get no gradient and this fails.
+    assert!(
+        rel_err(&ours, &reference) <= 1e-12,
+        "{}",
+        rel_err(&ours, &reference)
+    );
+}
