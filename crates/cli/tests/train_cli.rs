@@ -252,6 +252,35 @@ fn a_checkpoint_for_another_network_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+    // A NaN in the policy's weights: refused at load, exit 2, naming the
+    // tensor — for `eval` and for `train --resume` (which writes nothing).
+    std::fs::write(ckpt.join("config.toml"), &cfg).unwrap();
+    let file = ckpt.join("policy.safetensors");
+    let mut data = std::fs::read(&file).unwrap();
+    let offset = {
+        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+        let view = st.tensor("policy.0.bias").unwrap();
+        view.data().as_ptr() as usize - data.as_ptr() as usize
+    };
+    data[offset..offset + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&file, &data).unwrap();
+    let metrics_before = std::fs::read(dir.join("r/metrics.csv")).unwrap();
+    for args in [
+        &["eval", "r/checkpoints/update-00000010"][..],
+        &["train", "--resume", "r"][..],
+    ] {
+        let out = run(args, &dir);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("policy.0.bias") && err.contains("non-finite"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.join("r/metrics.csv")).unwrap(),
+        metrics_before
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

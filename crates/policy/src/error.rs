@@ -139,6 +139,18 @@ pub enum PolicyError {
         /// dtype in the file.
         file: candle_core::DType,
     },
+    /// A tensor in a parameter file holds a NaN or an infinity. Nothing was loaded.
+    #[error("parameter file {path}: tensor `{name}` holds a non-finite value ({value}) at element {index}; nothing was loaded")]
+    NonFiniteTensor {
+        /// The file.
+        path: String,
+        /// The tensor name.
+        name: String,
+        /// Index of the first non-finite element (flattened).
+        index: usize,
+        /// Its value.
+        value: f64,
+    },
 }
 
 /// Result alias of this crate.

@@ -34,7 +34,9 @@ pub fn save_vars(path: &Path, vars: &[(String, Var)]) -> Result<()> {
 /// [`PolicyError::File`] if the file cannot be read or parsed;
 /// [`PolicyError::MissingTensor`], [`PolicyError::UnexpectedTensor`],
 /// [`PolicyError::TensorShape`], [`PolicyError::TensorDType`] for a file
-/// that does not match the network.
+/// that does not match the network; [`PolicyError::NonFiniteTensor`] for a
+/// tensor holding a NaN or an infinity (a network that would only fail later
+/// with a "non-finite loss").
 pub fn load_vars(path: &Path, vars: &[(String, Var)]) -> Result<()> {
     let p = path.display().to_string();
     let device = vars
@@ -80,6 +82,15 @@ pub fn load_vars(path: &Path, vars: &[(String, Var)]) -> Result<()> {
                 name: name.clone(),
                 network: var.dtype(),
                 file: t.dtype(),
+            });
+        }
+        let host = crate::flat::tensor_to_f64(&t)?;
+        if let Some(index) = host.iter().position(|x| !x.is_finite()) {
+            return Err(PolicyError::NonFiniteTensor {
+                path: p,
+                name: name.clone(),
+                index,
+                value: host[index],
             });
         }
         values.push(t);

@@ -192,3 +192,42 @@ fn mismatched_files_are_typed_errors_and_change_nothing() {
         PolicyError::File { .. }
     ));
 }
+
+/// A parameter file with a NaN (or an infinity) in one tensor is refused,
+/// naming the tensor and the element, and the network is left unchanged.
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let cfg = MlpConfig::default();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let src =
+            CategoricalPolicy::new(4, 2, &cfg, DType::F32, &Device::Cpu, &mut rng(2)).expect("c");
+        // Poison one element of the second layer's bias, then save.
+        for (name, var) in src.named_vars() {
+            if name == "policy.1.bias" {
+                let mut v: Vec<f32> = var.as_tensor().to_vec1().expect("bias");
+                v[3] = bad;
+                let t = candle_core::Tensor::from_vec(v, var.dims(), &Device::Cpu).expect("t");
+                var.set(&t).expect("set");
+            }
+        }
+        let path = tmp("non-finite.safetensors");
+        src.save(&path).expect("save");
+        let mut dst =
+            CategoricalPolicy::new(4, 2, &cfg, DType::F32, &Device::Cpu, &mut rng(3)).expect("d");
+        match load_fails(&mut dst, &path) {
+            PolicyError::NonFiniteTensor {
+                name, index, value, ..
+            } => {
+                assert_eq!(name, "policy.1.bias");
+                assert_eq!(index, 3);
+                assert_eq!(value.is_nan(), bad.is_nan());
+            }
+            e => panic!("expected NonFiniteTensor, got {e}"),
+        }
+        let msg = load_fails(&mut dst, &path).to_string();
+        assert!(
+            msg.contains("policy.1.bias") && msg.contains("non-finite"),
+            "{msg}"
+        );
+    }
+}

@@ -250,12 +250,24 @@ fn check_fits(dir: &Path, meta: &CheckpointMeta, trainer: &Trainer) -> Result<()
     }
 }
 
+/// Load the parameter file `file` of checkpoint `dir` with `load`. A file
+/// that cannot be read, does not match the network or holds a non-finite
+/// value is a bad checkpoint ([`RunnerError::Checkpoint`], a usage error:
+/// exit status 2), like every other checkpoint mismatch.
+fn load_weights(
+    dir: &Path,
+    file: &str,
+    load: impl FnOnce(&Path) -> klrl_policy::Result<()>,
+) -> Result<()> {
+    load(&dir.join(file)).map_err(|e| RunnerError::checkpoint(dir, e.to_string()))
+}
+
 /// Load only what acting needs — the policy and the observation normaliser —
 /// into `trainer` (for evaluation).
 pub fn load_policy(dir: &Path, trainer: &mut Trainer) -> Result<CheckpointMeta> {
     let meta = read_meta(dir)?;
     check_fits(dir, &meta, trainer)?;
-    trainer.policy.load(&dir.join("policy.safetensors"))?;
+    load_weights(dir, "policy.safetensors", |p| trainer.policy.load(p))?;
     let bag = read_bag(&dir.join("state.safetensors"))?;
     let obs_dim = trainer.venv.obs_dim();
     trainer.collector.obs_norm =
@@ -279,8 +291,8 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<(RunState, bool)> {
             ),
         ));
     }
-    trainer.policy.load(&dir.join("policy.safetensors"))?;
-    trainer.value.load(&dir.join("value.safetensors"))?;
+    load_weights(dir, "policy.safetensors", |p| trainer.policy.load(p))?;
+    load_weights(dir, "value.safetensors", |p| trainer.value.load(p))?;
     let bag = read_bag(&dir.join("state.safetensors"))?;
 
     let mut algo = AlgoState::new(&meta.algo);
