@@ -524,9 +524,9 @@ impl Env for MovieRec {
         self.params.mask_repeats.then_some(&self.allowed[..])
     }
 
-    /// State: floats = tastes ‖ mix_logits ‖ mix_probs ‖ context ‖ [drift];
-    /// ints = [segment (u64::MAX before the first reset), t] ‖ genre_counts;
-    /// flags = [needs_reset] ‖ allowed; RNGs = [user, drift]. The world's
+    /// State: floats = tastes ‖ mix_logits ‖ mix_probs ‖ context ‖ \[drift\];
+    /// ints = \[segment (u64::MAX before the first reset), t\] ‖ genre_counts;
+    /// flags = \[needs_reset\] ‖ allowed; RNGs = \[user, drift\]. The world's
     /// fixed parts (features, genres, biases) come from `world_seed`.
     fn snapshot(&self) -> Option<EnvSnapshot> {
         let mut s = EnvSnapshot::new(self.name);

@@ -679,7 +679,7 @@ impl Env for TabularMdp {
         &self.action_space
     }
 
-    /// State: ints = [state], flags = [needs_reset], the RNG.
+    /// State: ints = \[state\], flags = \[needs_reset\], the RNG.
     fn snapshot(&self) -> Option<EnvSnapshot> {
         let mut s = EnvSnapshot::new(&self.name);
         s.ints = vec![self.state as u64];

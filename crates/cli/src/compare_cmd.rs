@@ -21,7 +21,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 3, value_name = "N")]
     seeds: u64,
     /// Output directory (must not exist or be empty). Default:
-    /// runs/compare-<timestamp>.
+    /// `runs/compare-<timestamp>`.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Override a value in every config, e.g. --set train.total_steps=20000 (repeatable).

@@ -21,7 +21,7 @@ pub struct TrainArgs {
     /// The config (TOML). Default: the built-in PPO with a hard KL limit (max_kl 0.01) on CartPole-v1.
     config: Option<PathBuf>,
     /// The run directory (must not exist or be empty). Default:
-    /// runs/<env>-<algo>-<timestamp>-s<seed>.
+    /// `runs/<env>-<algo>-<timestamp>-s<seed>`.
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Override train.seed.

@@ -42,7 +42,7 @@ impl AdaptiveBeta {
 
 /// β as the Lagrange multiplier of the constraint Ê[KL(π_old ‖ π_θ)] ≤ d_targ.
 ///
-/// PPO's penalised objective L(θ) − β Ê[KL] is the Lagrangian of
+/// PPO's penalised objective L(θ) − β Ê\[KL\] is the Lagrangian of
 /// max_θ L(θ) subject to Ê[KL(π_old ‖ π_θ)] ≤ d_targ (Schulman et al. 2017,
 /// §4, who motivate the penalty by this constraint). Dual ascent moves the
 /// multiplier along the dual gradient, the constraint's violation d − d_targ

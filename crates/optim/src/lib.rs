@@ -3,7 +3,7 @@
 //! the policies of `klrl-policy` and the environments of `klrl-envs`.
 //!
 //! The path of data: [`VecEnv`](klrl_envs::VecEnv) → [`rollout::Collector`]
-//! → [`gae`] → [`Algorithm::update`](algorithm::Algorithm::update) →
+//! → [`gae`] → [`Algorithm::update`] →
 //! [`diagnostics::UpdateDiagnostics`]. [`trainer::Trainer`] runs that loop.
 //!
 //! Not here: logging, checkpoint files and the command line (the `klrl`

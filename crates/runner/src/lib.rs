@@ -6,7 +6,7 @@
 //! - [`run::Run`]: a run directory with `config.toml`, `metrics.csv`,
 //!   TensorBoard event files, [`checkpoint`]s and `summary.json`; resume.
 //! - [`eval`]: evaluate a run or checkpoint.
-//! - [`bench`]: end-to-end training benchmarks (wall time, phases, time to
+//! - [`mod@bench`]: end-to-end training benchmarks (wall time, phases, time to
 //!   the reward threshold).
 //! - [`compare`]: every config × seed in parallel, a markdown summary and
 //!   PNG plots ([`plot`]).
