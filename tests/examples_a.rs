@@ -1,24 +1,15 @@
 //! Runs the examples `cartpole_ppo`, `bandit_trpo`, `custom_env` and
 //! `distill` in their quick mode (`KLRL_EXAMPLE_QUICK=1`, a second or two
-//! each) through `cargo run --release --example`, and checks the numbers on
+//! each; the binaries `cargo test` built, see `common`), and checks the numbers on
 //! their last line (`final: key=value …`), so the examples cannot rot.
 
 use std::collections::HashMap;
-use std::process::Command;
+
+mod common;
 
 /// Run example `name` in quick mode and return the values of its `final:` line.
 fn run_quick(name: &str) -> HashMap<String, f64> {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "klrl",
-            "--example",
-            name,
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let out = common::example(name)
         .env("KLRL_EXAMPLE_QUICK", "1")
         .output()
         .expect("cargo can be started");

@@ -2,10 +2,12 @@
 //! (`KLRL_EXAMPLE_QUICK=1`) into a temporary directory: they must finish,
 //! write decodable PNGs and print sane numbers, so they cannot rot.
 //!
-//! Each example is run as `cargo run --release --example NAME -- OUT`.
+//! Each example is run as `NAME OUT` (the binary `cargo test` built, see
+//! `common`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
 
 /// A fresh directory under the system temp dir (removed by the test on
 /// success).
@@ -23,10 +25,8 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Run example `name` in quick mode with output directory `out`; its stdout.
 fn run_example(name: &str, out: &Path) -> String {
-    let output = Command::new(env!("CARGO"))
-        .args(["run", "--release", "--quiet", "--example", name, "--"])
+    let output = common::example(name)
         .arg(out)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("KLRL_EXAMPLE_QUICK", "1")
         .output()
         .expect("cargo runs");
