@@ -425,26 +425,48 @@ impl KlLimit {
     }
 }
 
-impl AlgoConfig {
-    /// The limit an update of this algorithm is held to (or steered toward):
-    /// the projection's per-state ε; a hard `max_kl` (PPO, vanilla PG) or
-    /// TRPO's δ; PPO's `kl_target` for the penalties; NPG's δ as a target
-    /// (the full natural step is not checked); `None` for PPO-clip and
-    /// vanilla PG without a limit.
+impl PpoConfig {
+    /// The projection's per-state ε; else a hard `max_kl` on the mean; else,
+    /// for the penalties, `kl_target` as a target; `None` for plain clip.
     pub fn kl_limit(&self) -> Option<KlLimit> {
         let limit = |value, kind| Some(KlLimit { value, kind });
+        if self.objective.projects() {
+            return self.proj_eps.and_then(|e| limit(e, KlLimitKind::PerState));
+        }
+        match self.max_kl {
+            Some(m) => limit(m, KlLimitKind::Mean),
+            None if self.objective.penalises() => limit(self.kl_target, KlLimitKind::Target),
+            None => None,
+        }
+    }
+}
+
+impl PgConfig {
+    /// A hard `max_kl` on the mean, if set.
+    pub fn kl_limit(&self) -> Option<KlLimit> {
+        self.max_kl.map(|value| KlLimit {
+            value,
+            kind: KlLimitKind::Mean,
+        })
+    }
+}
+
+impl AlgoConfig {
+    /// The limit an update of this algorithm is held to (or steered toward):
+    /// PPO's and vanilla PG's (their `kl_limit`); TRPO's δ as a hard bound;
+    /// NPG's δ as a target (the full natural step is not checked).
+    pub fn kl_limit(&self) -> Option<KlLimit> {
         match self {
-            AlgoConfig::Ppo(p) if p.objective.projects() => {
-                p.proj_eps.and_then(|e| limit(e, KlLimitKind::PerState))
-            }
-            AlgoConfig::Ppo(p) => match p.max_kl {
-                Some(m) => limit(m, KlLimitKind::Mean),
-                None if p.objective.penalises() => limit(p.kl_target, KlLimitKind::Target),
-                None => None,
-            },
-            AlgoConfig::Trpo(t) => limit(t.max_kl, KlLimitKind::Mean),
-            AlgoConfig::Npg(t) => limit(t.max_kl, KlLimitKind::Target),
-            AlgoConfig::VanillaPg(p) => p.max_kl.and_then(|m| limit(m, KlLimitKind::Mean)),
+            AlgoConfig::Ppo(p) => p.kl_limit(),
+            AlgoConfig::VanillaPg(p) => p.kl_limit(),
+            AlgoConfig::Trpo(t) => Some(KlLimit {
+                value: t.max_kl,
+                kind: KlLimitKind::Mean,
+            }),
+            AlgoConfig::Npg(t) => Some(KlLimit {
+                value: t.max_kl,
+                kind: KlLimitKind::Target,
+            }),
         }
     }
 }

@@ -30,6 +30,7 @@ use klrl_policy::{Dist, Policy};
 
 use crate::adam::Adam;
 use crate::batch::MiniBatch;
+use crate::config::{KlLimit, KlLimitKind};
 use crate::error::{OptimError, Result};
 use crate::measure::{max, mean, per_state_kl};
 
@@ -43,15 +44,6 @@ pub const GOOD_ENOUGH: f64 = 0.8;
 /// Forward passes the search may spend (after the one at α = 1).
 pub const MAX_EVALS: usize = 10;
 
-/// Which statistic of the per-state KL the limit bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bound {
-    /// The mean over the batch states (TRPO's constraint, `max_kl`).
-    Mean,
-    /// Every state (the projection's ε).
-    PerState,
-}
-
 /// What the search did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitOutcome {
@@ -62,14 +54,15 @@ pub struct LimitOutcome {
     pub evals: usize,
 }
 
-/// The statistic `bound` of the KL between `old` and the current policy over
-/// the states of `full`.
-fn kl_at(policy: &dyn Policy, full: &MiniBatch, old: &Dist, bound: Bound) -> Result<f64> {
+/// The statistic of the KL between `old` and the current policy over the
+/// states of `full` that a limit of `kind` bounds: the largest per-state
+/// value for a per-state bound, the mean otherwise.
+fn kl_at(policy: &dyn Policy, full: &MiniBatch, old: &Dist, kind: KlLimitKind) -> Result<f64> {
     let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
     let kl = per_state_kl(old, &new)?;
-    Ok(match bound {
-        Bound::Mean => mean(&kl),
-        Bound::PerState => max(&kl),
+    Ok(match kind {
+        KlLimitKind::PerState => max(&kl),
+        KlLimitKind::Mean | KlLimitKind::Target => mean(&kl),
     })
 }
 
@@ -88,11 +81,11 @@ pub fn enforce(
     theta_old: &[f64],
     full: &MiniBatch,
     old: &Dist,
-    limit: f64,
-    bound: Bound,
+    limit: KlLimit,
     update: u64,
 ) -> Result<LimitOutcome> {
-    let kl_full = kl_at(policy, full, old, bound)?;
+    let (kind, limit) = (limit.kind, limit.value);
+    let kl_full = kl_at(policy, full, old, kind)?;
     if kl_full <= limit {
         return Ok(LimitOutcome {
             step_frac: 1.0,
@@ -137,7 +130,7 @@ pub fn enforce(
         let alpha = guess.clamp(lo + 0.05 * width, hi - 0.05 * width);
         let candidate = at(alpha);
         policy.set_flat(&candidate)?;
-        let kl = kl_at(policy, full, old, bound)?;
+        let kl = kl_at(policy, full, old, kind)?;
         evals += 1;
         if kl <= limit {
             (lo, g_lo) = (alpha, kl.sqrt());
@@ -183,25 +176,27 @@ pub fn enforce(
 /// first in [`crate::losses::trainable_vars`]), taken before the steps.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    limit: f64,
-    bound: Bound,
+    limit: KlLimit,
     theta_old: Vec<f64>,
     adam_m: Vec<f64>,
     adam_v: Vec<f64>,
 }
 
 impl Guard {
-    /// Arm `limit` (what it bounds: `bound`) before an update's steps.
-    pub fn arm(policy: &dyn Policy, adam: &Adam, limit: f64, bound: Bound) -> Result<Self> {
+    /// Arm `limit` before an update's steps, if it is a hard one (a target
+    /// is steered toward, not enforced: `None`, as without a limit).
+    pub fn arm(policy: &dyn Policy, adam: &Adam, limit: Option<KlLimit>) -> Result<Option<Self>> {
+        let Some(limit) = limit.filter(KlLimit::is_hard) else {
+            return Ok(None);
+        };
         let theta_old = policy.get_flat()?;
         let k = theta_old.len();
-        Ok(Guard {
+        Ok(Some(Guard {
             limit,
-            bound,
             adam_m: adam.m[..k].to_vec(),
             adam_v: adam.v[..k].to_vec(),
             theta_old,
-        })
+        }))
     }
 
     /// After the steps: [`enforce`] the limit; when θ_old is restored, the
@@ -223,15 +218,7 @@ impl Guard {
             adam.m[..k].copy_from_slice(&self.adam_m);
             adam.v[..k].copy_from_slice(&self.adam_v);
         };
-        match enforce(
-            policy,
-            &self.theta_old,
-            full,
-            old,
-            self.limit,
-            self.bound,
-            update,
-        ) {
+        match enforce(policy, &self.theta_old, full, old, self.limit, update) {
             Ok(outcome) => {
                 if outcome.step_frac == 0.0 {
                     restore(adam);

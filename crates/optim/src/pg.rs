@@ -18,7 +18,7 @@ use crate::batch::{Batch, MiniBatch};
 use crate::config::PgConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::kl_limit::{Bound, Guard};
+use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{diagnostics_from, measure_update};
 use crate::rollout::candle_err;
@@ -150,10 +150,7 @@ impl Algorithm for VanillaPg {
         let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
         let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
-        let guard = match c.max_kl {
-            Some(limit) => Some(Guard::arm(policy, &self.adam, limit, Bound::Mean)?),
-            None => None,
-        };
+        let guard = Guard::arm(policy, &self.adam, c.kl_limit())?;
         let (host, grad_norm) = if value.is_shared() {
             // The value loss reaches the shared trunk: one backward through everything.
             let loss = self.loss(policy, value, &mb)?;
@@ -182,7 +179,7 @@ impl Algorithm for VanillaPg {
         let kl = measure_update(policy, &mb, &old_dist)?;
         let mut d = diagnostics_from(&kl);
         d.step_frac = step_frac;
-        d.kl_limit = c.max_kl.unwrap_or(f64::NAN);
+        d.kl_limit = c.kl_limit().map_or(f64::NAN, |l| l.value);
         d.policy_loss = host[1];
         d.value_loss = host[2];
         d.explained_var = explained_var;

@@ -38,7 +38,7 @@ use crate::beta::{AdaptiveBeta, DualBeta};
 use crate::config::PpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::kl_limit::{Bound, Guard};
+use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
 use crate::rollout::candle_err;
@@ -94,17 +94,6 @@ impl Ppo {
     /// The configuration.
     pub fn config(&self) -> &PpoConfig {
         &self.config
-    }
-
-    /// The hard limit enforced after the epochs and what it bounds: the
-    /// projection's ε on every state, or `max_kl` on the mean.
-    fn hard_limit(&self) -> Option<(f64, Bound)> {
-        let c = &self.config;
-        if c.objective.projects() {
-            c.proj_eps.map(|e| (e, Bound::PerState))
-        } else {
-            c.max_kl.map(|m| (m, Bound::Mean))
-        }
     }
 
     /// PPO's loss on the minibatch `mb`, with `old` the distributions of
@@ -444,11 +433,7 @@ impl Algorithm for Ppo {
         let full = batch.minibatch(policy, None, false)?;
         let old_dist = policy.dist(&full.obs, full.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
-        let limit = self.hard_limit();
-        let guard = match limit {
-            Some((l, bound)) => Some(Guard::arm(policy, &self.adam, l, bound)?),
-            None => None,
-        };
+        let guard = Guard::arm(policy, &self.adam, c.kl_limit())?;
         let dual = DualBeta {
             kl_target: c.kl_target,
             lr: c.dual_lr,
@@ -573,9 +558,7 @@ impl Algorithm for Ppo {
         d.grad_norm = grad_norm;
         d.accepted = if step_frac == 0.0 { 0.0 } else { 1.0 };
         d.step_frac = step_frac;
-        d.kl_limit = crate::config::AlgoConfig::Ppo(c.clone())
-            .kl_limit()
-            .map_or(f64::NAN, |l| l.value);
+        d.kl_limit = c.kl_limit().map_or(f64::NAN, |l| l.value);
         d.lr = lr;
         d.epochs_run = steps as f64 / per_epoch as f64;
         Ok(d)
