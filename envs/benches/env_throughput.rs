@@ -40,7 +40,7 @@ fn bench_venv<E: Env>(c: &mut Criterion, group: &str, label: &str, mut venv: Vec
 
 fn cartpole(c: &mut Criterion) {
     // The floor: one bare CartPole stepped directly, resetting on termination.
-    let mut env = CartPole::new(CartPoleParams::default());
+    let mut env = CartPole::new(CartPoleParams::default()).unwrap();
     let mut obs = Vec::with_capacity(4);
     env.reset(Some(0), &mut obs).unwrap();
     let table = random_actions(2, 65_536);
@@ -59,7 +59,9 @@ fn cartpole(c: &mut Criterion) {
     g.finish();
     for n in [1, 8, 64] {
         let envs = (0..n)
-            .map(|_| TimeLimit::new(CartPole::new(CartPoleParams::default()), 500).unwrap())
+            .map(|_| {
+                TimeLimit::new(CartPole::new(CartPoleParams::default()).unwrap(), 500).unwrap()
+            })
             .collect();
         bench_venv(c, "cartpole", "concrete", VecEnv::new(envs).unwrap());
         let registry = Registry::builtin();

@@ -127,7 +127,7 @@ fn builtin_specs() -> Vec<EnvSpec> {
             "Balance a pole on a cart (Gymnasium CartPole-v1 port); 2 actions, 4-d observation",
             Some(CartPole::MAX_EPISODE_STEPS),
             Some(CartPole::REWARD_THRESHOLD),
-            |p| Ok(Box::new(CartPole::new(parse_params(CartPole::NAME, p)?))),
+            |p| Ok(Box::new(CartPole::new(parse_params(CartPole::NAME, p)?)?)),
         ),
         registry::spec(
             Acrobot::NAME,

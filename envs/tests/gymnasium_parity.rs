@@ -15,7 +15,9 @@
 //!
 //! Python is not needed to run it.
 
-use klrl_envs::{parse_params, Acrobot, Action, CartPole, Env, EnvError, MountainCar, Pendulum};
+use klrl_envs::{
+    parse_params, Acrobot, Action, CartPole, CartPoleParams, Env, EnvError, MountainCar, Pendulum,
+};
 use serde::Deserialize;
 
 const FIXTURE: &str = include_str!("fixtures/classic_control.json");
@@ -95,7 +97,7 @@ enum Port {
 impl Port {
     fn new(name: &str, params: &toml::Table) -> Result<Port, EnvError> {
         Ok(match name {
-            CartPole::NAME => Port::CartPole(CartPole::new(parse_params(name, params)?)),
+            CartPole::NAME => Port::CartPole(CartPole::new(parse_params(name, params)?)?),
             Acrobot::NAME => Port::Acrobot(Acrobot::new(parse_params(name, params)?)),
             MountainCar::NAME => Port::MountainCar(MountainCar::new(parse_params(name, params)?)?),
             Pendulum::NAME => Port::Pendulum(Pendulum::new(parse_params(name, params)?)?),
@@ -139,6 +141,8 @@ struct Worst {
     obs: f64,
     reward: f64,
     bitwise_state_steps: usize,
+    /// Steps at which state, observation and reward were all bit-identical.
+    bitwise_steps: usize,
 }
 
 fn scaled(got: f64, want: f64) -> f64 {
@@ -189,6 +193,9 @@ fn replay(case: &Case, worst: &mut Worst) {
         }
         worst.bitwise_state_steps += bitwise as usize;
         let want = &case.observations[t];
+        bitwise &= obs.iter().zip(want).all(|(&g, &w)| g as f64 == w);
+        bitwise &= step.reward == case.rewards[t];
+        worst.bitwise_steps += bitwise as usize;
         assert_eq!(obs.len(), want.len(), "{ctx} step {t}: observation length");
         for (i, (&g, &w)) in obs.iter().zip(want).enumerate() {
             let d = scaled(g as f64, w);
@@ -244,9 +251,9 @@ fn load() -> Fixture {
     fixture
 }
 
-/// Replay every case of `env` accepted by `select`; there must be at least
-/// `min_cases`. Prints the largest deviations (visible with `--nocapture`).
-fn check_env(env: &str, min_cases: usize) {
+/// Replay every case of `env`; there must be at least `min_cases`. Prints the
+/// largest deviations (visible with `--nocapture`) and returns them.
+fn check_env(env: &str, min_cases: usize) -> Worst {
     let fixture = load();
     let cases: Vec<&Case> = fixture.cases.iter().filter(|c| c.env == env).collect();
     assert!(
@@ -268,6 +275,7 @@ fn check_env(env: &str, min_cases: usize) {
         worst.reward,
         worst.bitwise_state_steps
     );
+    worst
 }
 
 #[test]
@@ -285,12 +293,47 @@ fn pendulum_matches_gymnasium() {
     check_env(Pendulum::NAME, 5);
 }
 
-/// All CartPole cases, including two 450–500-step balancing runs, where the
+/// All CartPole cases, including 450–500-step balancing runs, where the
 /// unstable pole amplifies any last-bit difference (the port therefore keeps
-/// Gymnasium's operation order: θ̇² and cos²θ are squared first).
+/// Gymnasium's operation order: θ̇² and cos²θ are squared first), with default
+/// and non-default physical constants: bit for bit at every step.
 #[test]
 fn cartpole_matches_gymnasium() {
-    check_env(CartPole::NAME, 5);
+    let worst = check_env(CartPole::NAME, 5);
+    assert_eq!(worst.bitwise_steps, worst.steps, "not bit-identical");
+}
+
+/// The fixture sets every physical constant of CartPole to a non-default
+/// value in some case that runs for hundreds of steps, so the parity test
+/// checks that each one enters the dynamics where Gymnasium's does.
+#[test]
+fn cartpole_constants_are_in_the_fixture() {
+    let fixture = load();
+    let d = CartPoleParams::default();
+    let defaults = [
+        ("gravity", d.gravity),
+        ("masscart", d.masscart),
+        ("masspole", d.masspole),
+        ("length", d.length),
+        ("force_mag", d.force_mag),
+        ("tau", d.tau),
+    ];
+    for (name, default) in defaults {
+        let longest = fixture
+            .cases
+            .iter()
+            .filter(|c| c.env == CartPole::NAME)
+            .filter(|c| {
+                let v = params_table(c).get(name).and_then(|v| v.as_float());
+                v.is_some_and(|v| v != default)
+            })
+            .map(|c| c.states.len())
+            .max();
+        assert!(
+            longest.is_some_and(|n| n >= 300),
+            "{name}: longest non-default case {longest:?} steps"
+        );
+    }
 }
 
 #[test]

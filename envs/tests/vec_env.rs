@@ -7,7 +7,7 @@ use klrl_envs::{
 };
 
 fn cartpole_limited(limit: u64) -> TimeLimit<CartPole> {
-    TimeLimit::new(CartPole::new(CartPoleParams::default()), limit).unwrap()
+    TimeLimit::new(CartPole::new(CartPoleParams::default()).unwrap(), limit).unwrap()
 }
 
 /// A fixed, state-dependent action sequence that keeps episodes going for a while.
@@ -21,7 +21,7 @@ fn copy_i_is_seeded_with_seed_plus_i() {
     let mut venv = VecEnv::new((0..3).map(|_| cartpole_limited(500)).collect()).unwrap();
     venv.reset(Some(40)).unwrap();
     for i in 0..3 {
-        let mut single = CartPole::new(CartPoleParams::default());
+        let mut single = CartPole::new(CartPoleParams::default()).unwrap();
         let mut obs = Vec::new();
         single.reset(Some(40 + i as u64), &mut obs).unwrap();
         assert_eq!(&venv.observations()[i * 4..(i + 1) * 4], &obs[..]);
