@@ -1,6 +1,7 @@
-//! What the classic-control ports (CartPole, Acrobot, MountainCar, Pendulum)
-//! share besides their physics: re-seeding, the checks before a step, and
-//! exact snapshots of `(state, needs_reset, rng)`.
+//! What the classic-control ports (CartPole, Acrobot, MountainCar,
+//! MountainCarContinuous, Pendulum) share besides their physics: re-seeding,
+//! the checks before a step, and exact snapshots of `(state, needs_reset,
+//! rng)` (MountainCarContinuous has one more flag and writes its own).
 
 use rand::SeedableRng;
 

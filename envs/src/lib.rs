@@ -7,9 +7,9 @@
 //!   autoreset that hands back the final observation of a finished episode.
 //! - [`Registry`]: build environments by name from a parameter table.
 //! - Built-in environments: the classic-control ports `CartPole-v1`,
-//!   `Acrobot-v1`, `MountainCar-v0`, `Pendulum-v1` (verified step by step
-//!   against Gymnasium), the movie-recommendation bandit, and a tabular MDP
-//!   with closed-form values.
+//!   `Acrobot-v1`, `MountainCar-v0`, `MountainCarContinuous-v0`,
+//!   `Pendulum-v1` (verified step by step against Gymnasium), the
+//!   movie-recommendation bandit, and a tabular MDP with closed-form values.
 //!
 //! Not here: anything that learns (see `klrl-policy` and `klrl-optim`).
 //!
@@ -89,6 +89,7 @@ mod bandit;
 mod cartpole;
 mod checked;
 mod classic;
+mod continuous_mountain_car;
 mod env;
 mod episode_statistics;
 mod error;
@@ -104,6 +105,7 @@ pub use acrobot::{Acrobot, AcrobotParams};
 pub use bandit::{MovieRec, MovieRecParams};
 pub use cartpole::{CartPole, CartPoleParams};
 pub use checked::Checked;
+pub use continuous_mountain_car::{MountainCarContinuous, MountainCarContinuousParams};
 pub use env::{Env, EnvSnapshot, EpisodeRecord, RngState, Step, StepInfo};
 pub use episode_statistics::RecordEpisodeStatistics;
 pub use error::EnvError;
@@ -142,6 +144,16 @@ fn builtin_specs() -> Vec<EnvSpec> {
             Some(MountainCar::MAX_EPISODE_STEPS),
             Some(MountainCar::REWARD_THRESHOLD),
             |p| Ok(Box::new(MountainCar::new(parse_params(MountainCar::NAME, p)?)?)),
+        ),
+        registry::spec(
+            MountainCarContinuous::NAME,
+            "Drive an under-powered car up a hill with a continuous engine (Gymnasium MountainCarContinuous-v0 port); force in [-1, 1], 2-d observation",
+            Some(MountainCarContinuous::MAX_EPISODE_STEPS),
+            Some(MountainCarContinuous::REWARD_THRESHOLD),
+            |p| {
+                let params = parse_params(MountainCarContinuous::NAME, p)?;
+                Ok(Box::new(MountainCarContinuous::new(params)?))
+            },
         ),
         registry::spec(
             Pendulum::NAME,

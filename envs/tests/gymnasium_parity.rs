@@ -16,7 +16,8 @@
 //! Python is not needed to run it.
 
 use klrl_envs::{
-    parse_params, Acrobot, Action, CartPole, CartPoleParams, Env, EnvError, MountainCar, Pendulum,
+    parse_params, Acrobot, Action, CartPole, CartPoleParams, Env, EnvError, MountainCar,
+    MountainCarContinuous, Pendulum,
 };
 use serde::Deserialize;
 
@@ -40,7 +41,10 @@ struct Case {
     label: String,
     #[serde(deserialize_with = "floats")]
     initial_state: Vec<f64>,
-    /// Integers (discrete) or repr strings (Pendulum's float32 torques).
+    /// Gymnasium held the initial state as float32 (MountainCarContinuous).
+    #[serde(default)]
+    initial_state_float32: bool,
+    /// Integers (discrete) or repr strings (float32 torques and forces).
     actions: Vec<serde_json::Value>,
     #[serde(deserialize_with = "float_rows")]
     states: Vec<Vec<f64>>,
@@ -91,6 +95,7 @@ enum Port {
     CartPole(CartPole),
     Acrobot(Acrobot),
     MountainCar(MountainCar),
+    MountainCarContinuous(MountainCarContinuous),
     Pendulum(Pendulum),
 }
 
@@ -100,6 +105,9 @@ impl Port {
             CartPole::NAME => Port::CartPole(CartPole::new(parse_params(name, params)?)?),
             Acrobot::NAME => Port::Acrobot(Acrobot::new(parse_params(name, params)?)),
             MountainCar::NAME => Port::MountainCar(MountainCar::new(parse_params(name, params)?)?),
+            MountainCarContinuous::NAME => Port::MountainCarContinuous(MountainCarContinuous::new(
+                parse_params(name, params)?,
+            )?),
             Pendulum::NAME => Port::Pendulum(Pendulum::new(parse_params(name, params)?)?),
             other => panic!("fixture names an unknown environment {other}"),
         })
@@ -110,16 +118,33 @@ impl Port {
             Port::CartPole(e) => e,
             Port::Acrobot(e) => e,
             Port::MountainCar(e) => e,
+            Port::MountainCarContinuous(e) => e,
             Port::Pendulum(e) => e,
         }
     }
 
-    fn set_state(&mut self, s: &[f64]) {
+    fn set_state(&mut self, s: &[f64], float32: bool) {
+        if let Port::MountainCarContinuous(e) = self {
+            let s: [f64; 2] = s.try_into().expect("2 state values");
+            if float32 {
+                let s32 = s.map(|x| x as f32);
+                assert_eq!(s32.map(f64::from), s, "initial state not float32");
+                e.set_state_f32(s32);
+            } else {
+                e.set_state(s);
+            }
+            return;
+        }
+        assert!(
+            !float32,
+            "float32 initial states are for MountainCarContinuous"
+        );
         match self {
             Port::CartPole(e) => e.set_state(s.try_into().expect("4 state values")),
             Port::Acrobot(e) => e.set_state(s.try_into().expect("4 state values")),
             Port::MountainCar(e) => e.set_state(s.try_into().expect("2 state values")),
             Port::Pendulum(e) => e.set_state(s.try_into().expect("2 state values")),
+            Port::MountainCarContinuous(_) => unreachable!("handled above"),
         }
     }
 
@@ -128,6 +153,7 @@ impl Port {
             Port::CartPole(e) => e.state().to_vec(),
             Port::Acrobot(e) => e.state().to_vec(),
             Port::MountainCar(e) => e.state().to_vec(),
+            Port::MountainCarContinuous(e) => e.state().to_vec(),
             Port::Pendulum(e) => e.state().to_vec(),
         }
     }
@@ -153,7 +179,7 @@ fn replay(case: &Case, worst: &mut Worst) {
     let ctx = format!("{} [{}]", case.env, case.label);
     let mut port =
         Port::new(&case.env, &params_table(case)).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-    port.set_state(&case.initial_state);
+    port.set_state(&case.initial_state, case.initial_state_float32);
     assert_eq!(port.state(), case.initial_state, "{ctx}: set_state");
     let mut obs = Vec::new();
     let n = case.states.len();
@@ -166,7 +192,7 @@ fn replay(case: &Case, worst: &mut Worst) {
                 Action::Discrete(x.as_u64().unwrap() as usize)
             }
             serde_json::Value::String(x) => {
-                // A float32 torque, written as its exact float64 value.
+                // A float32 torque or force, written as its exact float64 value.
                 let x = parse_float(x);
                 f32_action = [x as f32];
                 assert_eq!(f32_action[0] as f64, x, "{ctx}: action not a float32");
@@ -234,7 +260,7 @@ fn replay(case: &Case, worst: &mut Worst) {
 
 /// A valid action for the case's environment (to step past termination).
 fn case_action_again(case: &Case) -> Action<'static> {
-    if case.env == Pendulum::NAME {
+    if case.env == Pendulum::NAME || case.env == MountainCarContinuous::NAME {
         Action::Continuous(&[0.0])
     } else {
         Action::Discrete(0)
@@ -334,6 +360,33 @@ fn cartpole_constants_are_in_the_fixture() {
             "{name}: longest non-default case {longest:?} steps"
         );
     }
+}
+
+/// MountainCarContinuous from float64 states (reset, set) and the float32
+/// states a step leaves, random forces at and inside the bounds, the pumping
+/// policy that reaches the goal (reward 100 − 0.1u²), and float32 states
+/// crafted so that the goal comparisons only pass in float32, as numpy makes
+/// them: bit for bit at every step.
+#[test]
+fn mountain_car_continuous_matches_gymnasium() {
+    let worst = check_env(MountainCarContinuous::NAME, 8);
+    assert_eq!(worst.bitwise_steps, worst.steps, "not bit-identical");
+    let fixture = load();
+    let cases: Vec<&Case> = fixture
+        .cases
+        .iter()
+        .filter(|c| c.env == MountainCarContinuous::NAME)
+        .collect();
+    let reached = cases
+        .iter()
+        .filter(|c| c.terminated.contains(&true))
+        .count();
+    let float32 = cases.iter().filter(|c| c.initial_state_float32).count();
+    let full = cases.iter().filter(|c| c.states.len() == 999).count();
+    assert!(
+        reached >= 4 && float32 >= 2 && full >= 3,
+        "{reached} {float32} {full}"
+    );
 }
 
 #[test]

@@ -71,6 +71,7 @@ fn cases() -> Vec<(&'static str, toml::Table)> {
         ("CartPole-v1", t("")),
         ("Acrobot-v1", t("")),
         ("MountainCar-v0", t("max_episode_steps = 30")),
+        ("MountainCarContinuous-v0", t("max_episode_steps = 40")),
         ("Pendulum-v1", t("max_episode_steps = 25")),
         ("MovieRec-v0", t("drift = 0.05")),
         ("MovieRecSession-v0", t("drift = 0.02\nmask_repeats = true")),
