@@ -1,25 +1,29 @@
-//! The diagonal Gaussian policy for continuous actions, with a
+//! The diagonal Gaussian policy for continuous actions: by default with a
 //! state-independent log standard deviation (Schulman et al. 2015, TRPO §8;
-//! Spinning Up's `MLPGaussianActor`).
+//! Spinning Up's `MLPGaussianActor`), or with gSDE's state-dependent
+//! exploration ([`crate::gsde`]), or with a state-dependent log-std head
+//! ([`GaussianStd`]).
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use rand_distr::StandardNormal;
 
 use crate::categorical::ActionMask;
 use crate::error::{Context, PolicyError, Result};
 use crate::fisher::FisherOperator;
-use crate::flat::tensor_to_f64;
+use crate::flat::{tensor_from_f64, tensor_to_f64};
+use crate::gsde::{state_log_std, std_matrix_host, GsdeConfig, GsdeLinearization, SdeNoise};
 use crate::init::GAIN_POLICY_HEAD;
 use crate::mlp::{Mlp, MlpConfig};
-use crate::policy::{Dist, Policy};
+use crate::policy::{Actions, Dist, Policy};
 use crate::pullback::OutputPullback;
 
 /// `ln(2π)`.
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
-/// A batch of N diagonal Gaussians `N(μ_s, diag(σ²))` over d-dimensional
-/// actions, with a log standard deviation shared by all states.
+/// A batch of N diagonal Gaussians `N(μ_s, diag(σ_s²))` over d-dimensional
+/// actions, with a log standard deviation shared by all states (`[d]`) or
+/// one per state (`[N, d]`: gSDE, a state-dependent log-std head).
 #[derive(Debug, Clone)]
 pub struct DiagGaussian {
     mean: Tensor,
@@ -28,15 +32,16 @@ pub struct DiagGaussian {
 
 impl DiagGaussian {
     /// The distributions with means `mean [N, d]` and log standard deviations
-    /// `log_std [d]` (shared by all N states). Both are copied (the copies
-    /// stay in the gradient graph), so later changes to the variables they
-    /// came from do not change the distribution.
+    /// `log_std`, either `[d]` (shared by all N states) or `[N, d]` (per
+    /// state). Both are copied (the copies stay in the gradient graph), so
+    /// later changes to the variables they came from do not change the
+    /// distribution.
     ///
-    /// Errors: [`PolicyError::Shape`] unless the shapes are `[N, d]` and `[d]`,
-    /// [`PolicyError::DType`] if their dtypes differ.
+    /// Errors: [`PolicyError::Shape`] unless the shapes are `[N, d]` and
+    /// `[d]` or `[N, d]`, [`PolicyError::DType`] if their dtypes differ.
     pub fn new(mean: &Tensor, log_std: &Tensor) -> Result<Self> {
-        let d = match mean.dims() {
-            &[_, d] if d >= 1 => d,
+        let (n, d) = match mean.dims() {
+            &[n, d] if d >= 1 => (n, d),
             got => {
                 return Err(PolicyError::Shape {
                     what: "mean",
@@ -45,10 +50,10 @@ impl DiagGaussian {
                 })
             }
         };
-        if log_std.dims() != [d] {
+        if log_std.dims() != [d] && log_std.dims() != [n, d] {
             return Err(PolicyError::Shape {
                 what: "log_std",
-                expected: format!("[{d}]"),
+                expected: format!("[{d}] or [{n}, {d}]"),
                 got: log_std.dims().to_vec(),
             });
         }
@@ -74,9 +79,24 @@ impl DiagGaussian {
         &self.mean
     }
 
-    /// Log standard deviations `[d]`.
+    /// Log standard deviations: `[d]` shared by every state, or `[N, d]`
+    /// ([`DiagGaussian::is_state_dependent`]).
     pub fn log_std(&self) -> &Tensor {
         &self.log_std
+    }
+
+    /// Whether each state has its own `log σ` (`log_std` is `[N, d]`).
+    pub fn is_state_dependent(&self) -> bool {
+        self.log_std.rank() == 2
+    }
+
+    /// `Σ_j log σ_j`: a scalar when shared, `[N]` per state.
+    fn sum_log_std(&self) -> candle_core::Result<Tensor> {
+        if self.is_state_dependent() {
+            self.log_std.sum(1)
+        } else {
+            self.log_std.sum_all()
+        }
     }
 
     /// Number of states N.
@@ -116,8 +136,7 @@ impl DiagGaussian {
             .and_then(|x| x.broadcast_mul(&inv_std))
             .ctx(c)?;
         let norm = self
-            .log_std
-            .sum_all()
+            .sum_log_std()
             .and_then(|s| s.affine(1.0, 0.5 * d * LN_2PI))
             .ctx(c)?;
         z.sqr()
@@ -127,11 +146,11 @@ impl DiagGaussian {
             .ctx(c)
     }
 
-    /// Entropy `Σ_j log σ_j + (d/2)(1 + ln 2π)`, the same for every state, `[N]`.
+    /// Entropy `Σ_j log σ_j + (d/2)(1 + ln 2π)` per state, `[N]` (the same
+    /// for every state when σ is shared).
     pub fn entropy(&self) -> Result<Tensor> {
         let d = self.action_dim() as f64;
-        self.log_std
-            .sum_all()
+        self.sum_log_std()
             .and_then(|s| s.affine(1.0, 0.5 * d * (1.0 + LN_2PI)))
             .and_then(|s| s.broadcast_as(self.batch_size()))
             .ctx("gaussian entropy")
@@ -152,6 +171,9 @@ impl DiagGaussian {
             });
         }
         let c = "gaussian kl";
+        if self.is_state_dependent() || other.is_state_dependent() {
+            return self.kl_per_state(other).ctx(c);
+        }
         // 1 / (2σ_q²) = ½ exp(−2 log σ_q)
         let half_inv_var_q = other
             .log_std
@@ -174,6 +196,34 @@ impl DiagGaussian {
             .ctx(c)
     }
 
+    /// The KL with at least one per-state `log σ`: every term `[N, d]`.
+    fn kl_per_state(&self, other: &DiagGaussian) -> candle_core::Result<Tensor> {
+        let shape = self.mean.shape();
+        let lp = self.log_std.broadcast_as(shape)?;
+        let lq = other.log_std.broadcast_as(shape)?;
+        let half_inv_var_q = lq.affine(-2.0, 0.0)?.exp()?.affine(0.5, 0.0)?;
+        let var_p = lp.affine(2.0, 0.0)?.exp()?;
+        let quad = ((&self.mean - &other.mean)?.sqr()? + var_p)?;
+        ((lq - lp)? + (quad * half_inv_var_q)?)?
+            .affine(1.0, -0.5)?
+            .sum(1)
+    }
+
+    /// The distributions at the states `rows` (in that order; `rows` is a
+    /// U32 index tensor), e.g. π_old of a minibatch.
+    ///
+    /// Errors: [`PolicyError::Candle`] for an index out of range.
+    pub fn select_rows(&self, rows: &Tensor) -> Result<Self> {
+        let c = "gaussian rows";
+        let mean = self.mean.index_select(rows, 0).ctx(c)?;
+        let log_std = if self.is_state_dependent() {
+            self.log_std.index_select(rows, 0).ctx(c)?
+        } else {
+            self.log_std.clone()
+        };
+        DiagGaussian::new(&mean, &log_std)
+    }
+
     /// The same distributions without gradient graph (π_old in a KL).
     pub fn detach(&self) -> Self {
         DiagGaussian {
@@ -184,6 +234,9 @@ impl DiagGaussian {
 
     /// Draws `a = μ + σ ⊙ ε`, `ε ~ N(0, I)` from `rng` (state-major, d values
     /// per state), on the host in f64, returned as f32 for the environment.
+    /// For a gSDE policy this draws from the per-state marginal; the
+    /// rollouts' temporally correlated noise is
+    /// [`crate::Policy::sample_with_sde_noise`].
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Vec<f32>> {
         let mean = tensor_to_f64(&self.mean)?;
         let std: Vec<f64> = tensor_to_f64(&self.log_std)?
@@ -191,12 +244,14 @@ impl DiagGaussian {
             .map(f64::exp)
             .collect();
         let d = std.len();
+        let per_state = self.is_state_dependent();
         Ok(mean
             .iter()
             .enumerate()
             .map(|(i, &m)| {
                 let eps: f64 = rng.sample(StandardNormal);
-                (m + std[i % d] * eps) as f32
+                let s = if per_state { std[i] } else { std[i % d] };
+                (m + s * eps) as f32
             })
             .collect())
     }
@@ -210,24 +265,79 @@ impl DiagGaussian {
     }
 }
 
-/// A Gaussian policy `π(a | s) = N(f(s; θ), diag(exp(2 log_std)))`: an
-/// [`Mlp`] gives the mean, and `log_std` is a learned vector that does not
-/// depend on the state, initialised to 0 (σ = 1), as in TRPO §8, Spinning Up
-/// and SB3.
+/// Where a [`DiagGaussianPolicy`]'s standard deviation comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GaussianStd {
+    /// A learned `log σ [d]` shared by every state (TRPO §8, Spinning Up,
+    /// SB3's default). The default.
+    #[default]
+    StateIndependent,
+    /// gSDE ([`crate::gsde`]): `log σ_j(s) = ½ log(Σ_i z_i(s)² σ_ij² + ε)`
+    /// with the learned `log σ` of shape `[latent, d]` (or `[latent, 1]`),
+    /// and rollouts that explore with `μ(s) + θ_εᵀ z(s)`.
+    Gsde(GsdeConfig),
+    /// A state-dependent log-std head: the mean network's head has 2d
+    /// outputs, the first d are the mean and the last d `log σ(s)` (one
+    /// network, as SAC's actor, Haarnoja et al. 2018, §4.2; without SAC's
+    /// clamp of `log σ` to [−20, 2], whose zero derivative outside the box
+    /// would hide those states from the KL and the Fisher). Chosen over a
+    /// separate head so that the hand-written passes stay those of one MLP.
+    StateDependent,
+}
+
+/// How a [`DiagGaussianPolicy`] makes its standard deviation, and its initial value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GaussianHead {
+    /// Where σ comes from. Default [`GaussianStd::StateIndependent`].
+    pub std: GaussianStd,
+    /// The initial `log σ`: every entry of the shared vector or of gSDE's
+    /// `[latent, d]` parameter, or the bias of the state-dependent head's
+    /// log-std outputs (whose weights start at gain 0.01, so `log σ(s) ≈
+    /// log_std_init` everywhere). Default 0.0 (σ = 1; SB3's `log_std_init`).
+    pub log_std_init: f64,
+}
+
+impl Default for GaussianHead {
+    fn default() -> Self {
+        GaussianHead {
+            std: GaussianStd::StateIndependent,
+            log_std_init: 0.0,
+        }
+    }
+}
+
+/// The standard-deviation parameters of a [`DiagGaussianPolicy`].
+#[derive(Debug, Clone)]
+enum StdParams {
+    /// `log σ [d]`.
+    Shared(Var),
+    /// gSDE's `log σ [latent, d or 1]`.
+    Gsde { log_std: Var, config: GsdeConfig },
+    /// The last d outputs of the MLP.
+    Head,
+}
+
+/// A Gaussian policy `π(a | s) = N(μ(s; θ), diag(σ(s)²))`: an [`Mlp`] gives
+/// the mean and σ comes from one of the [`GaussianStd`] kinds — by default a
+/// learned vector `log_std` that does not depend on the state, initialised to
+/// 0 (σ = 1), as in TRPO §8, Spinning Up and SB3.
 ///
 /// Parameter order (flat vectors, [`Policy::vars`]): the MLP's layers
-/// (weight, bias, input side first), then `log_std`; names
+/// (weight, bias, input side first), then `log_std` (`[d]`, or gSDE's
+/// `[latent, d]` / `[latent, 1]`; none for the state-dependent head, whose
+/// log-std outputs are the MLP head's last d rows); names
 /// `policy.{i}.weight`, `policy.{i}.bias`, `policy.log_std`.
 #[derive(Debug, Clone)]
 pub struct DiagGaussianPolicy {
     mlp: Mlp,
-    log_std: Var,
+    std: StdParams,
+    action_dim: usize,
 }
 
 impl DiagGaussianPolicy {
     /// A policy for observations of width `obs_dim` and actions of dimension
     /// `action_dim`, orthogonally initialised (hidden gain √2, mean head gain
-    /// 0.01, biases 0) with `log_std = 0`.
+    /// 0.01, biases 0) with a state-independent `log_std = 0`.
     ///
     /// - `obs_dim`: observation width, ≥ 1.
     /// - `action_dim`: action dimension d, ≥ 1.
@@ -243,27 +353,107 @@ impl DiagGaussianPolicy {
         device: &Device,
         rng: &mut R,
     ) -> Result<Self> {
-        let mlp = Mlp::new(
+        Self::with_head(
             obs_dim,
             action_dim,
+            config,
+            &GaussianHead::default(),
+            dtype,
+            device,
+            rng,
+        )
+    }
+
+    /// As [`DiagGaussianPolicy::new`], with the standard deviation of `head`
+    /// (gSDE, a state-dependent head, or the shared vector) starting at
+    /// `head.log_std_init`. The MLP is drawn from `rng` exactly as by `new`
+    /// (the state-dependent head draws its 2d head rows at once).
+    ///
+    /// Errors: as `new`, and [`PolicyError::InvalidParameter`] for a
+    /// non-finite `log_std_init`.
+    pub fn with_head<R: Rng + ?Sized>(
+        obs_dim: usize,
+        action_dim: usize,
+        config: &MlpConfig,
+        head: &GaussianHead,
+        dtype: DType,
+        device: &Device,
+        rng: &mut R,
+    ) -> Result<Self> {
+        if !head.log_std_init.is_finite() {
+            return Err(PolicyError::InvalidParameter {
+                param: "log_std_init",
+                reason: format!("must be finite, got {}", head.log_std_init),
+            });
+        }
+        let out_dim = match head.std {
+            GaussianStd::StateDependent => 2 * action_dim,
+            _ => action_dim,
+        };
+        let mlp = Mlp::new(
+            obs_dim,
+            out_dim,
             config,
             GAIN_POLICY_HEAD,
             dtype,
             device,
             rng,
         )?;
-        let log_std = Var::zeros(action_dim, dtype, device).ctx("gaussian log_std")?;
-        Ok(DiagGaussianPolicy { mlp, log_std })
+        let init = |dims: &[usize]| -> Result<Var> {
+            let n: usize = dims.iter().product();
+            let t = tensor_from_f64(&vec![head.log_std_init; n], dims, dtype, device)?;
+            Var::from_tensor(&t).ctx("gaussian log_std")
+        };
+        let std = match head.std {
+            GaussianStd::StateIndependent => StdParams::Shared(init(&[action_dim])?),
+            GaussianStd::Gsde(config) => StdParams::Gsde {
+                log_std: init(&[mlp.feature_dim(), config.log_std_cols(action_dim)])?,
+                config,
+            },
+            GaussianStd::StateDependent => {
+                let bias = mlp.layers()[mlp.layers().len() - 1].bias();
+                let mut b = vec![0.0; action_dim];
+                b.extend(std::iter::repeat_n(head.log_std_init, action_dim));
+                bias.set(&tensor_from_f64(&b, &[2 * action_dim], dtype, device)?)
+                    .ctx("gaussian log-std head bias")?;
+                StdParams::Head
+            }
+        };
+        Ok(DiagGaussianPolicy {
+            mlp,
+            std,
+            action_dim,
+        })
     }
 
-    /// The mean network.
+    /// The mean network (for the state-dependent head: mean and log σ).
     pub fn mlp(&self) -> &Mlp {
         &self.mlp
     }
 
-    /// The log standard deviation `[d]`.
-    pub fn log_std(&self) -> &Var {
-        &self.log_std
+    /// The learned `log σ`: `[d]` (state-independent), gSDE's `[latent, d]`
+    /// or `[latent, 1]`; `None` for the state-dependent head.
+    pub fn log_std(&self) -> Option<&Var> {
+        match &self.std {
+            StdParams::Shared(v) | StdParams::Gsde { log_std: v, .. } => Some(v),
+            StdParams::Head => None,
+        }
+    }
+
+    /// Where the standard deviation comes from.
+    pub fn std_kind(&self) -> GaussianStd {
+        match &self.std {
+            StdParams::Shared(_) => GaussianStd::StateIndependent,
+            StdParams::Gsde { config, .. } => GaussianStd::Gsde(*config),
+            StdParams::Head => GaussianStd::StateDependent,
+        }
+    }
+
+    /// Mean and log-std `[N, d]` columns of the state-dependent head's outputs.
+    fn split_head(&self, out: &Tensor) -> Result<(Tensor, Tensor)> {
+        let d = self.action_dim;
+        let c = "gaussian log-std head";
+        Ok((out.narrow(1, 0, d).ctx(c)?, out.narrow(1, d, d).ctx(c)?))
     }
 }
 
@@ -273,7 +463,7 @@ impl Policy for DiagGaussianPolicy {
     }
 
     fn action_dim(&self) -> usize {
-        self.mlp.out_dim()
+        self.action_dim
     }
 
     fn dtype(&self) -> DType {
@@ -288,11 +478,22 @@ impl Policy for DiagGaussianPolicy {
     /// policy has no discrete actions to mask).
     fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
         reject_mask(mask)?;
-        let mean = self.mlp.forward(obs)?;
-        Ok(Dist::DiagGaussian(DiagGaussian::new(
-            &mean,
-            self.log_std.as_tensor(),
-        )?))
+        let dist = match &self.std {
+            StdParams::Shared(log_std) => {
+                let mean = self.mlp.forward(obs)?;
+                DiagGaussian::new(&mean, log_std.as_tensor())?
+            }
+            StdParams::Gsde { log_std, config } => {
+                let (mean, z) = self.mlp.forward_with_features(obs)?;
+                let ls = state_log_std(&z, log_std.as_tensor(), self.action_dim, config)?;
+                DiagGaussian::new(&mean, &ls)?
+            }
+            StdParams::Head => {
+                let (mean, ls) = self.split_head(&self.mlp.forward(obs)?)?;
+                DiagGaussian::new(&mean, &ls)?
+            }
+        };
+        Ok(Dist::DiagGaussian(dist))
     }
 
     /// Errors also with [`PolicyError::Mask`] if a mask is given.
@@ -302,31 +503,129 @@ impl Policy for DiagGaussianPolicy {
         mask: Option<&ActionMask>,
     ) -> Result<(Dist, OutputPullback)> {
         reject_mask(mask)?;
-        let (mean, lin) = self.mlp.linearize(obs)?;
-        let mean = crate::pullback::leaf(&mean)?;
-        let log_std = crate::pullback::leaf(self.log_std.as_tensor())?;
-        let dist = DiagGaussian::new(mean.as_tensor(), log_std.as_tensor())?;
-        Ok((
-            Dist::DiagGaussian(dist),
-            OutputPullback::new(lin, mean, Some(log_std)),
-        ))
+        let (out, lin) = self.mlp.linearize(obs)?;
+        let out = crate::pullback::leaf(&out)?;
+        match &self.std {
+            StdParams::Shared(log_std) => {
+                let log_std = crate::pullback::leaf(log_std.as_tensor())?;
+                let dist = DiagGaussian::new(out.as_tensor(), log_std.as_tensor())?;
+                Ok((
+                    Dist::DiagGaussian(dist),
+                    OutputPullback::new(lin, out, Some(log_std)),
+                ))
+            }
+            StdParams::Gsde { log_std, config } => {
+                let head = GsdeLinearization::new(
+                    lin.features(),
+                    log_std.as_tensor(),
+                    self.action_dim,
+                    config,
+                )?;
+                let ls = crate::pullback::leaf(head.log_std())?;
+                let dist = DiagGaussian::new(out.as_tensor(), ls.as_tensor())?;
+                Ok((
+                    Dist::DiagGaussian(dist),
+                    OutputPullback::gsde(lin, out, ls, head),
+                ))
+            }
+            StdParams::Head => {
+                let (mean, ls) = self.split_head(out.as_tensor())?;
+                let dist = DiagGaussian::new(&mean, &ls)?;
+                Ok((
+                    Dist::DiagGaussian(dist),
+                    OutputPullback::new(lin, out, None),
+                ))
+            }
+        }
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {
         let mut v = self.mlp.named_vars("policy");
-        v.push(("policy.log_std".to_string(), self.log_std.clone()));
+        if let Some(ls) = self.log_std() {
+            v.push(("policy.log_std".to_string(), ls.clone()));
+        }
         v
     }
 
     fn vars(&self) -> Vec<Var> {
         let mut v = self.mlp.vars();
-        v.push(self.log_std.clone());
+        if let Some(ls) = self.log_std() {
+            v.push(ls.clone());
+        }
         v
     }
 
     fn fisher(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<FisherOperator> {
         reject_mask(mask)?;
-        FisherOperator::diag_gaussian(&self.mlp, self.log_std.as_tensor(), obs)
+        match &self.std {
+            StdParams::Shared(log_std) => {
+                FisherOperator::diag_gaussian(&self.mlp, log_std.as_tensor(), obs)
+            }
+            StdParams::Gsde { log_std, config } => {
+                let (_, lin) = self.mlp.linearize(obs)?;
+                let head = GsdeLinearization::new(
+                    lin.features(),
+                    log_std.as_tensor(),
+                    self.action_dim,
+                    config,
+                )?;
+                FisherOperator::gsde(lin, head)
+            }
+            StdParams::Head => FisherOperator::gaussian_head(&self.mlp, obs, self.action_dim),
+        }
+    }
+
+    fn sample_sde_noise(&self, copies: usize, rng: &mut dyn RngCore) -> Result<Option<SdeNoise>> {
+        let StdParams::Gsde { log_std, config } = &self.std else {
+            return Ok(None);
+        };
+        let std = std_matrix_host(log_std.as_tensor(), self.action_dim, config)?;
+        let latent = self.mlp.feature_dim();
+        SdeNoise::sample(&std, latent, self.action_dim, copies, rng).map(Some)
+    }
+
+    /// Errors also with [`PolicyError::Mismatch`] for a policy without gSDE,
+    /// or noise for another number of states or feature width.
+    fn sample_with_sde_noise(&self, obs: &Tensor, noise: &SdeNoise) -> Result<(Dist, Actions)> {
+        let StdParams::Gsde { log_std, config } = &self.std else {
+            return Err(PolicyError::Mismatch {
+                reason: "gSDE noise given to a Gaussian policy without gSDE".to_string(),
+            });
+        };
+        let (mean, z) = self.mlp.forward_with_features(&obs.detach())?;
+        let (mean, z) = (mean.detach(), z.detach());
+        let n = mean.dims()[0];
+        if noise.copies() != n
+            || noise.latent() != self.mlp.feature_dim()
+            || noise.action_dim() != self.action_dim
+        {
+            return Err(PolicyError::Mismatch {
+                reason: format!(
+                    "gSDE noise for {} copies of {}×{} matrices, applied to {n} states of a \
+                     policy with {} features and {} action dimensions",
+                    noise.copies(),
+                    noise.latent(),
+                    noise.action_dim(),
+                    self.mlp.feature_dim(),
+                    self.action_dim
+                ),
+            });
+        }
+        let ls = state_log_std(&z, &log_std.as_detached_tensor(), self.action_dim, config)?;
+        let dist = DiagGaussian::new(&mean, &ls)?;
+        let eps = noise.noise(&tensor_to_f64(&z)?)?;
+        let values = tensor_to_f64(&mean)?
+            .into_iter()
+            .zip(eps)
+            .map(|(m, e)| (m + e) as f32)
+            .collect();
+        Ok((
+            Dist::DiagGaussian(dist),
+            Actions::Continuous {
+                values,
+                action_dim: self.action_dim,
+            },
+        ))
     }
 }
 

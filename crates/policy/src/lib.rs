@@ -3,8 +3,10 @@
 //!
 //! - [`CategoricalPolicy`] (softmax over discrete actions, optional
 //!   per-state [`ActionMask`]) and [`DiagGaussianPolicy`] (mean MLP plus a
-//!   state-independent `log_std`), both behind one [`Policy`] trait so that
-//!   vanilla PG, PPO (KL penalty or clipping), TRPO and NPG are written once.
+//!   state-independent `log_std`, gSDE's state-dependent exploration
+//!   ([`gsde`]) or a state-dependent log-std head, [`GaussianStd`]), both
+//!   behind one [`Policy`] trait so that vanilla PG, PPO (KL penalty or
+//!   clipping), TRPO and NPG are written once.
 //! - [`Dist`]: the action distributions at a batch of states, with
 //!   differentiable `log_prob`, `entropy` and exact analytic `kl`, and
 //!   host-side `sample` from a passed-in RNG.
@@ -68,6 +70,7 @@ pub mod error;
 pub mod fisher;
 pub mod flat;
 pub mod gaussian;
+pub mod gsde;
 pub mod init;
 pub mod io;
 pub mod mlp;
@@ -80,7 +83,8 @@ pub mod value;
 pub use categorical::{ActionMask, Categorical, CategoricalPolicy, MASKED_LOGIT};
 pub use error::{PolicyError, Result};
 pub use fisher::FisherOperator;
-pub use gaussian::{DiagGaussian, DiagGaussianPolicy};
+pub use gaussian::{DiagGaussian, DiagGaussianPolicy, GaussianHead, GaussianStd};
+pub use gsde::{GsdeConfig, GsdeLinearization, SdeNoise};
 pub use mlp::{Activation, Linear, LinearTangent, Mlp, MlpConfig, MlpLinearization};
 pub use policy::{Actions, Dist, Policy};
 pub use projection::KlProjection;

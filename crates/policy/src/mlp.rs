@@ -341,6 +341,37 @@ impl Mlp {
         Ok(h)
     }
 
+    /// The differentiable forward pass that also returns the head's input
+    /// `z(x)`, `[N, features]`: the last hidden layer's activations (the
+    /// observations themselves when there is no hidden layer). gSDE's noise and
+    /// variance are built on these features (Raffin et al. 2021, §3).
+    ///
+    /// Errors: as [`Mlp::forward`].
+    pub fn forward_with_features(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.check_input(x)?;
+        let last = self.layers.len() - 1;
+        let mut h = x.clone();
+        for l in &self.layers[..last] {
+            let z = h
+                .matmul(&l.weight.t().ctx("mlp forward")?)
+                .and_then(|z| z.broadcast_add(&l.bias))
+                .ctx("mlp forward")?;
+            h = activate(&z, self.activation).ctx("mlp forward")?;
+        }
+        let head = &self.layers[last];
+        let out = h
+            .matmul(&head.weight.t().ctx("mlp forward")?)
+            .and_then(|z| z.broadcast_add(&head.bias))
+            .ctx("mlp forward")?;
+        Ok((out, h))
+    }
+
+    /// Width of the head's input (the features of
+    /// [`Mlp::forward_with_features`]).
+    pub fn feature_dim(&self) -> usize {
+        self.layers[self.layers.len() - 1].in_features()
+    }
+
     /// A detached forward pass that keeps what the tangent and reverse passes
     /// need: returns the output `[N, out_dim]` (no gradient graph) and an
     /// [`MlpLinearization`] at the current parameters.
@@ -497,6 +528,12 @@ impl MlpLinearization {
             .sum()
     }
 
+    /// The head's input `z` at the linearisation point, `[N, features]` (see
+    /// [`Mlp::forward_with_features`]).
+    pub fn features(&self) -> &Tensor {
+        &self.inputs[self.inputs.len() - 1]
+    }
+
     /// `J v`: propagates the parameter tangent `tangents` forward.
     ///
     /// Per layer (Baydin et al. 2018, "Automatic differentiation in machine
@@ -507,10 +544,23 @@ impl MlpLinearization {
     ///
     /// Errors: [`PolicyError::Shape`] if the tangents do not match the layers.
     pub fn jvp(&self, tangents: &[LinearTangent]) -> Result<Tensor> {
+        self.jvp_with_features(tangents).map(|(d_out, _)| d_out)
+    }
+
+    /// [`MlpLinearization::jvp`] that also returns the tangent of the
+    /// features `dz` (`[N, features]`), or `None` when there is no hidden
+    /// layer (the features are then the observations, whose tangent is 0).
+    ///
+    /// Errors: as [`MlpLinearization::jvp`].
+    pub fn jvp_with_features(
+        &self,
+        tangents: &[LinearTangent],
+    ) -> Result<(Tensor, Option<Tensor>)> {
         self.check_tangents(tangents)?;
         let c = "mlp jvp";
         let last = self.weights.len() - 1;
         let mut d: Option<Tensor> = None;
+        let mut d_features = None;
         for (l, ((w, _), t)) in self.weights.iter().zip(tangents).enumerate() {
             let mut dz = self.inputs[l]
                 .matmul(&t.weight.t().ctx(c)?)
@@ -518,6 +568,9 @@ impl MlpLinearization {
                 .ctx(c)?;
             if let Some(dh) = d {
                 dz = dh.matmul(&w.t().ctx(c)?).and_then(|x| x + dz).ctx(c)?;
+                if l == last {
+                    d_features = Some(dh);
+                }
             }
             if l < last {
                 dz = (dz * &self.dact[l]).ctx(c)?;
@@ -525,10 +578,11 @@ impl MlpLinearization {
             d = Some(dz);
         }
         // weights is non-empty (an Mlp has at least one layer).
-        d.ok_or_else(|| PolicyError::InvalidParameter {
+        let d_out = d.ok_or_else(|| PolicyError::InvalidParameter {
             param: "layers",
             reason: "empty MLP".to_string(),
-        })
+        })?;
+        Ok((d_out, d_features))
     }
 
     /// `Jᵀ u`: back-propagates the output cotangent `u [N, out_dim]` to the parameters.
@@ -540,6 +594,19 @@ impl MlpLinearization {
     ///
     /// Errors: [`PolicyError::Shape`] if `u` is not `[N, out_dim]`.
     pub fn vjp(&self, u: &Tensor) -> Result<Vec<LinearTangent>> {
+        self.vjp_with_features(u, None)
+    }
+
+    /// `Jᵀ u + J_zᵀ g`: [`MlpLinearization::vjp`] with an extra cotangent
+    /// `g [N, features]` at the features (the head's input), added to
+    /// `δ_L W_L` before the last hidden layer's `σ'` (a function of the
+    /// outputs and the features, as gSDE's variance with `learn_features`).
+    /// With no hidden layer the features are the observations and `g` is
+    /// dropped.
+    ///
+    /// Errors: [`PolicyError::Shape`] if `u` is not `[N, out_dim]` or `g`
+    /// not `[N, features]`.
+    pub fn vjp_with_features(&self, u: &Tensor, g: Option<&Tensor>) -> Result<Vec<LinearTangent>> {
         let n = self.batch_size();
         let out = self.weights[self.weights.len() - 1].0.dims()[0];
         if u.dims() != [n, out] {
@@ -549,7 +616,18 @@ impl MlpLinearization {
                 got: u.dims().to_vec(),
             });
         }
+        if let Some(g) = g {
+            let f = self.features().dims()[1];
+            if g.dims() != [n, f] {
+                return Err(PolicyError::Shape {
+                    what: "vjp feature cotangent",
+                    expected: format!("[{n}, {f}]"),
+                    got: g.dims().to_vec(),
+                });
+            }
+        }
         let c = "mlp vjp";
+        let last = self.weights.len() - 1;
         let mut grads = Vec::with_capacity(self.weights.len());
         let mut delta = u.clone();
         for l in (0..self.weights.len()).rev() {
@@ -558,10 +636,11 @@ impl MlpLinearization {
             // and ~40× slower than this matmul for N = 2048.
             let gb = self.ones.matmul(&delta).and_then(|g| g.squeeze(0)).ctx(c)?;
             if l > 0 {
-                delta = delta
-                    .matmul(&self.weights[l].0)
-                    .and_then(|d| d * &self.dact[l - 1])
-                    .ctx(c)?;
+                let mut back = delta.matmul(&self.weights[l].0).ctx(c)?;
+                if let (true, Some(g)) = (l == last, g) {
+                    back = (back + g).ctx(c)?;
+                }
+                delta = (back * &self.dact[l - 1]).ctx(c)?;
             }
             grads.push(LinearTangent {
                 weight: gw,

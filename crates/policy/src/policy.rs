@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::Rng;
+use rand::{Rng, RngCore};
 
 use crate::categorical::{ActionMask, Categorical};
 use crate::error::{Context, PolicyError, Result};
 use crate::fisher::FisherOperator;
 use crate::gaussian::DiagGaussian;
+use crate::gsde::SdeNoise;
 use crate::pullback::OutputPullback;
 
 /// Actions on the host, one per state, in the form environments take them.
@@ -262,6 +263,27 @@ pub trait Policy {
         obs: &Tensor,
         mask: Option<&ActionMask>,
     ) -> Result<(Dist, OutputPullback)>;
+
+    /// gSDE ([`crate::gsde`]): fresh exploration matrices `θ_ε ~ N(0, σ²)`,
+    /// one per environment copy, drawn from `rng`; `None` for a policy that
+    /// does not explore with gSDE (the default).
+    fn sample_sde_noise(&self, copies: usize, rng: &mut dyn RngCore) -> Result<Option<SdeNoise>> {
+        let _ = (copies, rng);
+        Ok(None)
+    }
+
+    /// gSDE: the distributions at `obs` (one state per copy, detached) and the
+    /// exploring actions `μ(s_e) + θ_ε[e]ᵀ z(s_e)`, with copy e's matrix for
+    /// row e.
+    ///
+    /// Errors: [`PolicyError::Mismatch`] for a policy without gSDE (the
+    /// default) or noise of another size.
+    fn sample_with_sde_noise(&self, obs: &Tensor, noise: &SdeNoise) -> Result<(Dist, Actions)> {
+        let _ = (obs, noise);
+        Err(PolicyError::Mismatch {
+            reason: "gSDE noise given to a policy without gSDE".to_string(),
+        })
+    }
 
     /// The parameters with their names in parameter files ([`Policy::save`]).
     fn named_vars(&self) -> Vec<(String, Var)>;

@@ -179,7 +179,8 @@ impl KlProjection {
     /// The result has `new`'s dtype and device: a [`Dist::Categorical`]
     /// whose logits are the input's at inactive states and `ln q` at active
     /// ones, or a [`Dist::DiagGaussian`] with projected means `[N, d]` and
-    /// one projected `log_std [d]`.
+    /// one projected `log_std [d]` (a per-state `[N, d]` when either side has
+    /// a per-state σ: each state's variances are then projected on their own).
     ///
     /// Errors: [`PolicyError::InvalidParameter`] for a bad `eps` or
     /// `cov_frac`; [`PolicyError::Mismatch`] for distributions of different
@@ -243,6 +244,9 @@ impl KlProjection {
                 ),
             });
         }
+        if new.is_state_dependent() || old.is_state_dependent() {
+            return self.project_gaussian_per_state(new, old);
+        }
         let d = new.action_dim();
         let mean = tensor_to_f64(new.mean())?;
         let log_std = tensor_to_f64(new.log_std())?;
@@ -276,9 +280,73 @@ impl KlProjection {
         let c = "KL projection (Gaussian)";
         let log_std_op = gaussian::LogStdOp {
             old_log_std,
-            radius: var_radius,
+            radius: vec![var_radius],
         };
         let log_std_t = to_cpu(new.log_std())?.apply_op1(log_std_op).ctx(c)?;
+        let mean_op = gaussian::MeanOp {
+            old_mean,
+            radius,
+            dim: d,
+        };
+        let mean_t = to_cpu(new.mean())?.apply_op2(&log_std_t, mean_op).ctx(c)?;
+        let device = new.mean().device();
+        DiagGaussian::new(&back_to(mean_t, device)?, &back_to(log_std_t, device)?)
+    }
+}
+
+impl KlProjection {
+    /// (G1)–(G7) with a per-state σ (gSDE, a state-dependent log-std head):
+    /// each state's variances are projected with their own η, then its mean
+    /// in the metric of its projected variances. A shared σ on either side is
+    /// broadcast to every state first.
+    fn project_gaussian_per_state(
+        &self,
+        new: &DiagGaussian,
+        old: &DiagGaussian,
+    ) -> Result<DiagGaussian> {
+        let c = "KL projection (Gaussian, per-state σ)";
+        let d = new.action_dim();
+        let shape = new.mean().shape().clone();
+        let new_log_std = new.log_std().broadcast_as(&shape).ctx(c)?;
+        let mean = tensor_to_f64(new.mean())?;
+        let log_std = tensor_to_f64(&new_log_std)?;
+        let old_mean = tensor_to_f64(old.mean())?;
+        let old_log_std = tensor_to_f64(&old.log_std().broadcast_as(&shape).ctx(c)?)?;
+        check_finite("KL projection: new mean", &mean)?;
+        check_finite("KL projection: new log_std", &log_std)?;
+        check_finite("KL projection: old mean", &old_mean)?;
+        check_finite("KL projection: old log_std", &old_log_std)?;
+        let u = unit_roundoff(new.mean().dtype());
+        let mean_eps = (1.0 - self.cov_frac) * self.eps;
+        let mut var_radius = Vec::with_capacity(mean.len() / d);
+        let mut radius = Vec::with_capacity(mean.len() / d);
+        for (((m, mo), l), lo) in mean
+            .chunks(d)
+            .zip(old_mean.chunks(d))
+            .zip(log_std.chunks(d))
+            .zip(old_log_std.chunks(d))
+        {
+            // 1. this state's variances (G2)-(G4)
+            let vr = working_radius(
+                self.cov_frac * self.eps,
+                gaussian::variance_roundoff_scale(l, lo, self.eps),
+                u,
+            );
+            let projected = gaussian::project_log_std(l, lo, vr).log_std;
+            var_radius.push(vr);
+            // 2. its mean (G5)-(G7) in the metric of the projected variances
+            let scale = gaussian::mean_roundoff_scale(m, mo, &projected, self.eps);
+            radius.push(working_radius(mean_eps, scale, u));
+        }
+        let log_std_op = gaussian::LogStdOp {
+            old_log_std,
+            radius: var_radius,
+        };
+        let log_std_t = to_cpu(&new_log_std)?
+            .contiguous()
+            .ctx(c)?
+            .apply_op1(log_std_op)
+            .ctx(c)?;
         let mean_op = gaussian::MeanOp {
             old_mean,
             radius,

@@ -6,7 +6,10 @@
 //! For a loss `L(z(θ), log σ)` of the network outputs `z` (logits or means,
 //! `[N, out]`) and, for a Gaussian, the state-independent `log σ`, the chain
 //! rule gives `∂L/∂θ_mlp = Jᵀ ∂L/∂z` with `J = ∂z/∂θ_mlp` and `∂L/∂log σ`
-//! directly. [`crate::Policy::dist_with_pullback`] returns the distributions
+//! directly. For gSDE the leaf is the per-state `log σ(s) [N, d]` and its
+//! gradient goes through [`GsdeLinearization::vjp`] to gSDE's parameter (and,
+//! with `learn_features`, into the MLP at its last hidden features); for the
+//! state-dependent log-std head, `log σ(s)` are outputs of the MLP. [`crate::Policy::dist_with_pullback`] returns the distributions
 //! built on the leaves `z` and `log σ` (candle [`Var`]s with no history), so
 //! that `loss.backward()` only walks the head — log-softmax, ratio, clipping,
 //! KL, entropy — and [`OutputPullback::flat_grad`] does the rest with the
@@ -19,6 +22,7 @@ use candle_core::{backprop::GradStore, Tensor, Var};
 
 use crate::error::{Context, PolicyError, Result};
 use crate::flat::tensor_to_f64;
+use crate::gsde::GsdeLinearization;
 use crate::mlp::MlpLinearization;
 
 /// The leaves a policy's distributions were built on, and the reverse pass
@@ -33,16 +37,37 @@ pub struct OutputPullback {
     lin: MlpLinearization,
     outputs: Var,
     log_std: Option<Var>,
+    /// gSDE: the map from the features and its `log σ [latent, ·]` to the
+    /// per-state `log σ(s)` held by the leaf `log_std`.
+    gsde: Option<GsdeLinearization>,
 }
 
 impl OutputPullback {
     /// A pullback through `lin` from the leaf `outputs [N, out]` and, for a
-    /// Gaussian policy, the leaf `log_std [d]`.
+    /// Gaussian policy with a state-independent σ, the leaf `log_std [d]`.
     pub(crate) fn new(lin: MlpLinearization, outputs: Var, log_std: Option<Var>) -> Self {
         OutputPullback {
             lin,
             outputs,
             log_std,
+            gsde: None,
+        }
+    }
+
+    /// A pullback for a gSDE policy: the leaf `state_log_std [N, d]` holds
+    /// `log σ(s)`, whose gradient `head` carries to gSDE's parameter and (with
+    /// `learn_features`) to the MLP's features.
+    pub(crate) fn gsde(
+        lin: MlpLinearization,
+        outputs: Var,
+        state_log_std: Var,
+        head: GsdeLinearization,
+    ) -> Self {
+        OutputPullback {
+            lin,
+            outputs,
+            log_std: Some(state_log_std),
+            gsde: Some(head),
         }
     }
 
@@ -53,7 +78,10 @@ impl OutputPullback {
         &self.outputs
     }
 
-    /// The leaf copy of `log σ [d]` (Gaussian policies; `None` otherwise).
+    /// The leaf copy of `log σ` of a Gaussian policy: `[d]` for a
+    /// state-independent σ, the per-state `[N, d]` for gSDE; `None`
+    /// otherwise (categorical; the state-dependent head, whose `log σ(s)`
+    /// are part of the outputs).
     pub fn log_std(&self) -> Option<&Var> {
         self.log_std.as_ref()
     }
@@ -65,7 +93,12 @@ impl OutputPullback {
 
     /// Length of the flat gradient (the policy's `num_params()`).
     pub fn num_params(&self) -> usize {
-        self.lin.num_params() + self.log_std.as_ref().map_or(0, |v| v.elem_count())
+        let std_params = match (&self.gsde, &self.log_std) {
+            (Some(head), _) => head.param_len(),
+            (None, Some(v)) => v.elem_count(),
+            (None, None) => 0,
+        };
+        self.lin.num_params() + std_params
     }
 
     /// `∂L/∂θ` as a flat vector, from the gradients of a `backward()` of a
@@ -90,6 +123,9 @@ impl OutputPullback {
         d_outputs: Option<&Tensor>,
         d_log_std: Option<&Tensor>,
     ) -> Result<Vec<f64>> {
+        if let Some(head) = &self.gsde {
+            return self.gsde_flat_grad(head, d_outputs, d_log_std);
+        }
         let mut out = Vec::with_capacity(self.num_params());
         match d_outputs {
             Some(u) => {
@@ -120,6 +156,62 @@ impl OutputPullback {
                 })
             }
             (None, None) => {}
+        }
+        Ok(out)
+    }
+}
+
+impl OutputPullback {
+    /// gSDE: `Jᵀ` of `θ ↦ (μ(s), log σ(s))`, the MLP's reverse pass with the
+    /// features' cotangent from the variance (`learn_features`), then the
+    /// gradient at gSDE's `log σ` parameter.
+    fn gsde_flat_grad(
+        &self,
+        head: &GsdeLinearization,
+        d_outputs: Option<&Tensor>,
+        d_log_std: Option<&Tensor>,
+    ) -> Result<Vec<f64>> {
+        let c = "gsde pullback";
+        let leaf = self
+            .log_std
+            .as_ref()
+            .expect("a gSDE pullback has a log σ leaf");
+        let (g_param, g_features) = match d_log_std {
+            Some(g) => {
+                if g.dims() != leaf.dims() {
+                    return Err(PolicyError::Shape {
+                        what: "log_std gradient",
+                        expected: format!("{:?}", leaf.dims()),
+                        got: g.dims().to_vec(),
+                    });
+                }
+                let (gp, gz) = head.vjp(g)?;
+                (Some(gp), gz)
+            }
+            None => (None, None),
+        };
+        let mut out = Vec::with_capacity(self.num_params());
+        let zeros;
+        let u = match (d_outputs, &g_features) {
+            (Some(u), _) => Some(u),
+            (None, Some(_)) => {
+                zeros = self.outputs.as_tensor().zeros_like().ctx(c)?;
+                Some(&zeros)
+            }
+            (None, None) => None,
+        };
+        match u {
+            Some(u) => {
+                for g in self.lin.vjp_with_features(u, g_features.as_ref())? {
+                    out.extend(tensor_to_f64(&g.weight)?);
+                    out.extend(tensor_to_f64(&g.bias)?);
+                }
+            }
+            None => out.resize(self.lin.num_params(), 0.0),
+        }
+        match g_param {
+            Some(g) => out.extend(tensor_to_f64(&g)?),
+            None => out.resize(out.len() + head.param_len(), 0.0),
         }
         Ok(out)
     }

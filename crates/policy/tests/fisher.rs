@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use klrl_policy::{ActionMask, Activation, Mlp, Policy};
+use klrl_policy::{ActionMask, Activation, GaussianStd, Mlp, Policy};
 
 /// Central differences of ∇ mean KL(π_old ‖ π_θ) at θ_old ± εv, over 2ε.
 fn fd_fvp<P: Policy>(
@@ -35,12 +35,24 @@ fn check_against_finite_differences<P: Policy>(
     seed: u64,
     label: &str,
 ) {
+    check_directions(policy, mask, seed, label, 0);
+}
+
+/// The check along directions `v` whose first `frozen` entries are 0.
+fn check_directions<P: Policy>(
+    policy: &mut P,
+    mask: Option<&ActionMask>,
+    seed: u64,
+    label: &str,
+    frozen: usize,
+) {
     let mut r = rng(seed);
     let obs = observations(&mut r, DType::F64);
     let theta = policy.get_flat().expect("flat");
     let fisher = policy.fisher(&obs, mask).expect("fisher");
     for trial in 0..3 {
-        let v = gaussian_vec(&mut r, policy.num_params(), 1.0);
+        let mut v = gaussian_vec(&mut r, policy.num_params(), 1.0);
+        v[..frozen].iter_mut().for_each(|x| *x = 0.0);
         let fv = fisher.apply(&v).expect("fvp");
         assert!(fv.iter().all(|x| x.is_finite()), "{label}: non-finite F v");
         let fd = fd_fvp(policy, &obs, mask, &v);
@@ -283,4 +295,36 @@ fn mlp_tangent_case(act: Activation, seed: u64) {
 fn tangent_and_reverse_passes_are_exact() {
     mlp_tangent_case(Activation::Tanh, 50);
     mlp_tangent_case(Activation::Relu, 51);
+}
+
+/// gSDE (every option) and the state-dependent head: F v against central
+/// differences of the KL gradient, symmetry and PSD.
+///
+/// Without `learn_features` the variance sees the features as constants
+/// (SB3's detach): the KL "gradient" is then not the gradient of the KL as a
+/// function of θ along directions that move the hidden layers (moving them
+/// changes the features), so finite differences of it are compared along
+/// directions in the head's and gSDE's parameters only (the hidden layers
+/// frozen); the double-backward test (`fisher_double_backward.rs`) covers
+/// every direction.
+#[test]
+fn state_dependent_std_fvp_matches_finite_differences() {
+    for (i, (std, name)) in state_dependent_kinds().into_iter().enumerate() {
+        for (act, an) in [(Activation::Tanh, "tanh"), (Activation::Relu, "relu")] {
+            let mut p = gaussian_with(act, std, 70 + i as u64);
+            let label = format!("{name} {an}");
+            let frozen = match std {
+                GaussianStd::Gsde(c) if !c.learn_features => {
+                    let layers = p.mlp().layers();
+                    layers[..layers.len() - 1]
+                        .iter()
+                        .map(|l| l.weight().elem_count() + l.bias().elem_count())
+                        .sum()
+                }
+                _ => 0,
+            };
+            check_directions(&mut p, None, 80 + i as u64, &label, frozen);
+            check_symmetric_psd(&p, None, 90 + i as u64, &label);
+        }
+    }
 }

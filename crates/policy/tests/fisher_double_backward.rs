@@ -82,4 +82,10 @@ fn fvp_equals_double_backward_hessian_vector_product() {
     );
     check(&gaussian(Activation::Tanh, 4), None, 103, "gaussian tanh");
     check(&gaussian(Activation::Relu, 6), None, 104, "gaussian relu");
+    for (i, (std, name)) in state_dependent_kinds().into_iter().enumerate() {
+        for (act, an) in [(Activation::Tanh, "tanh"), (Activation::Relu, "relu")] {
+            let p = gaussian_with(act, std, 110 + i as u64);
+            check(&p, None, 120 + i as u64, &format!("{name} {an}"));
+        }
+    }
 }

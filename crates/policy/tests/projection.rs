@@ -1045,3 +1045,53 @@ fn old_of_another_dtype_is_accepted_and_new_sets_the_output_dtype() {
     let k = kl_rows(&[0.0, 0.0, 0.0], &values(as_cat(&p).logits()), 3)[0];
     assert!(k <= 0.02 && k > 0.0199, "{k}");
 }
+
+/// A per-state σ (gSDE with learned features, the state-dependent log-std
+/// head): every state's KL(π_old ‖ π̃) is within ε (recomputed here), no
+/// state inside ε moves away from π_old, and the gradient through
+/// `dist_with_pullback` → projection → loss matches finite differences.
+/// (gSDE with detached features has no finite-difference oracle: its
+/// gradient treats the features in the variance as constants.)
+#[test]
+fn per_state_sigma_is_projected_state_by_state() {
+    use klrl_policy::{GaussianStd, GsdeConfig};
+    let kinds = [
+        (
+            GaussianStd::Gsde(GsdeConfig {
+                full_std: true,
+                use_expln: false,
+                learn_features: true,
+            }),
+            "gsde learn_features",
+        ),
+        (GaussianStd::StateDependent, "state-dependent head"),
+    ];
+    for (i, (std, name)) in kinds.into_iter().enumerate() {
+        let choose = |new: &Dist, old: &Dist| {
+            let kl = values(&old.kl(new).expect("kl"));
+            let eps = split_between(&kl);
+            // the bound, state by state
+            let proj = KlProjection::new(eps)
+                .and_then(|p| p.with_cov_frac(0.3))
+                .expect("projection");
+            let p = proj.project(new, old).expect("project");
+            let after = values(&old.kl(&p).expect("kl"));
+            // (the decoupled projection also moves a state inside the total ε
+            // whose variance part alone is above cov_frac · ε)
+            let mut projected = 0;
+            for (s, (&b, &a)) in kl.iter().zip(&after).enumerate() {
+                assert!(a <= eps * (1.0 + 1e-9), "state {s}: {a} > {eps}");
+                assert!(b > eps || a <= b, "state {s}: moved away, {b} → {a}");
+                projected += usize::from(a != b);
+            }
+            assert!(projected >= 3 && projected <= kl.len() - 3, "{projected}");
+            eprintln!(
+                "{name}: ε = {eps:.4}, {projected}/{} states projected",
+                kl.len()
+            );
+            proj
+        };
+        let mut p = gaussian_with(Activation::Tanh, std, 30 + i as u64);
+        check_pullback(&mut p, None, 40 + i as u64, choose, name);
+    }
+}

@@ -170,7 +170,7 @@ fn output_gradients_map_through_the_reverse_pass() {
     let mean = p.mlp().forward(&obs).expect("forward");
     let loss = (mean * &u)
         .and_then(|x| x.sum_all())
-        .and_then(|x| x + (p.log_std().as_tensor() * &g)?.sum_all()?)
+        .and_then(|x| x + (p.log_std().expect("log_std").as_tensor() * &g)?.sum_all()?)
         .expect("loss");
     let reference = p.flat_grad(&loss).expect("backward");
     assert!(rel_err(&ours, &reference) <= 1e-12);
@@ -244,4 +244,60 @@ fn relu_at_exactly_zero_follows_candles_convention() {
         "{}",
         rel_err(&ours, &reference)
     );
+}
+
+/// gSDE (every option) and the state-dependent log-std head: the pullback
+/// through the per-state `log σ(s)` (and, with `learn_features`, into the
+/// MLP at its features) equals candle's backward through the whole network.
+#[test]
+fn state_dependent_std_matches_backward() {
+    for (i, (std, name)) in state_dependent_kinds().into_iter().enumerate() {
+        for (act, an) in [(Activation::Tanh, "tanh"), (Activation::Relu, "relu")] {
+            let mut p = gaussian_with(act, std, 40 + i as u64);
+            check(&mut p, None, 7 + i as u64, &format!("{name} {an}"));
+        }
+    }
+}
+
+/// With `learn_features`, the variance's gradient reaches the hidden layers;
+/// without, it does not: the gradient of Σ log σ(s) alone has zero MLP part.
+#[test]
+fn gsde_features_are_detached_unless_learned() {
+    use klrl_policy::{GaussianStd, GsdeConfig};
+    for learn in [false, true] {
+        let std = GaussianStd::Gsde(GsdeConfig {
+            full_std: true,
+            use_expln: false,
+            learn_features: learn,
+        });
+        let p = gaussian_with(Activation::Tanh, std, 60);
+        let mut r = rng(61);
+        let obs = observations(&mut r, DType::F64);
+        let (dist, pullback) = p.dist_with_pullback(&obs, None).expect("pullback");
+        let loss = dist.entropy().expect("entropy").sum_all().expect("sum");
+        let ours = pullback
+            .flat_grad(&loss.backward().expect("backward"))
+            .expect("grad");
+        let mlp = p.mlp().num_params();
+        let mlp_norm = norm(&ours[..mlp]);
+        assert!(
+            norm(&ours[mlp..]) > 1e-3,
+            "the log σ parameter has a gradient"
+        );
+        if learn {
+            assert!(mlp_norm > 1e-3, "learn_features: {mlp_norm}");
+        } else {
+            assert_eq!(mlp_norm, 0.0);
+        }
+        let reference = p
+            .flat_grad(
+                &p.dist(&obs, None)
+                    .and_then(|d| d.entropy())
+                    .expect("entropy")
+                    .sum_all()
+                    .expect("sum"),
+            )
+            .expect("backward");
+        assert!(rel_err(&ours, &reference) <= 1e-12, "learn = {learn}");
+    }
 }

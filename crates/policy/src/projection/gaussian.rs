@@ -281,13 +281,22 @@ pub fn project_mean_row_vjp(
     (d_mean, d_log_std)
 }
 
-/// The variance projection as a candle op on `log σ [d]`, with `log σ_old`
-/// and the radius as constants.
+/// The variance projection as a candle op on `log σ` — one `[d]` shared by
+/// every state, or `[N, d]` projected row by row (a per-state σ: gSDE, a
+/// state-dependent head) — with `log σ_old` and the radii as constants.
 pub(crate) struct LogStdOp {
-    /// `log σ_old [d]`.
+    /// `log σ_old`, `[d]` or `[N, d]` (state-major), as the input.
     pub(crate) old_log_std: Vec<f64>,
-    /// The bound on V (see [`super::working_radius`]).
-    pub(crate) radius: f64,
+    /// The bound on V of each row (see [`super::working_radius`]): one
+    /// radius for a shared σ, N for a per-state one.
+    pub(crate) radius: Vec<f64>,
+}
+
+impl LogStdOp {
+    /// The row length d.
+    fn row(&self) -> usize {
+        self.old_log_std.len() / self.radius.len().max(1)
+    }
 }
 
 impl CustomOp1 for LogStdOp {
@@ -302,7 +311,12 @@ impl CustomOp1 for LogStdOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (l, dtype) = host_values(self.name(), storage, layout)?;
         check_dim(self.name(), l.len(), self.old_log_std.len())?;
-        let out = project_log_std(&l, &self.old_log_std, self.radius).log_std;
+        let d = self.row();
+        let mut out = Vec::with_capacity(l.len());
+        for (s, &radius) in self.radius.iter().enumerate() {
+            let r = s * d..(s + 1) * d;
+            out.extend(project_log_std(&l[r.clone()], &self.old_log_std[r], radius).log_std);
+        }
         Ok((storage_from_f64(out, dtype), layout.shape().clone()))
     }
 
@@ -315,15 +329,26 @@ impl CustomOp1 for LogStdOp {
         let l = tensor_values(arg)?;
         let g = tensor_values(grad_res)?;
         check_dim(self.name(), l.len(), self.old_log_std.len())?;
-        let dl = project_log_std_vjp(&l, &self.old_log_std, self.radius, &g);
+        let d = self.row();
+        let mut dl = Vec::with_capacity(l.len());
+        for (s, &radius) in self.radius.iter().enumerate() {
+            let r = s * d..(s + 1) * d;
+            dl.extend(project_log_std_vjp(
+                &l[r.clone()],
+                &self.old_log_std[r.clone()],
+                radius,
+                &g[r],
+            ));
+        }
         Tensor::from_vec(dl, arg.shape(), arg.device())?
             .to_dtype(arg.dtype())
             .map(Some)
     }
 }
 
-/// The mean projection as a candle op on `(μ [N, d], log σ̃ [d])`, with
-/// `μ_old` and the per-state radii as constants.
+/// The mean projection as a candle op on `(μ [N, d], log σ̃)` with `log σ̃`
+/// `[d]` (shared) or `[N, d]` (per state), with `μ_old` and the per-state
+/// radii as constants.
 pub(crate) struct MeanOp {
     /// `μ_old`, state-major `N × d`.
     pub(crate) old_mean: Vec<f64>,
@@ -349,14 +374,22 @@ impl CustomOp2 for MeanOp {
         let (log_std, _) = host_values(self.name(), s2, l2)?;
         let d = self.dim;
         check_dim(self.name(), mean.len(), self.old_mean.len())?;
-        check_dim(self.name(), log_std.len(), d)?;
+        let per_state = log_std.len() != d;
+        if per_state {
+            check_dim(self.name(), log_std.len(), mean.len())?;
+        }
         let mut out = Vec::with_capacity(mean.len());
         for (s, &radius) in self.radius.iter().enumerate() {
             let r = s * d..(s + 1) * d;
+            let ls = if per_state {
+                &log_std[r.clone()]
+            } else {
+                &log_std[..]
+            };
             out.extend(project_mean_row(
                 &mean[r.clone()],
                 &self.old_mean[r],
-                &log_std,
+                ls,
                 radius,
             ));
         }
@@ -375,21 +408,34 @@ impl CustomOp2 for MeanOp {
         let g = tensor_values(grad_res)?;
         let d = self.dim;
         check_dim(self.name(), mean.len(), self.old_mean.len())?;
-        check_dim(self.name(), log_std.len(), d)?;
+        let per_state = log_std.len() != d;
+        if per_state {
+            check_dim(self.name(), log_std.len(), mean.len())?;
+        }
         let mut d_mean = Vec::with_capacity(mean.len());
-        let mut d_log_std = vec![0.0; d];
+        let mut d_log_std = vec![0.0; log_std.len()];
         for (s, &radius) in self.radius.iter().enumerate() {
             let r = s * d..(s + 1) * d;
+            let ls = if per_state {
+                &log_std[r.clone()]
+            } else {
+                &log_std[..]
+            };
             let (dm, dl) = project_mean_row_vjp(
                 &mean[r.clone()],
                 &self.old_mean[r.clone()],
-                &log_std,
+                ls,
                 radius,
-                &g[r],
+                &g[r.clone()],
             );
             d_mean.extend(dm);
-            for (acc, x) in d_log_std.iter_mut().zip(dl) {
-                *acc += x;
+            let acc = if per_state {
+                &mut d_log_std[r]
+            } else {
+                &mut d_log_std[..]
+            };
+            for (a, x) in acc.iter_mut().zip(dl) {
+                *a += x;
             }
         }
         let d_mean =

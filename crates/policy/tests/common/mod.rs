@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use klrl_policy::{
-    ActionMask, Activation, CategoricalPolicy, DiagGaussianPolicy, MlpConfig, Policy,
+    ActionMask, Activation, CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd,
+    GsdeConfig, MlpConfig, Policy,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -130,4 +131,54 @@ pub fn kl_grad<P: Policy>(
     let new = policy.dist(obs, mask).expect("dist");
     let kl = old.kl(&new).expect("kl").mean_all().expect("mean");
     policy.flat_grad(&kl).expect("grad")
+}
+
+/// A Gaussian f64 policy with σ from `std` (gSDE or the state-dependent
+/// head), `log_std_init` −0.3, every parameter perturbed by N(0, 0.5²) so
+/// that the features, σ(s) and (with expln) both branches of σ(L) vary.
+pub fn gaussian_with(activation: Activation, std: GaussianStd, seed: u64) -> DiagGaussianPolicy {
+    let mut r = rng(seed);
+    let head = GaussianHead {
+        std,
+        log_std_init: -0.3,
+    };
+    let mut p = DiagGaussianPolicy::with_head(
+        OBS_DIM,
+        ACT_DIM,
+        &small_config(activation),
+        &head,
+        DType::F64,
+        &Device::Cpu,
+        &mut r,
+    )
+    .expect("policy");
+    let theta: Vec<f64> = p
+        .get_flat()
+        .expect("flat")
+        .iter()
+        .zip(gaussian_vec(&mut r, p.num_params(), 0.5))
+        .map(|(a, b)| a + b)
+        .collect();
+    p.set_flat(&theta).expect("set");
+    p
+}
+
+/// Every gSDE option combination worth testing, and the state-dependent head,
+/// with a label.
+pub fn state_dependent_kinds() -> Vec<(GaussianStd, &'static str)> {
+    let g = |full_std, use_expln, learn_features| {
+        GaussianStd::Gsde(GsdeConfig {
+            full_std,
+            use_expln,
+            learn_features,
+        })
+    };
+    vec![
+        (g(true, false, false), "gsde (SB3 defaults)"),
+        (g(true, false, true), "gsde learn_features"),
+        (g(false, true, false), "gsde row std + expln"),
+        (g(false, false, true), "gsde row std + learn_features"),
+        (g(true, true, true), "gsde expln + learn_features"),
+        (GaussianStd::StateDependent, "state-dependent log-std head"),
+    ]
 }
