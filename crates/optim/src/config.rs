@@ -76,6 +76,36 @@ pub struct NetConfig {
     /// network. Default false (separate networks, as in CleanRL and SB3 for
     /// classic control).
     pub shared_trunk: bool,
+    /// Continuous actions: explore with gSDE (Raffin, Kober & Stulp 2021,
+    /// arXiv 2005.05719; `klrl_policy::gsde`): the noise θ_εᵀ z(s) of the
+    /// policy's last hidden features, θ_ε ~ N(0, σ²) held for
+    /// `sde_sample_freq` steps, one matrix per environment copy. Default
+    /// false (SB3's `use_sde`).
+    pub use_sde: bool,
+    /// gSDE: draw new noise matrices every this many steps of each rollout,
+    /// or −1 only at the start of each rollout. Must be ≥ 1 or −1. Default −1
+    /// (SB3's `sde_sample_freq`; the zoo uses 4 on Pendulum).
+    pub sde_sample_freq: i64,
+    /// The initial log σ of a Gaussian policy: the shared vector, every
+    /// entry of gSDE's `[latent, d]` matrix, or the bias of the
+    /// state-dependent head's log-std outputs. Default 0.0 (SB3's
+    /// `log_std_init`).
+    pub log_std_init: f64,
+    /// gSDE: one σ per (feature, action) pair (true) or one per feature,
+    /// shared by the action dimensions (false). Default true (SB3's
+    /// `full_std`).
+    pub full_std: bool,
+    /// gSDE: σ = exp(L) for L ≤ 0 and ln(1 + L) + 1 above (the paper's
+    /// expln, slower growth) instead of exp(L). Default false (SB3's
+    /// `use_expln`).
+    pub use_expln: bool,
+    /// gSDE: let the variance's gradient reach the policy network through
+    /// the features z(s). Default false (SB3's `learn_features`: detached).
+    pub learn_features: bool,
+    /// Continuous actions: log σ(s) as d extra outputs of the mean network's
+    /// head instead of a state-independent vector (`klrl_policy::GaussianStd::StateDependent`).
+    /// Not with `use_sde`. Default false.
+    pub state_dependent_std: bool,
 }
 
 impl Default for NetConfig {
@@ -84,6 +114,13 @@ impl Default for NetConfig {
             hidden: vec![64, 64],
             activation: "tanh".to_string(),
             shared_trunk: false,
+            use_sde: false,
+            sde_sample_freq: -1,
+            log_std_init: 0.0,
+            full_std: true,
+            use_expln: false,
+            learn_features: false,
+            state_dependent_std: false,
         }
     }
 }
@@ -98,6 +135,37 @@ impl NetConfig {
             } else {
                 klrl_policy::Activation::Tanh
             },
+        }
+    }
+
+    /// Where a Gaussian policy's σ comes from, and its initial log σ.
+    pub fn gaussian_head(&self) -> klrl_policy::GaussianHead {
+        let std = if self.use_sde {
+            klrl_policy::GaussianStd::Gsde(klrl_policy::GsdeConfig {
+                full_std: self.full_std,
+                use_expln: self.use_expln,
+                learn_features: self.learn_features,
+            })
+        } else if self.state_dependent_std {
+            klrl_policy::GaussianStd::StateDependent
+        } else {
+            klrl_policy::GaussianStd::StateIndependent
+        };
+        klrl_policy::GaussianHead {
+            std,
+            log_std_init: self.log_std_init,
+        }
+    }
+
+    /// Whether the policy's σ depends on the state (gSDE or the log-std
+    /// head): only for continuous actions.
+    pub fn state_dependent(&self) -> Option<&'static str> {
+        if self.use_sde {
+            Some("policy.use_sde")
+        } else if self.state_dependent_std {
+            Some("policy.state_dependent_std")
+        } else {
+            None
         }
     }
 }
@@ -582,6 +650,30 @@ impl ExperimentConfig {
             "policy.activation",
             || format!("must be \"tanh\" or \"relu\", got \"{}\"", p.activation),
         );
+        c.that(
+            p.sde_sample_freq >= 1 || p.sde_sample_freq == -1,
+            "policy.sde_sample_freq",
+            || format!("must be >= 1 or -1, got {}", p.sde_sample_freq),
+        );
+        c.that(p.log_std_init.is_finite(), "policy.log_std_init", || {
+            format!("must be finite, got {}", p.log_std_init)
+        });
+        if !p.use_sde {
+            let only_sde = "only policy.use_sde = true uses it";
+            c.that(p.sde_sample_freq == -1, "policy.sde_sample_freq", || {
+                only_sde.into()
+            });
+            c.that(p.full_std, "policy.full_std", || only_sde.into());
+            c.that(!p.use_expln, "policy.use_expln", || only_sde.into());
+            c.that(!p.learn_features, "policy.learn_features", || {
+                only_sde.into()
+            });
+        }
+        c.that(
+            !(p.use_sde && p.state_dependent_std),
+            "policy.state_dependent_std",
+            || "gSDE (policy.use_sde) already makes σ state-dependent; choose one".into(),
+        );
         match &self.algo {
             AlgoConfig::Ppo(a) => {
                 c.that(
@@ -802,6 +894,34 @@ mod tests {
             (
                 "[algo]\nname = \"ppo\"\nobjective = \"kl_dual\"\ndual_lr = 0.0",
                 "algo.dual_lr: must be > 0, got 0",
+            ),
+            (
+                "[policy]\nuse_sde = true\nsde_sample_freq = 0",
+                "policy.sde_sample_freq: must be >= 1 or -1, got 0",
+            ),
+            (
+                "[policy]\nuse_sde = true\nsde_sample_freq = -2",
+                "policy.sde_sample_freq: must be >= 1 or -1, got -2",
+            ),
+            (
+                "[policy]\nuse_sde = true\nlog_std_init = nan",
+                "policy.log_std_init: must be finite, got NaN",
+            ),
+            (
+                "[policy]\nlog_std_init = -inf",
+                "policy.log_std_init: must be finite, got -inf",
+            ),
+            (
+                "[policy]\nsde_sample_freq = 4",
+                "policy.sde_sample_freq: only policy.use_sde = true uses it",
+            ),
+            (
+                "[policy]\nlearn_features = true",
+                "policy.learn_features: only policy.use_sde = true uses it",
+            ),
+            (
+                "[policy]\nuse_sde = true\nstate_dependent_std = true",
+                "policy.state_dependent_std: gSDE (policy.use_sde) already makes σ state-dependent; choose one",
             ),
             (
                 "[policy]\nhidden = [100000, 100000]",

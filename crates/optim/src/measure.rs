@@ -100,9 +100,14 @@ pub fn select_rows(dist: &Dist, rows: &[usize]) -> Result<Dist> {
             &pick(d.logits())?,
             None,
         )?),
+        // A per-state σ (gSDE, a state-dependent head) is picked with the means.
         Dist::DiagGaussian(d) => Dist::DiagGaussian(klrl_policy::DiagGaussian::new(
             &pick(d.mean())?,
-            d.log_std(),
+            &if d.is_state_dependent() {
+                pick(d.log_std())?
+            } else {
+                d.log_std().clone()
+            },
         )?),
     })
 }

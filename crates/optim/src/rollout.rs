@@ -104,6 +104,12 @@ pub struct Collector {
     current_obs: Vec<f32>,
     /// Whether `current_obs` has been taken from the environment since its reset.
     primed: bool,
+    /// gSDE (a policy whose [`Policy::sample_sde_noise`] gives noise): draw
+    /// new noise matrices every this many steps of a rollout, or −1 only at
+    /// its start (`policy.sde_sample_freq`). As SB3's `collect_rollouts`,
+    /// every rollout starts with fresh matrices, so no noise state carries
+    /// from one rollout (or checkpoint) to the next. Default −1.
+    pub sde_sample_freq: i64,
 }
 
 impl Collector {
@@ -114,6 +120,7 @@ impl Collector {
             reward_scaler,
             current_obs: Vec::new(),
             primed: false,
+            sde_sample_freq: -1,
         }
     }
 
@@ -211,14 +218,28 @@ impl Collector {
         let mut final_obs: Vec<f32> = Vec::new();
         let mut final_index: Vec<usize> = Vec::new();
         let mut clipped = vec![0.0f32; if discrete { 0 } else { n_envs * act_dim }];
-        for _ in 0..n_steps {
+        // gSDE: one noise matrix per copy, fresh at the start of the rollout
+        // and every `sde_sample_freq` steps (Raffin et al. 2021, §3; SB3's
+        // reset_noise(n_envs)); `None` for every other policy (no RNG draw).
+        let mut sde_noise = policy.sample_sde_noise(n_envs, rng)?;
+        for step in 0..n_steps {
+            let f = self.sde_sample_freq;
+            if sde_noise.is_some() && f > 0 && step > 0 && step as i64 % f == 0 {
+                sde_noise = policy.sample_sde_noise(n_envs, rng)?;
+            }
             let obs_t = policy.obs_tensor(&self.current_obs)?;
             let mask = match venv.action_masks() {
                 Some(m) => Some(ActionMask::new(m.to_vec(), act_dim)?),
                 None => None,
             };
-            let dist = policy.dist(&obs_t, mask.as_ref())?;
-            let actions = dist.sample(rng)?;
+            let (dist, actions) = match &sde_noise {
+                Some(noise) => policy.sample_with_sde_noise(&obs_t, noise)?,
+                None => {
+                    let dist = policy.dist(&obs_t, mask.as_ref())?;
+                    let actions = dist.sample(rng)?;
+                    (dist, actions)
+                }
+            };
             let log_p = dist
                 .log_prob(&actions.to_tensor(policy.dtype(), policy.device())?)?
                 .to_dtype(candle_core::DType::F32)

@@ -111,6 +111,15 @@ impl<E: Env> Trainer<E> {
         let mlp = config.policy.mlp();
         let (policy, value): (Box<dyn Policy + Send>, ValueNet) = match venv.action_space() {
             Space::Discrete { n } => {
+                if let Some(field) = config.policy.state_dependent() {
+                    return Err(OptimError::config(
+                        field,
+                        format!(
+                            "a state-dependent σ needs continuous (Box) actions; {} has Discrete({n})",
+                            config.env.name
+                        ),
+                    ));
+                }
                 let p = CategoricalPolicy::new(obs_dim, *n, &mlp, dtype, &device, &mut rng)?;
                 let v = if config.policy.shared_trunk {
                     ValueNet::with_shared_trunk(p.mlp(), &mut rng)?
@@ -120,8 +129,16 @@ impl<E: Env> Trainer<E> {
                 (Box::new(p), v)
             }
             Space::Box { low, .. } => {
-                let p =
-                    DiagGaussianPolicy::new(obs_dim, low.len(), &mlp, dtype, &device, &mut rng)?;
+                let head = config.policy.gaussian_head();
+                let p = DiagGaussianPolicy::with_head(
+                    obs_dim,
+                    low.len(),
+                    &mlp,
+                    &head,
+                    dtype,
+                    &device,
+                    &mut rng,
+                )?;
                 let v = if config.policy.shared_trunk {
                     ValueNet::with_shared_trunk(p.mlp(), &mut rng)?
                 } else {
@@ -131,11 +148,12 @@ impl<E: Env> Trainer<E> {
             }
         };
         let algo = build_algorithm(&config.algo, t, policy.as_ref(), &value)?;
-        let collector = Collector::new(
+        let mut collector = Collector::new(
             t.normalize_obs.then(|| ObsNormalizer::new(obs_dim)),
             t.scale_rewards
                 .then(|| RewardScaler::new(t.n_envs, t.gamma)),
         );
+        collector.sde_sample_freq = config.policy.sde_sample_freq;
         venv.reset(Some(t.seed))?;
         Ok(Trainer {
             config,
