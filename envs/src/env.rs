@@ -86,6 +86,15 @@ pub trait Env: Send {
 
     /// Take `action`, write the next observation into `obs`, and report reward
     /// and end-of-episode flags.
+    ///
+    /// An action outside the action space (out of range, wrong length, NaN)
+    /// should be refused with [`EnvError::InvalidAction`], leaving the state
+    /// unchanged ([`Space::check_action`] does the test). After a step that
+    /// reported `terminated` or `truncated` the episode is over: until the next
+    /// `reset`, `step` should return [`EnvError::NeedsReset`] (the built-in
+    /// environments and [`TimeLimit`](crate::TimeLimit) do, and
+    /// [`Checked`](crate::Checked) refuses such calls for any environment).
+    /// [`check_env`](crate::check_env) tests all of this.
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError>;
 
     /// For discrete action spaces: which actions are legal in the current state

@@ -3,6 +3,9 @@
 //! - [`Space`]: `Discrete(n)` and `Box { low, high, shape }`.
 //! - [`Env`]: `reset(seed)` and `step(action)`, terminated and truncated kept apart.
 //! - Wrappers: [`TimeLimit`], [`RecordEpisodeStatistics`], [`Checked`].
+//! - [`check_env`]: check an environment against the [`Env`] contract
+//!   (spaces, finite observations in the space, determinism, episode ends,
+//!   truncation, valid and invalid actions, snapshots) and report in words.
 //! - [`VecEnv`]: N copies stepped together into contiguous buffers, with
 //!   autoreset that hands back the final observation of a finished episode.
 //! - [`Registry`]: build environments by name from a parameter table.
@@ -87,6 +90,7 @@
 mod acrobot;
 mod bandit;
 mod cartpole;
+mod check;
 mod checked;
 mod classic;
 mod continuous_mountain_car;
@@ -104,6 +108,7 @@ mod vec_env;
 pub use acrobot::{Acrobot, AcrobotParams};
 pub use bandit::{MovieRec, MovieRecParams};
 pub use cartpole::{CartPole, CartPoleParams};
+pub use check::{check_env, CheckOptions, CheckOutcome, CheckReport, Verdict};
 pub use checked::Checked;
 pub use continuous_mountain_car::{MountainCarContinuous, MountainCarContinuousParams};
 pub use env::{Env, EnvSnapshot, EpisodeRecord, RngState, Step, StepInfo};

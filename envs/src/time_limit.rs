@@ -4,7 +4,9 @@ use crate::{Action, Env, EnvError, EnvSnapshot, Space, Step};
 
 /// Sets `truncated` on the step at which the episode reaches `max_episode_steps`
 /// steps (Gymnasium's `TimeLimit`). An episode that terminates on that same
-/// step reports both flags; learners treat it as terminated.
+/// step reports both flags; learners treat it as terminated. Unlike
+/// Gymnasium's, a step after the truncation is refused with
+/// [`EnvError::NeedsReset`], as the [`Env`] contract asks.
 #[derive(Debug, Clone)]
 pub struct TimeLimit<E> {
     inner: E,
@@ -91,8 +93,17 @@ impl<E: Env> Env for TimeLimit<E> {
         self.elapsed = 0;
         self.inner.reset(seed, obs)
     }
+    /// After the step that reached the limit, `step` returns
+    /// [`EnvError::NeedsReset`] until `reset` (the inner environment has not
+    /// ended, but the episode has).
     #[inline]
     fn step(&mut self, action: Action<'_>, obs: &mut Vec<f32>) -> Result<Step, EnvError> {
+        if self.elapsed >= self.max_episode_steps {
+            return Err(EnvError::NeedsReset {
+                env: self.inner.name().to_string(),
+                when: "after the episode was truncated by its time limit",
+            });
+        }
         let mut step = self.inner.step(action, obs)?;
         self.elapsed += 1;
         if self.elapsed >= self.max_episode_steps {
