@@ -34,6 +34,13 @@ pub struct TrainArgs {
     /// Continue the run in RUN_DIR from its last checkpoint, with its saved config.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
+    /// Start from a trained policy: a run directory (its newest checkpoint)
+    /// or a checkpoint directory. The policy's parameters are loaded (the
+    /// [policy] tables must agree), the value network's and the observation
+    /// normaliser's where they fit; with [algo.reference] source = "initial"
+    /// (the default source) that policy is the reference.
+    #[arg(long, value_name = "RUN_OR_CHECKPOINT", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
 }
 
 /// Map a runner error to its exit status.
@@ -96,7 +103,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
                 Some(d) => RunDir::Exactly(d.clone()),
                 None => RunDir::Under(PathBuf::from("runs")),
             };
-            Run::create(resolved, dir, &registry).map_err(cli_error)?
+            Run::create_from(resolved, dir, &registry, args.init_from.as_deref())
+                .map_err(cli_error)?
         }
     };
     let stop = interrupt_flag();

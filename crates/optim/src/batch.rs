@@ -33,6 +33,10 @@ pub struct Batch {
     pub progress: f64,
     /// Index of this update (0-based).
     pub update: u64,
+    /// π_ref at every state of the batch (detached), when the learner has a
+    /// `[algo.reference]`: evaluated once per update by the trainer
+    /// ([`crate::Trainer`]), rows cut for minibatches.
+    pub reference: Option<klrl_policy::Dist>,
 }
 
 impl Batch {
@@ -49,6 +53,7 @@ impl Batch {
             masks: rollout.masks,
             progress,
             update,
+            reference: None,
         }
     }
 
@@ -129,6 +134,11 @@ impl Batch {
             returns: vec1(pick(&self.returns))?,
             advantages: vec1(adv)?,
             mask,
+            reference: match (&self.reference, idx.len() == self.len()) {
+                (Some(r), true) if all_rows(idx) => Some(r.clone()),
+                (Some(r), _) => Some(crate::measure::select_rows(r, idx)?),
+                (None, _) => None,
+            },
         })
     }
 }
@@ -152,4 +162,11 @@ pub struct MiniBatch {
     pub advantages: Tensor,
     /// Action masks of the B states.
     pub mask: Option<ActionMask>,
+    /// π_ref at the B states (detached), when the batch has it.
+    pub reference: Option<klrl_policy::Dist>,
+}
+
+/// Whether `idx` is 0, 1, …, len − 1 in order.
+fn all_rows(idx: &[usize]) -> bool {
+    idx.iter().enumerate().all(|(i, &j)| i == j)
 }

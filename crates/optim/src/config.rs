@@ -307,6 +307,8 @@ pub struct PpoConfig {
     /// 2021, §4.1). Default 10 (on CartPole seeds 0–2 it reached a return of
     /// 475 after 24k / 23k / 31k steps, against 38k / 28k / 37k with 1).
     pub proj_reg_coef: f64,
+    /// KL to a reference policy (`[algo.reference]`); `None` (default): none.
+    pub reference: Option<ReferenceConfig>,
 }
 
 impl Default for PpoConfig {
@@ -336,6 +338,7 @@ impl Default for PpoConfig {
             proj_eps: None,
             proj_cov_frac: klrl_policy::projection::DEFAULT_COV_FRAC,
             proj_reg_coef: 10.0,
+            reference: None,
         }
     }
 }
@@ -371,6 +374,8 @@ pub struct TrpoConfig {
     pub normalize_advantages: bool,
     /// Adam ε of the value function. Default 1e-5.
     pub adam_eps: f64,
+    /// KL to a reference policy (`[algo.reference]`); `None` (default): none.
+    pub reference: Option<ReferenceConfig>,
 }
 
 impl Default for TrpoConfig {
@@ -388,6 +393,7 @@ impl Default for TrpoConfig {
             vf_minibatch_size: 128,
             normalize_advantages: true,
             adam_eps: 1e-5,
+            reference: None,
         }
     }
 }
@@ -413,6 +419,8 @@ pub struct PgConfig {
     /// A hard limit on the exact mean KL(π_old ‖ π_θ) of every update (as
     /// PPO's `max_kl`); `None` (default): unconstrained.
     pub max_kl: Option<f64>,
+    /// KL to a reference policy (`[algo.reference]`); `None` (default): none.
+    pub reference: Option<ReferenceConfig>,
 }
 
 impl Default for PgConfig {
@@ -425,6 +433,132 @@ impl Default for PgConfig {
             max_grad_norm: 0.5,
             normalize_advantages: false,
             max_kl: None,
+            reference: None,
+        }
+    }
+}
+
+/// Where the reference policy π_ref of `[algo.reference]` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceSource {
+    /// The policy at the start of the run, frozen (with `klrl train
+    /// --init-from`, the policy loaded from there).
+    Initial,
+    /// The uniform distribution over a discrete action space (then
+    /// KL(π ‖ π_ref) = log n − H(π): a floor on the entropy).
+    Uniform,
+    /// A fixed distribution over a discrete action space, `probs`.
+    Fixed,
+    /// A policy saved by `klrl train`: a run directory (its newest
+    /// checkpoint) or a checkpoint directory, `path`. Any network shape, as
+    /// long as the observation and action spaces match.
+    Saved,
+}
+
+/// How KL(π_θ ‖ π_ref) enters the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceMode {
+    /// The objective minus `coef` · Ê[KL(π_θ ‖ π_ref)], `coef` fixed (the
+    /// KL penalty of RLHF, Ziegler et al. 2019, eq. 2).
+    Penalty,
+    /// The same with `coef` steered toward Ê[KL] = `target` once per update
+    /// by Ziegler et al.'s proportional controller (2019, §2.2).
+    Adaptive,
+    /// Ê[KL(π_θ ‖ π_ref)] ≤ `max_kl` on every update, exactly: a Lagrange
+    /// multiplier in the objective plus, for the first-order learners and
+    /// NPG, a pull-back along θ_old → θ, for TRPO a condition of the line
+    /// search.
+    Constraint,
+}
+
+impl ReferenceMode {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReferenceMode::Penalty => "penalty",
+            ReferenceMode::Adaptive => "adaptive",
+            ReferenceMode::Constraint => "constraint",
+        }
+    }
+}
+
+/// `[algo.reference]`: keep the policy close to a reference policy π_ref,
+/// measured by the exact mean over the batch states of KL(π_θ(·|s) ‖
+/// π_ref(·|s)).
+///
+/// The direction is RLHF's (Ziegler et al. 2019; Ouyang et al. 2022), the
+/// reverse of the per-update KL(π_old ‖ π_θ): the expectation is under the
+/// policy being trained, so the bound limits what the policy *does* — the
+/// log-likelihood ratio log π_θ/π_ref of the actions it takes, in
+/// expectation — and it is finite whenever π_θ puts no mass where π_ref has
+/// none (a deterministic production policy as π_ref forces π_θ to stay
+/// deterministic where it is; the other direction would be infinite for any
+/// π_θ that drops an action π_ref uses). With the uniform reference it is
+/// log n − H(π_θ): the constraint is a floor on the entropy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferenceConfig {
+    /// Where π_ref comes from. Default `initial`.
+    pub source: ReferenceSource,
+    /// `saved`: the run directory or checkpoint directory of π_ref
+    /// (relative paths from the directory `klrl` runs in).
+    pub path: Option<String>,
+    /// `fixed`: the probability of each discrete action (positive, sum 1).
+    pub probs: Option<Vec<f64>>,
+    /// Penalty, adaptive coefficient or constraint. Default `penalty`.
+    pub mode: ReferenceMode,
+    /// The coefficient of Ê[KL(π_θ ‖ π_ref)] in the loss (advantages are
+    /// normalised, so it is in units of advantage standard deviations per
+    /// nat): fixed for `penalty`, the initial value for `adaptive` and the
+    /// initial Lagrange multiplier for `constraint`. Default 0.1 (TRL's
+    /// `init_kl_coef` 0.2 and `kl_coef` 0.05 bracket it).
+    pub coef: f64,
+    /// `adaptive`: the mean KL(π_θ ‖ π_ref) the coefficient steers toward.
+    pub target: Option<f64>,
+    /// `constraint`: ε_ref, the bound on the mean KL(π_θ ‖ π_ref) over the
+    /// batch states of every update.
+    pub max_kl: Option<f64>,
+    /// `adaptive`: K_β of the controller coef ← coef · (1 + K_β e),
+    /// e = clip(KL / target − 1, −0.2, 0.2). Default 0.1 (Ziegler et al.
+    /// 2019, §2.2).
+    pub adapt_rate: f64,
+    /// `constraint`: step size η of the dual ascent on the multiplier,
+    /// log coef ← log coef + η (KL / ε_ref − 1) with KL the mean
+    /// KL(π_θ ‖ π_ref) the update's unconstrained step reached. Default 0.5
+    /// (as PPO's `dual_lr`).
+    pub dual_lr: f64,
+    /// Lower clamp of the coefficient (adaptive and constraint). Default 1e-4.
+    pub coef_min: f64,
+    /// Upper clamp of the coefficient (adaptive and constraint). Default 1e3.
+    pub coef_max: f64,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        ReferenceConfig {
+            source: ReferenceSource::Initial,
+            path: None,
+            probs: None,
+            mode: ReferenceMode::Penalty,
+            coef: 0.1,
+            target: None,
+            max_kl: None,
+            adapt_rate: 0.1,
+            dual_lr: 0.5,
+            coef_min: 1e-4,
+            coef_max: 1e3,
+        }
+    }
+}
+
+impl ReferenceConfig {
+    /// ε_ref when the mode is `constraint`.
+    pub fn limit(&self) -> Option<f64> {
+        match self.mode {
+            ReferenceMode::Constraint => self.max_kl,
+            _ => None,
         }
     }
 }
@@ -452,6 +586,24 @@ impl Default for AlgoConfig {
 }
 
 impl AlgoConfig {
+    /// The `[algo.reference]` table, if any.
+    pub fn reference(&self) -> Option<&ReferenceConfig> {
+        match self {
+            AlgoConfig::Ppo(p) => p.reference.as_ref(),
+            AlgoConfig::Trpo(t) | AlgoConfig::Npg(t) => t.reference.as_ref(),
+            AlgoConfig::VanillaPg(p) => p.reference.as_ref(),
+        }
+    }
+
+    /// The `[algo.reference]` table to change, if any.
+    pub fn reference_mut(&mut self) -> Option<&mut ReferenceConfig> {
+        match self {
+            AlgoConfig::Ppo(p) => p.reference.as_mut(),
+            AlgoConfig::Trpo(t) | AlgoConfig::Npg(t) => t.reference.as_mut(),
+            AlgoConfig::VanillaPg(p) => p.reference.as_mut(),
+        }
+    }
+
     /// The name used in configs and reports: `ppo`, `trpo`, `npg`, `vanilla-pg`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -595,6 +747,91 @@ impl Check {
         self.that(x > 0.0 && x <= 1.0, field, || {
             format!("must be in (0, 1], got {x}")
         });
+    }
+}
+
+/// The checks of `[algo.reference]`: each mode's own field required and the
+/// others' refused, as for the PPO objectives.
+fn check_reference(c: &mut Check, r: &ReferenceConfig) {
+    let mode = r.mode.name();
+    let own = |c: &mut Check, field: &str, value: Option<f64>, wanted: bool, why: &str| match (
+        wanted, value,
+    ) {
+        (true, Some(v)) => c.positive(field, v),
+        (true, None) => c.that(false, field, || {
+            format!("required by mode = \"{mode}\" ({why})")
+        }),
+        (false, Some(_)) => c.that(false, field, || {
+            format!("not used by mode = \"{mode}\"; remove it")
+        }),
+        (false, None) => {}
+    };
+    own(
+        c,
+        "algo.reference.target",
+        r.target,
+        r.mode == ReferenceMode::Adaptive,
+        "the mean KL(π ‖ π_ref) the coefficient steers toward",
+    );
+    own(
+        c,
+        "algo.reference.max_kl",
+        r.max_kl,
+        r.mode == ReferenceMode::Constraint,
+        "the bound ε_ref on the mean KL(π ‖ π_ref)",
+    );
+    c.non_negative("algo.reference.coef", r.coef);
+    if r.mode != ReferenceMode::Penalty {
+        c.positive("algo.reference.coef", r.coef);
+    }
+    c.positive("algo.reference.adapt_rate", r.adapt_rate);
+    c.positive("algo.reference.dual_lr", r.dual_lr);
+    c.positive("algo.reference.coef_min", r.coef_min);
+    c.that(r.coef_max >= r.coef_min, "algo.reference.coef_max", || {
+        format!("must be >= coef_min ({}), got {}", r.coef_min, r.coef_max)
+    });
+    let source = match r.source {
+        ReferenceSource::Initial => "initial",
+        ReferenceSource::Uniform => "uniform",
+        ReferenceSource::Fixed => "fixed",
+        ReferenceSource::Saved => "saved",
+    };
+    match (r.source, &r.path) {
+        (ReferenceSource::Saved, None) => c.that(false, "algo.reference.path", || {
+            "required by source = \"saved\" (a run or checkpoint directory)".into()
+        }),
+        (ReferenceSource::Saved, Some(p)) => c.that(!p.is_empty(), "algo.reference.path", || {
+            "must not be empty".into()
+        }),
+        (_, Some(_)) => c.that(false, "algo.reference.path", || {
+            format!("only source = \"saved\" uses it, the source is \"{source}\"")
+        }),
+        (_, None) => {}
+    }
+    match (r.source, &r.probs) {
+        (ReferenceSource::Fixed, None) => c.that(false, "algo.reference.probs", || {
+            "required by source = \"fixed\" (one probability per action)".into()
+        }),
+        (ReferenceSource::Fixed, Some(p)) => {
+            let sum: f64 = p.iter().sum();
+            c.that(
+                !p.is_empty() && p.iter().all(|x| x.is_finite() && *x > 0.0),
+                "algo.reference.probs",
+                || {
+                    format!(
+                        "every probability must be finite and > 0 (KL(π ‖ π_ref) is infinite \
+                         where π_ref has no mass), got {p:?}"
+                    )
+                },
+            );
+            c.that((sum - 1.0).abs() <= 1e-6, "algo.reference.probs", || {
+                format!("must sum to 1, sum to {sum}")
+            });
+        }
+        (_, Some(_)) => c.that(false, "algo.reference.probs", || {
+            format!("only source = \"fixed\" uses it, the source is \"{source}\"")
+        }),
+        (_, None) => {}
     }
 }
 
@@ -778,6 +1015,9 @@ impl ExperimentConfig {
                     c.positive("algo.max_kl", m);
                 }
             }
+        }
+        if let Some(r) = self.algo.reference() {
+            check_reference(&mut c, r);
         }
         match c.0.into_iter().next() {
             Some(e) => Err(e),

@@ -59,11 +59,22 @@ pub struct UpdateDiagnostics {
     /// when no hard limit applies (TRPO reports its line search in
     /// `ls_steps` and `accepted`).
     pub step_frac: f64,
+    /// Exact mean over the batch states of KL(π_new(·|s) ‖ π_ref(·|s)), the
+    /// distance to the reference policy of `[algo.reference]`; NaN without one.
+    pub kl_ref: f64,
+    /// Largest per-state KL(π_new ‖ π_ref) in the batch.
+    pub kl_ref_max: f64,
+    /// The reference bound ε_ref (constraint mode) or target (adaptive
+    /// mode); NaN for a fixed penalty or without a reference.
+    pub kl_ref_limit: f64,
+    /// The coefficient of Ê[KL(π ‖ π_ref)] the next update uses (the
+    /// Lagrange multiplier in constraint mode).
+    pub ref_coef: f64,
 }
 
 impl UpdateDiagnostics {
     /// Column names, in the order of [`UpdateDiagnostics::values`].
-    pub const COLUMNS: [&'static str; 20] = [
+    pub const COLUMNS: [&'static str; 24] = [
         "kl_old_new",
         "kl_new_old",
         "kl_max",
@@ -84,6 +95,10 @@ impl UpdateDiagnostics {
         "epochs_run",
         "kl_limit",
         "step_frac",
+        "kl_ref",
+        "kl_ref_max",
+        "kl_ref_limit",
+        "ref_coef",
     ];
 
     /// All fields NaN (none measured yet).
@@ -110,11 +125,15 @@ impl UpdateDiagnostics {
             epochs_run: n,
             kl_limit: n,
             step_frac: n,
+            kl_ref: n,
+            kl_ref_max: n,
+            kl_ref_limit: n,
+            ref_coef: n,
         }
     }
 
     /// The values in the order of [`UpdateDiagnostics::COLUMNS`].
-    pub fn values(&self) -> [f64; 20] {
+    pub fn values(&self) -> [f64; 24] {
         [
             self.kl_old_new,
             self.kl_new_old,
@@ -136,6 +155,10 @@ impl UpdateDiagnostics {
             self.epochs_run,
             self.kl_limit,
             self.step_frac,
+            self.kl_ref,
+            self.kl_ref_max,
+            self.kl_ref_limit,
+            self.ref_coef,
         ]
     }
 }

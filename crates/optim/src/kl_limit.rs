@@ -52,44 +52,155 @@ pub struct LimitOutcome {
     pub step_frac: f64,
     /// Forward passes spent after the first check (0 when within the limit).
     pub evals: usize,
+    /// The mean KL(π_θ ‖ π_ref) at the step as proposed (α = 1), before any
+    /// pull-back: what the constraint's multiplier is moved by (0 without a
+    /// reference bound).
+    pub proposed_ref: f64,
 }
 
-/// The statistic of the KL between `old` and the current policy over the
-/// states of `full` that a limit of `kind` bounds: the largest per-state
-/// value for a per-state bound, the mean otherwise.
-fn kl_at(policy: &dyn Policy, full: &MiniBatch, old: &Dist, kind: KlLimitKind) -> Result<f64> {
-    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
-    let kl = per_state_kl(old, &new)?;
-    Ok(match kind {
-        KlLimitKind::PerState => max(&kl),
-        KlLimitKind::Mean | KlLimitKind::Target => mean(&kl),
-    })
+/// The bounds one update is held to: a hard per-update limit on
+/// KL(π_old ‖ π_θ) and/or a bound on the mean KL(π_θ ‖ π_ref) to a
+/// reference policy ([`crate::reference`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds<'a> {
+    /// The per-update limit (mean or per-state), if hard.
+    pub update: Option<KlLimit>,
+    /// The reference bound, if any.
+    pub reference: Option<RefBound<'a>>,
 }
 
-/// Enforce `limit` on the policy's move from `theta_old` (its flat
+/// A bound on the mean KL(π_θ ‖ π_ref) over the batch states.
+#[derive(Debug, Clone, Copy)]
+pub struct RefBound<'a> {
+    /// The bound in force: ε_ref, or D_ref(θ_old) if that is larger (an
+    /// update may not move a policy that is outside the ball further out).
+    pub limit: f64,
+    /// π_ref at the batch states.
+    pub dist: &'a Dist,
+    /// D_ref(θ_old), the mean KL to the reference before the update.
+    pub at_old: f64,
+}
+
+impl<'a> RefBound<'a> {
+    /// The bound ε_ref for a policy whose D_ref before the update was `at_old`.
+    pub fn new(eps: f64, dist: &'a Dist, at_old: f64) -> Self {
+        RefBound {
+            limit: ref_limit(eps, at_old),
+            dist,
+            at_old,
+        }
+    }
+}
+
+/// The reference bound in force for an update that starts at D_ref(θ_old) =
+/// `at_old`: ε_ref, or `at_old` when the policy is outside the ball already
+/// (it may not move further out).
+pub fn ref_limit(eps: f64, at_old: f64) -> f64 {
+    if at_old.is_finite() {
+        eps.max(at_old)
+    } else {
+        eps
+    }
+}
+
+/// The statistics the bounds compare at the current parameters, from one
+/// forward pass: the per-update KL statistic its limit bounds (the largest
+/// per-state value for a per-state bound, the mean otherwise) and the mean
+/// KL to the reference.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    update: f64,
+    reference: f64,
+}
+
+impl Bounds<'_> {
+    fn measure(&self, policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<Measured> {
+        let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+        let update = match self.update {
+            Some(l) => {
+                let kl = per_state_kl(old, &new)?;
+                match l.kind {
+                    KlLimitKind::PerState => max(&kl),
+                    KlLimitKind::Mean | KlLimitKind::Target => mean(&kl),
+                }
+            }
+            None => 0.0,
+        };
+        let reference = match &self.reference {
+            Some(r) => mean(&per_state_kl(&new, r.dist)?),
+            None => 0.0,
+        };
+        Ok(Measured { update, reference })
+    }
+
+    /// Whether `m` is within every bound (NaN never is).
+    fn within(&self, m: Measured) -> bool {
+        self.update.is_none_or(|l| m.update <= l.value)
+            && self.reference.is_none_or(|r| m.reference <= r.limit)
+    }
+
+    /// Whether `m` is close enough to a bound to stop searching.
+    fn good_enough(&self, m: Measured) -> bool {
+        self.update
+            .is_some_and(|l| m.update >= GOOD_ENOUGH * l.value)
+            || self
+                .reference
+                .is_some_and(|r| m.reference >= GOOD_ENOUGH * r.limit)
+    }
+
+    /// The unit the search's line lives in: the per-update limit if there is
+    /// one, else the reference bound.
+    fn unit(&self) -> f64 {
+        match (self.update, &self.reference) {
+            (Some(l), _) => l.value,
+            (None, Some(r)) => r.limit,
+            (None, None) => 1.0,
+        }
+    }
+
+    /// √ of the binding statistic in the search's unit (+∞ when not finite):
+    /// √KL is close to linear in α near θ_old.
+    fn height(&self, m: Measured) -> f64 {
+        let unit = self.unit();
+        let mut h: f64 = 0.0;
+        if self.update.is_some() {
+            h = h.max(m.update.sqrt());
+        }
+        if let Some(r) = &self.reference {
+            h = h.max((m.reference * unit / r.limit).sqrt());
+        }
+        if h.is_finite() && !m.update.is_nan() && !m.reference.is_nan() {
+            h
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// Enforce `bounds` on the policy's move from `theta_old` (its flat
 /// parameters when the batch was collected; π_old = `old` at the states of
 /// `full`) to its current parameters, as described in the module docs.
 ///
-/// On return the policy holds parameters whose KL statistic is ≤ `limit`
-/// (or exactly `theta_old`). A non-finite KL counts as above the limit.
+/// On return the policy holds parameters within every bound (or exactly
+/// `theta_old`). A non-finite KL counts as outside.
 ///
 /// Errors: [`OptimError::NonFinite`] when the current parameters are not
-/// finite (nothing is searched; the caller restores), policy errors from the
-/// forward passes.
+/// finite (θ_old is set back), policy errors from the forward passes.
 pub fn enforce(
     policy: &mut dyn Policy,
     theta_old: &[f64],
     full: &MiniBatch,
     old: &Dist,
-    limit: KlLimit,
+    bounds: &Bounds<'_>,
     update: u64,
 ) -> Result<LimitOutcome> {
-    let (kind, limit) = (limit.kind, limit.value);
-    let kl_full = kl_at(policy, full, old, kind)?;
-    if kl_full <= limit {
+    let at_full = bounds.measure(policy, full, old)?;
+    let proposed_ref = at_full.reference;
+    if bounds.within(at_full) {
         return Ok(LimitOutcome {
             step_frac: 1.0,
             evals: 0,
+            proposed_ref,
         });
     }
     let theta = policy.get_flat()?;
@@ -107,18 +218,19 @@ pub fn enforce(
             .map(|(o, t)| o + alpha * (t - o))
             .collect()
     };
-    // Bracket: lo feasible (α = 0, KL = 0), hi infeasible (α = 1).
-    let (mut lo, mut g_lo) = (0.0_f64, 0.0_f64);
+    // Bracket: lo feasible (α = 0: KL(π_old ‖ π_old) = 0, D_ref(θ_old) within
+    // its bound by construction), hi infeasible (α = 1).
+    let at_zero = Measured {
+        update: 0.0,
+        reference: bounds.reference.map_or(0.0, |r| r.at_old),
+    };
+    let (mut lo, mut g_lo) = (0.0_f64, bounds.height(at_zero));
+    if !g_lo.is_finite() {
+        g_lo = 0.0;
+    }
     let mut best: Option<Vec<f64>> = None;
-    let (mut hi, mut g_hi) = (
-        1.0_f64,
-        if kl_full.is_finite() {
-            kl_full.sqrt()
-        } else {
-            f64::INFINITY
-        },
-    );
-    let target = (AIM * limit).sqrt();
+    let (mut hi, mut g_hi) = (1.0_f64, bounds.height(at_full));
+    let target = (AIM * bounds.unit()).sqrt();
     let mut evals = 0;
     while evals < MAX_EVALS {
         let width = hi - lo;
@@ -130,23 +242,16 @@ pub fn enforce(
         let alpha = guess.clamp(lo + 0.05 * width, hi - 0.05 * width);
         let candidate = at(alpha);
         policy.set_flat(&candidate)?;
-        let kl = kl_at(policy, full, old, kind)?;
+        let m = bounds.measure(policy, full, old)?;
         evals += 1;
-        if kl <= limit {
-            (lo, g_lo) = (alpha, kl.sqrt());
+        if bounds.within(m) {
+            (lo, g_lo) = (alpha, bounds.height(m));
             best = Some(candidate);
-            if kl >= GOOD_ENOUGH * limit {
+            if bounds.good_enough(m) {
                 break;
             }
         } else {
-            (hi, g_hi) = (
-                alpha,
-                if kl.is_finite() {
-                    kl.sqrt()
-                } else {
-                    f64::INFINITY
-                },
-            );
+            (hi, g_hi) = (alpha, bounds.height(m));
         }
     }
     // The parameters must be those whose KL was measured: set the kept
@@ -168,62 +273,91 @@ pub fn enforce(
     Ok(LimitOutcome {
         step_frac: lo,
         evals,
+        proposed_ref,
     })
 }
 
-/// A hard limit armed for one update of a first-order optimiser: θ_old and
-/// the policy's slice of the Adam moments (the policy's parameters come
-/// first in [`crate::losses::trainable_vars`]), taken before the steps.
+/// Hard bounds armed for one update of a first-order optimiser (or NPG):
+/// θ_old and the policy's slice of the Adam moments (the policy's parameters
+/// come first in [`crate::losses::trainable_vars`]), taken before the steps.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    limit: KlLimit,
+    limit: Option<KlLimit>,
+    reference: Option<(f64, f64)>,
     theta_old: Vec<f64>,
     adam_m: Vec<f64>,
     adam_v: Vec<f64>,
 }
 
 impl Guard {
-    /// Arm `limit` before an update's steps, if it is a hard one (a target
-    /// is steered toward, not enforced: `None`, as without a limit).
-    pub fn arm(policy: &dyn Policy, adam: &Adam, limit: Option<KlLimit>) -> Result<Option<Self>> {
-        let Some(limit) = limit.filter(KlLimit::is_hard) else {
+    /// Arm the bounds of an update before its steps: `limit` if it is a hard
+    /// one (a target is steered toward, not enforced) and `reference` =
+    /// (ε_ref, D_ref(θ_old)) for a reference constraint. `None` when neither
+    /// applies. `adam`: the optimiser whose policy moments are restored with
+    /// θ_old (none for NPG).
+    pub fn arm(
+        policy: &dyn Policy,
+        adam: Option<&Adam>,
+        limit: Option<KlLimit>,
+        reference: Option<(f64, f64)>,
+    ) -> Result<Option<Self>> {
+        let limit = limit.filter(KlLimit::is_hard);
+        if limit.is_none() && reference.is_none() {
             return Ok(None);
-        };
+        }
         let theta_old = policy.get_flat()?;
         let k = theta_old.len();
         Ok(Some(Guard {
             limit,
-            adam_m: adam.m[..k].to_vec(),
-            adam_v: adam.v[..k].to_vec(),
+            reference,
+            adam_m: adam.map_or(Vec::new(), |a| a.m[..k].to_vec()),
+            adam_v: adam.map_or(Vec::new(), |a| a.v[..k].to_vec()),
             theta_old,
         }))
     }
 
-    /// After the steps: [`enforce`] the limit; when θ_old is restored, the
-    /// policy's Adam moments are restored bit for bit too, so the optimiser
-    /// state is the one that goes with the parameters kept (the value
-    /// network, which has no limit, keeps its steps and moments). A partial
-    /// step keeps the moments: they are statistics of gradients that were
-    /// observed. Returns the fraction of the step kept.
+    /// After the steps: [`enforce`] the bounds (`reference`: π_ref at the
+    /// batch states, required when a reference bound was armed); when θ_old
+    /// is restored, the policy's Adam moments are restored bit for bit too,
+    /// so the optimiser state is the one that goes with the parameters kept
+    /// (the value network, which has no limit, keeps its steps and moments).
+    /// A partial step keeps the moments: they are statistics of gradients
+    /// that were observed.
     pub fn enforce(
         self,
         policy: &mut dyn Policy,
-        adam: &mut Adam,
+        adam: Option<&mut Adam>,
         full: &MiniBatch,
         old: &Dist,
+        reference: Option<&Dist>,
         update: u64,
-    ) -> Result<f64> {
-        let restore = |adam: &mut Adam| {
-            let k = self.adam_m.len();
-            adam.m[..k].copy_from_slice(&self.adam_m);
-            adam.v[..k].copy_from_slice(&self.adam_v);
+    ) -> Result<LimitOutcome> {
+        let restore = |adam: Option<&mut Adam>| {
+            if let Some(adam) = adam {
+                let k = self.adam_m.len();
+                adam.m[..k].copy_from_slice(&self.adam_m);
+                adam.v[..k].copy_from_slice(&self.adam_v);
+            }
         };
-        match enforce(policy, &self.theta_old, full, old, self.limit, update) {
+        let bounds = Bounds {
+            update: self.limit,
+            reference: match (self.reference, reference) {
+                (Some((eps, at_old)), Some(dist)) => Some(RefBound::new(eps, dist, at_old)),
+                (Some(_), None) => {
+                    return Err(OptimError::config(
+                        "algo.reference",
+                        "a reference bound was armed without the reference distributions",
+                    ))
+                }
+                (None, _) => None,
+            },
+        };
+        match enforce(policy, &self.theta_old, full, old, &bounds, update) {
             Ok(outcome) => {
                 if outcome.step_frac == 0.0 {
                     restore(adam);
                 }
-                Ok(outcome.step_frac)
+                Ok(outcome)
             }
             Err(e) => {
                 // Parameters are back at θ_old on every error path of the search.

@@ -26,6 +26,7 @@ pub mod measure;
 pub mod normalize;
 pub mod pg;
 pub mod ppo;
+pub mod reference;
 pub mod rollout;
 pub mod trainer;
 pub mod trpo;
@@ -35,12 +36,13 @@ pub use algorithm::{AlgoState, Algorithm};
 pub use build::build_algorithm;
 pub use config::{
     AlgoConfig, ExperimentConfig, KlLimit, KlLimitKind, NetConfig, PgConfig, PpoConfig,
-    PpoObjective, TrainConfig, TrpoConfig,
+    PpoObjective, ReferenceConfig, ReferenceMode, ReferenceSource, TrainConfig, TrpoConfig,
 };
 pub use diagnostics::UpdateDiagnostics;
 pub use error::{OptimError, Result};
 pub use evaluate::{evaluate, Evaluation};
 pub use pg::VanillaPg;
 pub use ppo::Ppo;
+pub use reference::{RefTerm, Reference};
 pub use trainer::{PhaseTimes, Trainer, UpdateReport};
 pub use trpo::Trpo;

@@ -120,11 +120,23 @@ pub fn batch_mean_kl(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Resul
 }
 
 /// [`kl_stats`] between `old` and the current policy over the states and
-/// actions of `full`: what every update reports about how far it moved.
-pub fn measure_update(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<KlStats> {
+/// actions of `full` — what every update reports about how far it moved —
+/// and, with π_ref at those states, the per-state KL(π_new ‖ π_ref) (empty
+/// without), from the same forward pass.
+pub fn measure_update(
+    policy: &dyn Policy,
+    full: &MiniBatch,
+    old: &Dist,
+    reference: Option<&Dist>,
+) -> Result<(KlStats, Vec<f64>)> {
     let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
     let new_log_probs = new.log_prob(&full.actions)?;
-    kl_stats(old, &new, &full.old_log_probs, &new_log_probs)
+    let stats = kl_stats(old, &new, &full.old_log_probs, &new_log_probs)?;
+    let kl_ref = match reference {
+        Some(r) => per_state_kl(&new, r)?,
+        None => Vec::new(),
+    };
+    Ok((stats, kl_ref))
 }
 
 /// Diagnostics with the KL and entropy columns of `kl` filled in and every

@@ -21,6 +21,7 @@ use crate::error::{OptimError, Result};
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{diagnostics_from, measure_update};
+use crate::reference::{self, load_ref_coef, RefTerm};
 use crate::rollout::candle_err;
 use crate::value_fit::value_loss_and_grad;
 
@@ -30,6 +31,8 @@ use crate::value_fit::value_loss_and_grad;
 pub struct VanillaPg {
     config: PgConfig,
     adam: Adam,
+    /// The KL-to-reference term of `[algo.reference]`, with its coefficient.
+    reference: Option<RefTerm>,
 }
 
 /// The terms of the vanilla policy-gradient loss, differentiable scalars.
@@ -52,6 +55,7 @@ impl VanillaPg {
         let n = klrl_policy::flat::flat_len(&trainable_vars(policy, value));
         VanillaPg {
             adam: Adam::new(n, config.adam_eps),
+            reference: config.reference.as_ref().map(RefTerm::new),
             config,
         }
     }
@@ -77,10 +81,16 @@ impl VanillaPg {
     fn policy_terms(&self, dist: &Dist, mb: &MiniBatch) -> Result<(Tensor, Tensor, Tensor)> {
         let e = candle_err("policy-gradient loss");
         // ∇J = Ê[∇ log π_θ(a|s) Â]  (the policy-gradient theorem)
-        let policy_loss = (dist.log_prob(&mb.actions)? * &mb.advantages)
+        let mut policy_loss = (dist.log_prob(&mb.actions)? * &mb.advantages)
             .and_then(|x| x.mean_all())
             .and_then(|x| x.neg())
             .map_err(&e)?;
+        if let (Some(term), Some(reference)) = (&self.reference, &mb.reference) {
+            // + c Ê[KL(π_θ ‖ π_ref)], the reference term (crate::reference)
+            if let Some(p) = term.penalty(dist, reference)? {
+                policy_loss = (policy_loss + p).map_err(&e)?;
+            }
+        }
         let entropy = dist.entropy()?.mean_all().map_err(&e)?;
         let objective =
             (&policy_loss - entropy.affine(self.config.ent_coef, 0.0).map_err(&e)?).map_err(&e)?;
@@ -150,7 +160,14 @@ impl Algorithm for VanillaPg {
         let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
         let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
-        let guard = Guard::arm(policy, &self.adam, c.kl_limit())?;
+        let reference = reference::required(self.reference.as_ref(), mb.reference.as_ref())?;
+        let ref_check = reference::check(self.reference.as_ref(), &old_dist, reference)?;
+        let guard = Guard::arm(
+            policy,
+            Some(&self.adam),
+            c.kl_limit(),
+            ref_check.map(|r| r.for_guard()),
+        )?;
         let (host, grad_norm) = if value.is_shared() {
             // The value loss reaches the shared trunk: one backward through everything.
             let loss = self.loss(policy, value, &mb)?;
@@ -172,11 +189,20 @@ impl Algorithm for VanillaPg {
                 .step_flat(&vars, grad, lr, max_grad_norm, batch.update)?;
             (host.to_vec(), norm)
         };
-        let step_frac = match guard {
-            Some(g) => g.enforce(policy, &mut self.adam, &mb, &old_dist, batch.update)?,
-            None => f64::NAN,
+        let outcome = match guard {
+            Some(g) => Some(g.enforce(
+                policy,
+                Some(&mut self.adam),
+                &mb,
+                &old_dist,
+                reference,
+                batch.update,
+            )?),
+            None => None,
         };
-        let kl = measure_update(policy, &mb, &old_dist)?;
+        let step_frac = outcome.map_or(f64::NAN, |o| o.step_frac);
+        reference::restore_if_outside(policy, &mb, reference, ref_check)?;
+        let (kl, kl_ref) = measure_update(policy, &mb, &old_dist, reference)?;
         let mut d = diagnostics_from(&kl);
         d.step_frac = step_frac;
         d.kl_limit = c.kl_limit().map_or(f64::NAN, |l| l.value);
@@ -187,12 +213,19 @@ impl Algorithm for VanillaPg {
         d.accepted = if step_frac == 0.0 { 0.0 } else { 1.0 };
         d.lr = lr;
         d.epochs_run = 1.0;
+        if let Some(term) = &mut self.reference {
+            term.finish(&mut d, &kl_ref, outcome.map(|o| o.proposed_ref));
+        }
         Ok(d)
     }
 
-    /// Adam's step count `adam_t` and moments `adam_m`, `adam_v`.
+    /// Adam's step count `adam_t`, its moments `adam_m`, `adam_v`, and with
+    /// a reference the coefficient `ref_coef`.
     fn state(&self) -> AlgoState {
         let mut s = AlgoState::new(self.name());
+        if let Some(r) = &self.reference {
+            s.scalars.insert("ref_coef".into(), r.coef);
+        }
         s.scalars.insert("adam_t".into(), self.adam.t as f64);
         s.vectors.insert("adam_m".into(), self.adam.m.clone());
         s.vectors.insert("adam_v".into(), self.adam.v.clone());
@@ -210,9 +243,13 @@ impl Algorithm for VanillaPg {
                 "vanilla-pg: adam_t must be a whole number >= 0, got {t}"
             )));
         }
+        let ref_coef = load_ref_coef(state, self.reference.as_ref())?;
         self.adam.t = t as u64;
         self.adam.m = m;
         self.adam.v = v;
+        if let (Some(r), Some(coef)) = (&mut self.reference, ref_coef) {
+            r.coef = coef;
+        }
         Ok(())
     }
 }

@@ -41,6 +41,7 @@ use crate::error::{OptimError, Result};
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
+use crate::reference::{self, load_ref_coef, RefTerm};
 use crate::rollout::candle_err;
 use crate::value_fit::value_loss_and_grad;
 
@@ -52,6 +53,8 @@ pub struct Ppo {
     config: PpoConfig,
     adam: Adam,
     beta: f64,
+    /// The KL-to-reference term of `[algo.reference]`, with its coefficient.
+    reference: Option<RefTerm>,
 }
 
 /// The terms of PPO's loss on one minibatch, as differentiable scalar tensors
@@ -82,6 +85,7 @@ impl Ppo {
         Ppo {
             adam: Adam::new(n, config.adam_eps),
             beta: config.beta,
+            reference: config.reference.as_ref().map(RefTerm::new),
             config,
         }
     }
@@ -94,6 +98,11 @@ impl Ppo {
     /// The configuration.
     pub fn config(&self) -> &PpoConfig {
         &self.config
+    }
+
+    /// The coefficient of the KL to the reference the next update uses.
+    pub fn ref_coef(&self) -> Option<f64> {
+        self.reference.as_ref().map(|r| r.coef)
     }
 
     /// PPO's loss on the minibatch `mb`, with `old` the distributions of
@@ -195,6 +204,12 @@ impl Ppo {
             if let Some(kl) = &kl {
                 // − L^KLPEN = −Ê[r Â] + β Ê[KL(π_old ‖ π_θ)]  (eq. 8)
                 policy_loss = (policy_loss + kl.affine(self.beta, 0.0).map_err(&e)?).map_err(&e)?;
+            }
+        }
+        if let (Some(term), Some(reference)) = (&self.reference, &mb.reference) {
+            // + c Ê[KL(π_θ ‖ π_ref)], the reference term (crate::reference)
+            if let Some(p) = term.penalty(dist, reference)? {
+                policy_loss = (policy_loss + p).map_err(&e)?;
             }
         }
         if let Some(projected) = &projected {
@@ -433,7 +448,15 @@ impl Algorithm for Ppo {
         let full = batch.minibatch(policy, None, false)?;
         let old_dist = policy.dist(&full.obs, full.mask.as_ref())?.detach();
         let vars = trainable_vars(policy, value);
-        let guard = Guard::arm(policy, &self.adam, c.kl_limit())?;
+        // π_ref at the batch states (evaluated by the trainer) and D_ref(θ_old).
+        let reference = reference::required(self.reference.as_ref(), batch.reference.as_ref())?;
+        let ref_check = reference::check(self.reference.as_ref(), &old_dist, reference)?;
+        let guard = Guard::arm(
+            policy,
+            Some(&self.adam),
+            c.kl_limit(),
+            ref_check.map(|r| r.for_guard()),
+        )?;
         let dual = DualBeta {
             kl_target: c.kl_target,
             lr: c.dual_lr,
@@ -522,12 +545,21 @@ impl Algorithm for Ppo {
             }
         }
 
-        let step_frac = match guard {
-            Some(g) => g.enforce(policy, &mut self.adam, &full, &old_dist, batch.update)?,
-            None => f64::NAN,
+        let outcome = match guard {
+            Some(g) => Some(g.enforce(
+                policy,
+                Some(&mut self.adam),
+                &full,
+                &old_dist,
+                reference,
+                batch.update,
+            )?),
+            None => None,
         };
+        let step_frac = outcome.map_or(f64::NAN, |o| o.step_frac);
+        reference::restore_if_outside(policy, &full, reference, ref_check)?;
 
-        let kl = measure_update(policy, &full, &old_dist)?;
+        let (kl, kl_ref) = measure_update(policy, &full, &old_dist, reference)?;
         let beta = if c.objective.dual() {
             self.beta = dual.next_beta(self.beta, kl.kl_old_new);
             self.beta
@@ -561,12 +593,19 @@ impl Algorithm for Ppo {
         d.kl_limit = c.kl_limit().map_or(f64::NAN, |l| l.value);
         d.lr = lr;
         d.epochs_run = steps as f64 / per_epoch as f64;
+        if let Some(term) = &mut self.reference {
+            term.finish(&mut d, &kl_ref, outcome.map(|o| o.proposed_ref));
+        }
         Ok(d)
     }
 
-    /// `beta`, Adam's step count `adam_t`, and its moments `adam_m`, `adam_v`.
+    /// `beta`, Adam's step count `adam_t`, its moments `adam_m`, `adam_v`,
+    /// and with a reference the coefficient `ref_coef`.
     fn state(&self) -> AlgoState {
         let mut s = AlgoState::new(self.name());
+        if let Some(r) = &self.reference {
+            s.scalars.insert("ref_coef".into(), r.coef);
+        }
         s.scalars.insert("beta".into(), self.beta);
         s.scalars.insert("adam_t".into(), self.adam.t as f64);
         s.vectors.insert("adam_m".into(), self.adam.m.clone());
@@ -586,10 +625,14 @@ impl Algorithm for Ppo {
                 "ppo: beta must be finite and >= 0 and adam_t a whole number >= 0, got beta = {beta}, adam_t = {t}"
             )));
         }
+        let ref_coef = load_ref_coef(state, self.reference.as_ref())?;
         self.beta = beta;
         self.adam.t = t as u64;
         self.adam.m = m;
         self.adam.v = v;
+        if let (Some(r), Some(coef)) = (&mut self.reference, ref_coef) {
+            r.coef = coef;
+        }
         Ok(())
     }
 }

@@ -25,6 +25,11 @@ pub struct Rollout {
     pub obs_dim: usize,
     /// Observations s_t, `n_steps · n_envs · obs_dim`.
     pub obs: Vec<f32>,
+    /// The same observations as the environment gave them, before
+    /// normalisation, when the collector keeps them
+    /// ([`Collector::keep_raw_obs`]; a reference policy with its own
+    /// normaliser needs them). `None` otherwise, or when `obs` are raw already.
+    pub raw_obs: Option<Vec<f32>>,
     /// Actions a_t as sampled (continuous actions before clipping to the box).
     pub actions: Actions,
     /// log π_old(a_t | s_t).
@@ -100,6 +105,9 @@ pub struct Collector {
     pub obs_norm: Option<ObsNormalizer>,
     /// Reward scaling, when enabled (checkpointed with the run).
     pub reward_scaler: Option<RewardScaler>,
+    /// Keep the raw observations in [`Rollout::raw_obs`] (when observations
+    /// are normalised). Default false.
+    pub keep_raw_obs: bool,
     /// The current observations as the policy sees them.
     current_obs: Vec<f32>,
     /// Whether `current_obs` has been taken from the environment since its reset.
@@ -118,6 +126,7 @@ impl Collector {
         Collector {
             obs_norm,
             reward_scaler,
+            keep_raw_obs: false,
             current_obs: Vec::new(),
             primed: false,
             sde_sample_freq: -1,
@@ -195,6 +204,8 @@ impl Collector {
             n_steps,
             obs_dim,
             obs: Vec::with_capacity(n * obs_dim),
+            raw_obs: (self.keep_raw_obs && self.obs_norm.is_some())
+                .then(|| Vec::with_capacity(n * obs_dim)),
             actions: if discrete {
                 Actions::Discrete(Vec::with_capacity(n))
             } else {
@@ -247,6 +258,9 @@ impl Collector {
                 .map_err(candle_err("log-probabilities to host"))?;
             let v = values_of(value, &obs_t)?;
             out.obs.extend_from_slice(&self.current_obs);
+            if let Some(raw) = &mut out.raw_obs {
+                raw.extend_from_slice(venv.observations());
+            }
             out.log_probs.extend_from_slice(&log_p);
             out.values.extend_from_slice(&v);
             if let (Some(all), Some(m)) = (&mut out.masks, venv.action_masks()) {

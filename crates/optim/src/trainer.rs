@@ -11,12 +11,41 @@ use rand_chacha::ChaCha8Rng;
 use crate::algorithm::Algorithm;
 use crate::batch::Batch;
 use crate::build::build_algorithm;
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, NetConfig, ReferenceSource};
 use crate::diagnostics::UpdateDiagnostics;
 use crate::error::{OptimError, Result};
 use crate::evaluate::{evaluate, Evaluation};
 use crate::normalize::{ObsNormalizer, RewardScaler};
-use crate::rollout::Collector;
+use crate::reference::Reference;
+use crate::rollout::{Collector, Rollout};
+
+/// A freshly initialised policy for `obs_dim` observations and the action
+/// space `space`, shaped by `net`, in `dtype` on `device` (initialised from a
+/// fixed seed: for copies whose parameters are set afterwards, such as
+/// reference policies).
+pub fn new_policy(
+    obs_dim: usize,
+    space: &Space,
+    net: &NetConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<Box<dyn Policy + Send>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mlp = net.mlp();
+    Ok(match space {
+        Space::Discrete { n } => Box::new(CategoricalPolicy::new(
+            obs_dim, *n, &mlp, dtype, device, &mut rng,
+        )?),
+        Space::Box { low, .. } => Box::new(DiagGaussianPolicy::new(
+            obs_dim,
+            low.len(),
+            &mlp,
+            dtype,
+            device,
+            &mut rng,
+        )?),
+    })
+}
 
 /// Seconds spent in each phase of an update.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -68,6 +97,10 @@ pub struct Trainer<E: Env = Box<dyn Env>> {
     pub updates: u64,
     /// Environment steps done.
     pub env_steps: u64,
+    /// π_ref of `[algo.reference]`: built by [`Trainer::new`] for the
+    /// `initial`, `uniform` and `fixed` sources, set with
+    /// [`Trainer::set_reference`] for a saved one.
+    reference: Option<Reference>,
 }
 
 impl Trainer<Box<dyn Env>> {
@@ -153,9 +186,10 @@ impl<E: Env> Trainer<E> {
             t.scale_rewards
                 .then(|| RewardScaler::new(t.n_envs, t.gamma)),
         );
+        collector.keep_raw_obs = config.algo.reference().is_some();
         collector.sde_sample_freq = config.policy.sde_sample_freq;
         venv.reset(Some(t.seed))?;
-        Ok(Trainer {
+        let mut trainer = Trainer {
             config,
             venv,
             policy,
@@ -165,7 +199,109 @@ impl<E: Env> Trainer<E> {
             rng,
             updates: 0,
             env_steps: 0,
+            reference: None,
+        };
+        trainer.reference = trainer.configured_reference()?;
+        Ok(trainer)
+    }
+
+    /// π_ref as `[algo.reference]` defines it, where the config alone
+    /// defines it: a frozen copy of the current policy and observation
+    /// normaliser (`initial`), the uniform or a fixed distribution; `None`
+    /// for a saved policy (see [`Trainer::set_reference`]) or without a
+    /// reference.
+    fn configured_reference(&self) -> Result<Option<Reference>> {
+        let Some(r) = self.config.algo.reference() else {
+            return Ok(None);
+        };
+        let n_actions = match self.venv.action_space() {
+            Space::Discrete { n } => Some(*n),
+            Space::Box { .. } => None,
+        };
+        let discrete_only = |what: &str| {
+            OptimError::config(
+                "algo.reference.source",
+                format!(
+                    "\"{what}\" needs a discrete action space, this environment's is continuous"
+                ),
+            )
+        };
+        Ok(match r.source {
+            ReferenceSource::Initial => Some(self.frozen_policy()?),
+            ReferenceSource::Uniform => Some(Reference::uniform(
+                n_actions.ok_or_else(|| discrete_only("uniform"))?,
+            )?),
+            ReferenceSource::Fixed => {
+                let n = n_actions.ok_or_else(|| discrete_only("fixed"))?;
+                let probs = r.probs.clone().unwrap_or_default();
+                if probs.len() != n {
+                    return Err(OptimError::config(
+                        "algo.reference.probs",
+                        format!(
+                            "has {} probabilities, the environment has {n} actions",
+                            probs.len()
+                        ),
+                    ));
+                }
+                Some(Reference::fixed(&probs)?)
+            }
+            ReferenceSource::Saved => None,
         })
+    }
+
+    /// A frozen copy of the current policy with the current observation
+    /// normaliser (statistics as they are now).
+    fn frozen_policy(&self) -> Result<Reference> {
+        let mut copy = new_policy(
+            self.venv.obs_dim(),
+            self.venv.action_space(),
+            &self.config.policy,
+            self.policy.dtype(),
+            self.policy.device(),
+        )?;
+        copy.set_flat(&self.policy.get_flat()?)?;
+        Ok(Reference::network(copy, self.collector.obs_norm.clone()))
+    }
+
+    /// Take the current policy (and observation normaliser) as the
+    /// `initial` reference again — after loading trained parameters into a
+    /// fresh trainer (`klrl train --init-from`). Other sources are unchanged.
+    pub fn refreeze_initial_reference(&mut self) -> Result<()> {
+        if self
+            .config
+            .algo
+            .reference()
+            .is_some_and(|r| r.source == ReferenceSource::Initial)
+        {
+            self.reference = Some(self.frozen_policy()?);
+        }
+        Ok(())
+    }
+
+    /// Set π_ref: a saved policy, or a reference restored from a checkpoint.
+    ///
+    /// Errors: [`OptimError::Config`] when the config has no
+    /// `[algo.reference]`; [`OptimError::Mismatch`] when π_ref does not fit
+    /// the environment's spaces.
+    pub fn set_reference(&mut self, reference: Reference) -> Result<()> {
+        if self.config.algo.reference().is_none() {
+            return Err(OptimError::config(
+                "algo.reference",
+                "a reference policy was given, but the config has no [algo.reference] table",
+            ));
+        }
+        let (discrete, n) = match self.venv.action_space() {
+            Space::Discrete { n } => (true, *n),
+            Space::Box { low, .. } => (false, low.len()),
+        };
+        reference.check_fits(self.venv.obs_dim(), n, discrete)?;
+        self.reference = Some(reference);
+        Ok(())
+    }
+
+    /// π_ref, when set.
+    pub fn reference(&self) -> Option<&Reference> {
+        self.reference.as_ref()
     }
 
     /// Transitions per update, `n_envs · n_steps`.
@@ -198,7 +334,9 @@ impl<E: Env> Trainer<E> {
         let episodes = rollout.episodes.clone();
         let regret = rollout.regret.map(|(sum, n)| sum / n.max(1) as f64);
         let steps = rollout.len() as u64;
-        let batch = Batch::new(rollout, adv, progress, self.updates);
+        let reference = self.reference_at(&rollout)?;
+        let mut batch = Batch::new(rollout, adv, progress, self.updates);
+        batch.reference = reference;
         let t2 = Instant::now();
         let diagnostics =
             self.algo
@@ -218,6 +356,29 @@ impl<E: Env> Trainer<E> {
                 update_s: (t3 - t2).as_secs_f64(),
             },
         })
+    }
+
+    /// π_ref at the rollout's states, once per update (raw observations
+    /// when the run normalises its own).
+    fn reference_at(&self, rollout: &Rollout) -> Result<Option<klrl_policy::Dist>> {
+        match (&self.reference, self.config.algo.reference()) {
+            (Some(r), _) => {
+                let raw = rollout.raw_obs.as_deref().unwrap_or(&rollout.obs);
+                let mask = rollout.action_mask()?;
+                Ok(Some(r.dist(
+                    raw,
+                    rollout.len(),
+                    mask.as_ref(),
+                    self.policy.dtype(),
+                    self.policy.device(),
+                )?))
+            }
+            (None, Some(_)) => Err(OptimError::config(
+                "algo.reference",
+                "source = \"saved\": the reference policy was not loaded (Trainer::set_reference)",
+            )),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Run updates until `train.total_steps`, calling `on_update` after each;

@@ -36,7 +36,9 @@ use crate::cg::{conjugate_gradient, dot, CgSolution};
 use crate::config::TrpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
+use crate::kl_limit::{ref_limit, Guard};
 use crate::measure::{diagnostics_from, kl_stats, mean, per_state_kl};
+use crate::reference::{self, load_ref_coef, RefCheck, RefTerm};
 use crate::rollout::candle_err;
 
 /// TRPO or NPG, with the Adam state of the separately fitted value function.
@@ -51,6 +53,8 @@ pub struct Trpo {
     /// Adam over the value function's own parameters
     /// ([`ValueNet::unshared_vars`]).
     vf_adam: Adam,
+    /// The KL-to-reference term of `[algo.reference]`, with its coefficient.
+    reference: Option<RefTerm>,
 }
 
 /// What the policy step (steps 2–6) did, for the diagnostics.
@@ -66,6 +70,9 @@ struct PolicyStep {
     accepted: bool,
     /// L(θ) at the parameters the update ends with.
     surrogate: f64,
+    /// The mean KL(π_θ ‖ π_ref) at the full step (before the line search
+    /// or pull-back), for the reference constraint's multiplier.
+    proposed_ref: Option<f64>,
 }
 
 impl Trpo {
@@ -75,6 +82,7 @@ impl Trpo {
         let n = klrl_policy::flat::flat_len(&value.unshared_vars());
         let vf_adam = Adam::new(n, config.adam_eps);
         Trpo {
+            reference: config.reference.as_ref().map(RefTerm::new),
             config,
             line_search,
             vf_adam,
@@ -87,22 +95,35 @@ impl Trpo {
     /// log π_old(a|s) of the batch's actions. On return the policy holds the
     /// accepted parameters, or exactly θ_old; the accepted distribution and
     /// log-probabilities come back for the diagnostics (`None`: unchanged).
+    /// `ref_check`: the reference constraint, if any: a
+    /// condition of TRPO's line search, a pull-back (and restoration) of
+    /// NPG's step.
     fn policy_step(
         &self,
         policy: &mut dyn Policy,
         mb: &MiniBatch,
         dist: &Dist,
         old_log_probs: &Tensor,
+        ref_check: Option<RefCheck>,
         rng: &mut ChaCha8Rng,
         update: u64,
     ) -> Result<(PolicyStep, Option<(Dist, Tensor)>)> {
         let c = &self.config;
         let mask = mb.mask.as_ref();
         let old = dist.detach();
-        // 2. L(θ) = Ê[π_θ(a|s)/π_old(a|s) · Â] (eq. 14) and g = ∇_θ L at θ_old.
+        // 2. L(θ) = Ê[π_θ(a|s)/π_old(a|s) · Â] (eq. 14) and g = ∇_θ L at θ_old;
+        //    with a reference, L(θ) − c Ê[KL(π_θ ‖ π_ref)] (crate::reference).
+        let term = self.reference.as_ref().zip(mb.reference.as_ref());
         let (l_old, _) = surrogate(dist, mb, old_log_probs)?;
-        let surrogate_old = scalar(&l_old, "surrogate")?;
-        let g = policy.flat_grad(&l_old)?;
+        let mut surrogate_old = scalar(&l_old, "surrogate")?;
+        let mut objective = l_old;
+        if let Some((t, r)) = term {
+            if let Some(p) = t.penalty(dist, r)? {
+                objective = (objective - p).map_err(candle_err("surrogate"))?;
+            }
+            surrogate_old -= t.coef * mean(&per_state_kl(&old, r)?);
+        }
+        let g = policy.flat_grad(&objective)?;
         let grad_norm = dot(&g, &g).sqrt();
         if !surrogate_old.is_finite() || !grad_norm.is_finite() {
             return Err(OptimError::NonFinite {
@@ -112,6 +133,12 @@ impl Trpo {
         }
         // 3. F v of the mean KL at θ_old (Appendix C), on a subset of states if asked.
         let fisher = self.fisher(policy, mb, rng)?;
+        if let (true, Some(rc), Some((_, r))) = (self.line_search, ref_check, term) {
+            if !(rc.at_old <= rc.eps) {
+                // Outside the reference ball on this batch: a recovery step.
+                return self.recovery_step(policy, mb, dist, old_log_probs, r, &fisher, grad_norm);
+            }
+        }
         // 4. x ≈ (F + λI)⁻¹ g by conjugate gradient.
         let cg = natural_gradient(&fisher, &g, c)?;
         // 5. s = √(2δ / xᵀ(F + λI)x) · x, so that ½ sᵀ(F + λI)s = δ (eq. 12's quadratic model).
@@ -122,6 +149,7 @@ impl Trpo {
             ls_steps: 0,
             accepted: false,
             surrogate: surrogate_old,
+            proposed_ref: None,
         };
         if !(x_fx.is_finite() && x_fx > 0.0) {
             // g = 0 (e.g. all advantages equal) or a degenerate Fisher: no direction to take.
@@ -138,7 +166,8 @@ impl Trpo {
                 .collect()
         };
         if !self.line_search {
-            // NPG: the full natural step, no line search.
+            // NPG: the full natural step, no line search; a reference
+            // constraint pulls it back along θ_old → θ (crate::kl_limit).
             let theta = candidate(1.0);
             if theta.iter().any(|t| !t.is_finite()) {
                 return Err(OptimError::NonFinite {
@@ -146,15 +175,26 @@ impl Trpo {
                     update,
                 });
             }
+            let guard = Guard::arm(policy, None, None, ref_check.map(|r| r.for_guard()))?;
             policy.set_flat(&theta)?;
+            if let Some(g) = guard {
+                let outcome = g.enforce(policy, None, mb, &old, mb.reference.as_ref(), update)?;
+                step.proposed_ref = Some(outcome.proposed_ref);
+            }
+            reference::restore_if_outside(policy, mb, mb.reference.as_ref(), ref_check)?;
             let new = policy.dist(&mb.obs, mask)?.detach();
             let (l, logp) = surrogate(&new, mb, old_log_probs)?;
             step.surrogate = scalar(&l, "surrogate")?;
-            step.accepted = true;
+            if let Some((t, r)) = term {
+                step.surrogate -= t.coef * mean(&per_state_kl(&new, r)?);
+            }
+            step.accepted = policy.get_flat()? != theta_old;
             return Ok((step, Some((new, logp))));
         }
         // 6. Backtracking: θ_old + αʲ s, accept the first candidate with exact
-        //    mean KL(π_old ‖ π_θ) ≤ δ and L(θ) > L(θ_old) (Appendix C).
+        //    mean KL(π_old ‖ π_θ) ≤ δ and L(θ) > L(θ_old) (Appendix C); with a
+        //    reference constraint also Ê[KL(π_θ ‖ π_ref)] ≤ ε_ref.
+        let ref_limit = ref_check.map(|r| ref_limit(r.step_limit, r.at_old));
         let mut coef = 1.0;
         for j in 0..c.ls_max_steps {
             step.ls_steps = j + 1;
@@ -164,15 +204,20 @@ impl Trpo {
                 continue;
             }
             // Every error path leaves the policy at θ_old.
-            let (kl, l, new, logp) = match try_candidate(policy, &theta, mb, &old, old_log_probs) {
+            let measured = try_candidate(policy, &theta, mb, &old, old_log_probs, term);
+            let (kl, l, kl_ref, new, logp) = match measured {
                 Ok(measured) => measured,
                 Err(e) => {
                     policy.set_flat(&theta_old)?;
                     return Err(e);
                 }
             };
+            if j == 0 {
+                step.proposed_ref = Some(kl_ref);
+            }
             // NaN compares false: a non-finite KL or surrogate rejects the candidate.
-            if kl <= c.max_kl && l > surrogate_old && l.is_finite() {
+            let ref_ok = ref_limit.is_none_or(|limit| kl_ref <= limit);
+            if kl <= c.max_kl && ref_ok && l > surrogate_old && l.is_finite() {
                 step.accepted = true;
                 step.surrogate = l;
                 return Ok((step, Some((new, logp))));
@@ -180,6 +225,78 @@ impl Trpo {
         }
         // Nothing accepted: restore θ_old exactly (an f32 value read as f64
         // and written back is the same f32).
+        policy.set_flat(&theta_old)?;
+        Ok((step, None))
+    }
+
+    /// TRPO's update when θ_old is outside the reference ball on this batch
+    /// (D_ref(θ_old) > ε_ref): the recovery step of constrained policy
+    /// optimisation (Achiam et al. 2017, §6.2, eq. 14 with the constraint
+    /// alone): with b = ∇D_ref(θ_old) and x ≈ (F + λI)⁻¹ b by conjugate
+    /// gradient, θ = θ_old − √(2δ / xᵀ(F + λI)x) · x, the step of KL ≈ δ that
+    /// decreases D_ref the most to first order, backtracked until the exact
+    /// KL(π_old ‖ π_θ) ≤ δ and D_ref decreased. The surrogate is not
+    /// consulted. What δ could not reach is left to
+    /// [`reference::restore_if_outside`].
+    #[allow(clippy::too_many_arguments)]
+    fn recovery_step(
+        &self,
+        policy: &mut dyn Policy,
+        mb: &MiniBatch,
+        dist: &Dist,
+        old_log_probs: &Tensor,
+        reference: &Dist,
+        fisher: &FisherOperator,
+        grad_norm: f64,
+    ) -> Result<(PolicyStep, Option<(Dist, Tensor)>)> {
+        let c = &self.config;
+        let old = dist.detach();
+        let e = candle_err("reference recovery");
+        let d_old = mean(&per_state_kl(&old, reference)?);
+        let b = policy.flat_grad(&dist.kl(reference)?.mean_all().map_err(&e)?)?;
+        let cg = natural_gradient(fisher, &b, c)?;
+        let x_fx = dot(&cg.x, &fisher.apply_damped(&cg.x, c.cg_damping)?);
+        let (l, _) = surrogate(&old, mb, old_log_probs)?;
+        let mut step = PolicyStep {
+            cg,
+            grad_norm,
+            ls_steps: 0,
+            accepted: false,
+            surrogate: scalar(&l, "surrogate")?,
+            proposed_ref: Some(d_old),
+        };
+        if !(x_fx.is_finite() && x_fx > 0.0) {
+            return Ok((step, None));
+        }
+        let theta_old = policy.get_flat()?;
+        let scale = (2.0 * c.max_kl / x_fx).sqrt();
+        let mut coef = 1.0;
+        for j in 0..c.ls_max_steps {
+            step.ls_steps = j + 1;
+            let theta: Vec<f64> = theta_old
+                .iter()
+                .zip(&step.cg.x)
+                .map(|(t, x)| t - coef * scale * x)
+                .collect();
+            coef *= c.ls_shrink;
+            if theta.iter().any(|t| !t.is_finite()) {
+                continue;
+            }
+            let measured = try_candidate(policy, &theta, mb, &old, old_log_probs, None);
+            let (kl, l, _, new, logp) = match measured {
+                Ok(m) => m,
+                Err(err) => {
+                    policy.set_flat(&theta_old)?;
+                    return Err(err);
+                }
+            };
+            let d = mean(&per_state_kl(&new, reference)?);
+            if kl <= c.max_kl && d < d_old {
+                step.accepted = true;
+                step.surrogate = l;
+                return Ok((step, Some((new, logp))));
+            }
+        }
         policy.set_flat(&theta_old)?;
         Ok((step, None))
     }
@@ -298,21 +415,28 @@ fn surrogate(dist: &Dist, mb: &MiniBatch, old_log_probs: &Tensor) -> Result<(Ten
 }
 
 /// Set the policy to the line-search candidate `theta` and measure it: the
-/// exact mean KL(π_old ‖ π_θ), the surrogate, the distributions and the
-/// batch actions' log-probabilities.
+/// exact mean KL(π_old ‖ π_θ), the surrogate (minus c Ê[KL(π_θ ‖ π_ref)]
+/// with a reference `term`), the mean KL(π_θ ‖ π_ref) (0 without), the
+/// distributions and the batch actions' log-probabilities.
 fn try_candidate(
     policy: &mut dyn Policy,
     theta: &[f64],
     mb: &MiniBatch,
     old: &Dist,
     old_log_probs: &Tensor,
-) -> Result<(f64, f64, Dist, Tensor)> {
+    term: Option<(&RefTerm, &Dist)>,
+) -> Result<(f64, f64, f64, Dist, Tensor)> {
     policy.set_flat(theta)?;
     let new = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
     let kl = mean(&per_state_kl(old, &new)?);
     let (l, logp) = surrogate(&new, mb, old_log_probs)?;
-    let l = scalar(&l, "surrogate")?;
-    Ok((kl, l, new, logp))
+    let mut l = scalar(&l, "surrogate")?;
+    let mut kl_ref = 0.0;
+    if let Some((t, r)) = term {
+        kl_ref = mean(&per_state_kl(&new, r)?);
+        l -= t.coef * kl_ref;
+    }
+    Ok((kl, l, kl_ref, new, logp))
 }
 
 /// A one-element tensor as f64.
@@ -347,16 +471,42 @@ impl Algorithm for Trpo {
         let explained_var = explained_variance(&batch.old_values, &batch.returns);
         // 1. Advantages over the whole batch; π_old at every state of the batch.
         let mb = batch.minibatch(policy, None, self.config.normalize_advantages)?;
+        let reference = reference::required(self.reference.as_ref(), mb.reference.as_ref())?;
         let mask: Option<&ActionMask> = mb.mask.as_ref();
         let dist = policy.dist(&mb.obs, mask)?;
         let old = dist.detach();
         // log π_old recomputed (not the collector's copy) so that r(θ_old) = 1 exactly.
         let old_log_probs = old.log_prob(&mb.actions)?;
+        // The reference constraint: ε_ref and D_ref(θ_old) on this batch
+        // (crate::reference).
+        let ref_check = reference::check(self.reference.as_ref(), &old, reference)?;
         // 2.–6. The policy step.
-        let (step, new) =
-            self.policy_step(policy, &mb, &dist, &old_log_probs, rng, batch.update)?;
-        let (new, new_log_probs) = new.unwrap_or_else(|| (old.clone(), old_log_probs.clone()));
+        let (step, new) = self.policy_step(
+            policy,
+            &mb,
+            &dist,
+            &old_log_probs,
+            ref_check,
+            rng,
+            batch.update,
+        )?;
+        let (mut new, mut new_log_probs) =
+            new.unwrap_or_else(|| (old.clone(), old_log_probs.clone()));
+        if self.line_search {
+            // Started outside the reference ball on this batch: restore (NPG
+            // restores inside its step).
+            if let Some(r) = reference::restore_if_outside(policy, &mb, reference, ref_check)? {
+                if r.steps > 0 {
+                    new = policy.dist(&mb.obs, mask)?.detach();
+                    new_log_probs = new.log_prob(&mb.actions)?;
+                }
+            }
+        }
         let kl = kl_stats(&old, &new, &old_log_probs, &new_log_probs)?;
+        let kl_ref = match reference {
+            Some(r) => per_state_kl(&new, r)?,
+            None => Vec::new(),
+        };
         // 7. The value function, fitted separately.
         let value_loss = self.fit_value(value, &mb, rng, batch.update)?;
         let mut d = diagnostics_from(&kl);
@@ -371,11 +521,17 @@ impl Algorithm for Trpo {
         d.kl_limit = self.config.max_kl;
         d.lr = self.config.vf_lr;
         d.epochs_run = self.config.vf_epochs as f64;
+        if let Some(term) = &mut self.reference {
+            term.finish(&mut d, &kl_ref, step.proposed_ref);
+        }
         Ok(d)
     }
 
     fn state(&self) -> AlgoState {
         let mut s = AlgoState::new(self.name());
+        if let Some(r) = &self.reference {
+            s.scalars.insert("ref_coef".into(), r.coef);
+        }
         s.scalars.insert("vf_adam_t".into(), self.vf_adam.t as f64);
         s.vectors.insert("vf_adam_m".into(), self.vf_adam.m.clone());
         s.vectors.insert("vf_adam_v".into(), self.vf_adam.v.clone());
@@ -394,6 +550,12 @@ impl Algorithm for Trpo {
         }
         let m = state.vector("vf_adam_m", n)?.to_vec();
         let v = state.vector("vf_adam_v", n)?.to_vec();
+        if let (Some(coef), Some(r)) = (
+            load_ref_coef(state, self.reference.as_ref())?,
+            &mut self.reference,
+        ) {
+            r.coef = coef;
+        }
         self.vf_adam.m = m;
         self.vf_adam.v = v;
         self.vf_adam.t = t as u64;

@@ -254,7 +254,7 @@ fn check_fits(dir: &Path, meta: &CheckpointMeta, trainer: &Trainer) -> Result<()
 /// that cannot be read, does not match the network or holds a non-finite
 /// value is a bad checkpoint ([`RunnerError::Checkpoint`], a usage error:
 /// exit status 2), like every other checkpoint mismatch.
-fn load_weights(
+pub(crate) fn load_weights(
     dir: &Path,
     file: &str,
     load: impl FnOnce(&Path) -> klrl_policy::Result<()>,
@@ -410,7 +410,7 @@ fn numbers(trainer: &Trainer, state: &RunState) -> BTreeMap<String, Vec<f64>> {
     bag
 }
 
-fn put_stats(bag: &mut BTreeMap<String, Vec<f64>>, prefix: &str, s: &RunningMeanStd) {
+pub(crate) fn put_stats(bag: &mut BTreeMap<String, Vec<f64>>, prefix: &str, s: &RunningMeanStd) {
     bag.insert(format!("{prefix}.mean"), s.mean.clone());
     bag.insert(format!("{prefix}.var"), s.var.clone());
     bag.insert(format!("{prefix}.count"), vec![s.count]);
@@ -429,7 +429,7 @@ fn stats_from(
     })
 }
 
-fn obs_norm_from(
+pub(crate) fn obs_norm_from(
     dir: &Path,
     bag: &BTreeMap<String, Vec<f64>>,
     configured: bool,

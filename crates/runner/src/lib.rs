@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod plot;
+pub mod reference;
 pub mod run;
 pub mod tb;
 

@@ -7,6 +7,7 @@
 //!   metrics.csv          one row per update
 //!   tb/0/, tb/1/, …      TensorBoard event files (one directory per process)
 //!   checkpoints/update-NNNNNNNN/
+//!   reference/           π_ref of [algo.reference], when it is a network
 //!   summary.json         written at the end (and on Ctrl-C)
 //! ```
 
@@ -22,6 +23,7 @@ use crate::checkpoint::{self, RunState};
 use crate::config::{self, ResolvedConfig};
 use crate::error::{Result, RunnerError};
 use crate::metrics::{MetricsRow, MetricsWriter};
+use crate::reference;
 use crate::tb::{self, TbWriter};
 
 /// The evaluation summary of `summary.json` and `klrl eval --json`.
@@ -119,8 +121,28 @@ impl Run {
     /// algorithm error writes nothing), then create the directory, write
     /// `config.toml` and the metrics header, and start TensorBoard.
     pub fn create(config: ResolvedConfig, dir: RunDir, registry: &Registry) -> Result<Run> {
-        let trainer = Trainer::from_config(config.experiment.clone(), registry)
+        Run::create_from(config, dir, registry, None)
+    }
+
+    /// [`Run::create`], starting from the policy (and value network and
+    /// observation normaliser, where they fit) saved at `init_from`, a run
+    /// or checkpoint directory ([`reference::init_from`]); that policy is
+    /// then the `initial` reference of `[algo.reference]`. A saved reference
+    /// (`source = "saved"`) is loaded here too; every network reference is
+    /// copied into the run's `reference/` directory so that a resume uses
+    /// the same one. Every error comes before anything is written.
+    pub fn create_from(
+        config: ResolvedConfig,
+        dir: RunDir,
+        registry: &Registry,
+        init_from: Option<&Path>,
+    ) -> Result<Run> {
+        let mut trainer = Trainer::from_config(config.experiment.clone(), registry)
             .map_err(|e| config_error(&config.source, e))?;
+        if let Some(path) = init_from {
+            reference::init_from(path, &mut trainer, registry)?;
+        }
+        let reference_config = load_saved_reference(&config, &mut trainer, registry)?;
         let dir = match dir {
             RunDir::Exactly(d) => {
                 if d.exists()
@@ -142,6 +164,10 @@ impl Run {
         std::fs::create_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
         let config_toml = config.to_toml();
         checkpoint::write_synced(&dir.join("config.toml"), config_toml.as_bytes())?;
+        if let Some((policy, obs_norm)) = trainer.reference().and_then(|r| r.as_network()) {
+            let shape = reference_config.as_deref().unwrap_or(&config_toml);
+            reference::save(&dir, policy, obs_norm, shape)?;
+        }
         let metrics = MetricsWriter::create(&dir.join("metrics.csv"), config.reports_regret)?;
         let tb = if config.run.tensorboard {
             Some(TbWriter::create(&dir.join("tb").join("0"))?)
@@ -184,6 +210,7 @@ impl Run {
             Some(c) => checkpoint::load(c, &mut trainer)?,
             None => (RunState::default(), true),
         };
+        reference::restore(dir, &mut trainer, registry)?;
         let metrics = MetricsWriter::resume(
             &dir.join("metrics.csv"),
             config.reports_regret,
@@ -353,6 +380,34 @@ pub fn eval_seed(config: &ResolvedConfig) -> u64 {
 
 /// An optimiser error raised while building a run is a config error when it
 /// is one (e.g. an algorithm that is not implemented).
+/// For `source = "saved"`: load π_ref from `algo.reference.path` into
+/// `trainer` and return the config text that shapes its network. Every
+/// failure names the field (exit status 2).
+fn load_saved_reference(
+    config: &ResolvedConfig,
+    trainer: &mut Trainer,
+    registry: &Registry,
+) -> Result<Option<String>> {
+    let Some(r) = config.experiment.algo.reference() else {
+        return Ok(None);
+    };
+    if r.source != klrl_optim::ReferenceSource::Saved {
+        return Ok(None);
+    }
+    let path = PathBuf::from(r.path.clone().unwrap_or_default());
+    let field = |reason: String| RunnerError::Config {
+        location: format!("{}: algo.reference.path", config.source),
+        reason,
+    };
+    let dir = reference::resolve(&path).map_err(|e| field(e.to_string()))?;
+    let (policy, obs_norm, text) =
+        reference::load_network(&dir, registry).map_err(|e| field(e.to_string()))?;
+    trainer
+        .set_reference(klrl_optim::Reference::network(policy, obs_norm))
+        .map_err(|e| field(format!("{}: {e}", path.display())))?;
+    Ok(Some(text))
+}
+
 fn config_error(source: &str, e: klrl_optim::OptimError) -> RunnerError {
     match e {
         klrl_optim::OptimError::Config { field, reason } => RunnerError::Config {
