@@ -561,11 +561,13 @@ fn check_step(first: &Result<Rollout, String>, options: &CheckOptions) -> Outcom
             let terminated = r.ended.iter().filter(|e| e.1).count();
             let truncated = r.ended.iter().filter(|e| e.2 && !e.1).count();
             pass(format!(
-                "{} random valid steps, {} episodes ended ({terminated} terminated, \
-                 {truncated} truncated): every observation finite and in the space, \
-                 every reward finite",
+                "{} random valid steps, {} ended ({terminated} terminated, {truncated} \
+                 truncated): every observation finite and in the space, every reward finite",
                 options.steps,
-                r.ended.len()
+                match r.ended.len() {
+                    1 => "1 episode".to_string(),
+                    n => format!("{n} episodes"),
+                }
             ))
         }
     }
@@ -643,8 +645,12 @@ fn check_episode_end(env: &mut dyn Env, options: &CheckOptions) -> Outcome {
     if let Err(e) = do_reset(env, Some(options.seed), &mut obs) {
         return fail(e);
     }
+    // Long enough to reach a declared time limit.
+    let budget = options
+        .max_episode_steps
+        .map_or(options.steps, |l| options.steps.max(l as usize));
     let mut ended = None;
-    for t in 0..options.steps {
+    for t in 0..budget {
         let Ok(action) = legal_action(env, &mut rng) else {
             return skip("no legal action to take (see `step`)");
         };
@@ -659,8 +665,7 @@ fn check_episode_end(env: &mut dyn Env, options: &CheckOptions) -> Outcome {
     }
     let Some((len, last)) = ended else {
         return skip(format!(
-            "no episode ended within {} steps (no termination and no time limit?)",
-            options.steps
+            "no episode ended within {budget} steps (no termination and no time limit?)"
         ));
     };
     let how = if last.terminated {

@@ -75,8 +75,14 @@ enum Command {
         klrl bench configs/bench/cartpole-ppo-zoo.toml --seeds 1 --json\n  \
         klrl bench --set train.total_steps=20000")]
     Bench(bench_cmd::BenchArgs),
-    /// List the registered environments with their observation and action spaces.
-    #[command(after_help = "Example:\n  klrl envs")]
+    /// List the registered environments with their observation and action
+    /// spaces, or check one against the Env contract (--check).
+    #[command(after_help = "Examples:\n  \
+        klrl envs\n  \
+        klrl envs --check CartPole-v1\n  \
+        klrl envs --check MountainCarContinuous-v0 --seed 3 --steps 5000 --json\n\n\
+        Exit status: 0 listed, or every check passed (warnings allowed); 1 a check failed; \
+        2 unknown environment or bad arguments.")]
     Envs(envs_cmd::EnvsArgs),
     /// KL divergence, entropy and friends between two distributions.
     #[command(after_help = "Examples:\n  \
@@ -143,7 +149,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
-        Command::Envs(args) => envs_cmd::run(args),
+        Command::Envs(args) => envs_cmd::run(args, &klrl_envs::Registry::builtin()),
         Command::Kl(args) => kl_cmd::run(args),
     };
     match result {
