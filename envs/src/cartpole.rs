@@ -38,15 +38,15 @@ pub struct CartPoleParams {
     /// Gymnasium's `sutton_barto_reward`: reward 0 per step and −1 on
     /// termination instead of 1 per step. Default `false`.
     pub sutton_barto_reward: bool,
-    /// Gymnasium's `gravity`: acceleration of gravity [m/s²]. Default 9.8.
+    /// Gymnasium's `gravity`: acceleration of gravity (m/s²). Default 9.8.
     pub gravity: f64,
-    /// Gymnasium's `masscart`: mass of the cart [kg]. Default 1.0.
+    /// Gymnasium's `masscart`: mass of the cart (kg). Default 1.0.
     pub masscart: f64,
-    /// Gymnasium's `masspole`: mass of the pole [kg]. Default 0.1.
+    /// Gymnasium's `masspole`: mass of the pole (kg). Default 0.1.
     pub masspole: f64,
-    /// Gymnasium's `length`: *half* the pole's length [m]. Default 0.5.
+    /// Gymnasium's `length`: *half* the pole's length (m). Default 0.5.
     pub length: f64,
-    /// Gymnasium's `force_mag`: magnitude of the push of either action [N].
+    /// Gymnasium's `force_mag`: magnitude of the push of either action (N).
     /// Default 10.0.
     pub force_mag: f64,
     /// Gymnasium's `tau`: seconds between state updates (the Euler step).

@@ -29,14 +29,13 @@ pub struct BenchArgs {
     json: bool,
 }
 
-/// Run `klrl bench`.
-pub fn run(args: BenchArgs) -> Result<(), CliError> {
+/// Run `klrl bench` with the environments of `registry`.
+pub fn run(args: BenchArgs, registry: &Registry) -> Result<(), CliError> {
     if args.seeds == 0 {
         return Err(CliError::usage(anyhow::anyhow!(
             "--seeds must be at least 1"
         )));
     }
-    let registry = Registry::builtin();
     let sources: Vec<ConfigSource> = if args.configs.is_empty() {
         bench::default_configs()
     } else {
@@ -51,7 +50,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     for source in &sources {
         for seed in 0..args.seeds {
             resolved
-                .push(config::load(source, &args.sets, Some(seed), &registry).map_err(cli_error)?);
+                .push(config::load(source, &args.sets, Some(seed), registry).map_err(cli_error)?);
         }
     }
     let mut results: Vec<BenchResult> = Vec::with_capacity(resolved.len());
@@ -59,7 +58,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         if !args.json {
             eprintln!("running {} (seed {})…", c.source, c.experiment.train.seed);
         }
-        results.push(bench::bench_one(c, &registry).map_err(cli_error)?);
+        results.push(bench::bench_one(c, registry).map_err(cli_error)?);
     }
     if args.json {
         let text = serde_json::to_string_pretty(&results).map_err(CliError::failure)?;

@@ -51,13 +51,12 @@ fn limit_summary(s: &ConfigStats) -> String {
     }
 }
 
-/// Run `klrl compare`.
-pub fn run(args: CompareArgs) -> Result<(), CliError> {
-    let registry = Registry::builtin();
+/// Run `klrl compare` with the environments of `registry`.
+pub fn run(args: CompareArgs, registry: &Registry) -> Result<(), CliError> {
     let (out, stats) = match &args.plot_only {
         Some(dir) => (
             dir.clone(),
-            compare::plot_only(dir, &registry).map_err(cli_error)?,
+            compare::plot_only(dir, registry).map_err(cli_error)?,
         ),
         None => {
             let out = args.out.clone().unwrap_or_else(|| {
@@ -82,7 +81,7 @@ pub fn run(args: CompareArgs) -> Result<(), CliError> {
                 args.seeds,
                 out.display()
             );
-            let stats = compare::compare(&opts, &registry, &stop, &|line| println!("{line}"))
+            let stats = compare::compare(&opts, registry, &stop, &|line| println!("{line}"))
                 .map_err(cli_error)?;
             (out, stats)
         }

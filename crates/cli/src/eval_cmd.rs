@@ -29,15 +29,14 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// Run `klrl eval`.
-pub fn run(args: EvalArgs) -> Result<(), CliError> {
-    let registry = Registry::builtin();
+/// Run `klrl eval` with the environments of `registry`.
+pub fn run(args: EvalArgs, registry: &Registry) -> Result<(), CliError> {
     let s = klrl_runner::eval::evaluate(
         &args.path,
         args.episodes,
         args.deterministic,
         args.seed,
-        &registry,
+        registry,
     )
     .map_err(cli_error)?;
     if args.json {

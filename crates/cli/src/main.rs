@@ -1,16 +1,10 @@
 //! `klrl`: train, evaluate and compare KL-constrained policy optimisation runs,
-//! list environments, and compute KL divergences from the command line.
-
-mod bench_cmd;
-mod compare_cmd;
-mod envs_cmd;
-mod eval_cmd;
-mod kl_cmd;
-mod train_cmd;
+//! list and check environments, and compute KL divergences from the command
+//! line. The program is the library `klrl_cli` run with the built-in
+//! environments; a program of your own can run it with its own (see
+//! `klrl_cli::run`).
 
 use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: candle allocates a fresh buffer for
 /// every tensor op, and glibc keeps giving freed memory back to the OS and
@@ -20,144 +14,6 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit status for usage and configuration errors.
-const EXIT_USAGE: u8 = 2;
-/// Exit status for failures while running.
-const EXIT_FAILURE: u8 = 1;
-
-#[derive(Parser)]
-#[command(
-    name = "klrl",
-    version,
-    about = "Reinforcement learning with KL-constrained policy updates",
-    after_help = "Examples:\n  klrl train\n  klrl train configs/acrobot-ppo-kl-adaptive.toml --seed 3\n  \
-        klrl eval runs/CartPole-v1-ppo-20250101-120000-s0 --json\n  \
-        klrl compare configs/compare/cartpole/*.toml --seeds 3 --out results/cartpole\n  \
-        klrl envs\n  klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Train a policy: a config (or the built-in PPO with a hard KL limit on
-    /// CartPole-v1) into a run directory with metrics.csv, TensorBoard
-    /// files and checkpoints; or resume a run.
-    #[command(after_help = "Examples:\n  \
-        klrl train\n  \
-        klrl train configs/pendulum-ppo-kl-adaptive.toml --seed 1 --out runs/pendulum-s1\n  \
-        klrl train configs/cartpole-ppo-kl-adaptive.toml --set algo.kl_target=0.02 --set train.total_steps=50000\n  \
-        klrl train --resume runs/pendulum-s1\n\n\
-        Exit status: 0 done, 1 failure while running, 2 bad config or arguments, 130 Ctrl-C \
-        (after a checkpoint).")]
-    Train(train_cmd::TrainArgs),
-    /// Evaluate a run's newest checkpoint (or a given checkpoint): mean ± std
-    /// return and episode length.
-    #[command(after_help = "Examples:\n  \
-        klrl eval runs/CartPole-v1-ppo-20250101-120000-s0\n  \
-        klrl eval runs/x/checkpoints/update-00000100 --episodes 50 --deterministic --json")]
-    Eval(eval_cmd::EvalArgs),
-    /// Run every config with several seeds in parallel, then write a markdown
-    /// summary and PNG plots (return against steps, KL per update).
-    #[command(after_help = "Examples:\n  \
-        klrl compare configs/compare/cartpole/*.toml --seeds 3 --out results/cartpole\n  \
-        klrl compare a.toml b.toml --seeds 2 --set train.total_steps=20000 --out results/quick\n  \
-        klrl compare --plot-only results/cartpole")]
-    Compare(compare_cmd::CompareArgs),
-    /// Time end-to-end training runs (default: the rl-baselines3-zoo PPO and
-    /// TRPO CartPole configs, seeds 0–2): wall time, steps/s, time and steps
-    /// until the rolling mean of 20 episodes reaches the reward threshold,
-    /// and the rollout / advantage / update breakdown.
-    #[command(after_help = "Examples:\n  \
-        klrl bench\n  \
-        klrl bench configs/bench/cartpole-ppo-zoo.toml --seeds 1 --json\n  \
-        klrl bench --set train.total_steps=20000")]
-    Bench(bench_cmd::BenchArgs),
-    /// List the registered environments with their observation and action
-    /// spaces, or check one against the Env contract (--check).
-    #[command(after_help = "Examples:\n  \
-        klrl envs\n  \
-        klrl envs --check CartPole-v1\n  \
-        klrl envs --check MountainCarContinuous-v0 --seed 3 --steps 5000 --json\n\n\
-        Exit status: 0 listed, or every check passed (warnings allowed); 1 a check failed; \
-        2 unknown environment or bad arguments.")]
-    Envs(envs_cmd::EnvsArgs),
-    /// KL divergence, entropy and friends between two distributions.
-    #[command(after_help = "Examples:\n  \
-        klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25\n  \
-        klrl kl discrete --csv clicks.csv --p-col group_a --q-col group_b --bits\n  \
-        klrl kl gaussian --p 0,1 --q 1,2 --json\n  \
-        klrl kl vae --mu 0.5,-1 --log-var -0.5,0.2")]
-    Kl(kl_cmd::KlArgs),
-}
-
-/// An error that carries its exit status: 2 for bad input, 1 for a failure.
-#[derive(Debug)]
-pub struct CliError {
-    /// Process exit status.
-    pub status: u8,
-    /// The error to print on stderr.
-    pub error: anyhow::Error,
-}
-
-impl CliError {
-    /// A usage or input error (exit status 2).
-    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            status: EXIT_USAGE,
-            error: error.into(),
-        }
-    }
-
-    /// A failure while running (exit status 1).
-    pub fn failure(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            status: EXIT_FAILURE,
-            error: error.into(),
-        }
-    }
-}
-
-/// candle's element-wise ops run on a thread pool sized by these variables.
-/// For the small networks klrl trains, one thread is ~20× faster per op than
-/// the default pool on a 2-core machine (see the README's performance
-/// section), and it makes runs bit-reproducible; `klrl compare` parallelises
-/// across runs instead. A value the user set is kept.
-fn default_to_one_compute_thread() {
-    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            // Called first thing in main, before any thread exists.
-            std::env::set_var(var, "1");
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    default_to_one_compute_thread();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            // clap prints help/version to stdout with status 0, usage errors with 2.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
-    };
-    let result = match cli.command {
-        Command::Train(args) => train_cmd::run(args),
-        Command::Eval(args) => eval_cmd::run(args),
-        Command::Compare(args) => compare_cmd::run(args),
-        Command::Bench(args) => bench_cmd::run(args),
-        Command::Envs(args) => envs_cmd::run(args, &klrl_envs::Registry::builtin()),
-        Command::Kl(args) => kl_cmd::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.status == 130 => ExitCode::from(e.status),
-        Err(e) => {
-            eprintln!("error: {:#}", e.error);
-            ExitCode::from(e.status)
-        }
-    }
+    klrl_cli::run(klrl_envs::Registry::builtin())
 }

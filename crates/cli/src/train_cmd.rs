@@ -72,11 +72,10 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Run `klrl train`.
-pub fn run(args: TrainArgs) -> Result<(), CliError> {
-    let registry = Registry::builtin();
+pub fn run(args: TrainArgs, registry: &Registry) -> Result<(), CliError> {
     let mut run = match &args.resume {
         Some(dir) => {
-            let run = Run::resume(dir, &registry).map_err(cli_error)?;
+            let run = Run::resume(dir, registry).map_err(cli_error)?;
             match run.resumed_exact {
                 Some(false) => eprintln!(
                     "warning: {} does not support environment snapshots; resumed with fresh \
@@ -98,18 +97,18 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
                 None => ConfigSource::default_config(),
             };
             let resolved =
-                config::load(&source, &args.sets, args.seed, &registry).map_err(cli_error)?;
+                config::load(&source, &args.sets, args.seed, registry).map_err(cli_error)?;
             let dir = match &args.out {
                 Some(d) => RunDir::Exactly(d.clone()),
                 None => RunDir::Under(PathBuf::from("runs")),
             };
-            Run::create_from(resolved, dir, &registry, args.init_from.as_deref())
+            Run::create_from(resolved, dir, registry, args.init_from.as_deref())
                 .map_err(cli_error)?
         }
     };
     let stop = interrupt_flag();
     let interrupted = train_loop(&mut run, &stop)?;
-    let summary = run.finish(interrupted, &registry).map_err(cli_error)?;
+    let summary = run.finish(interrupted, registry).map_err(cli_error)?;
     print_summary(&summary);
     if interrupted {
         println!(
