@@ -68,9 +68,17 @@ impl DiagGaussian {
         // Own copies (still differentiable): a tensor that shares storage with
         // a Var would change when the Var is set, and `detach()` must give a
         // snapshot (π_old) that survives a parameter update.
+        // Contiguous (a state-dependent head's columns are strided views of
+        // its outputs): index_select and the projection's ops need it.
         Ok(DiagGaussian {
-            mean: mean.copy().ctx("gaussian mean")?,
-            log_std: log_std.copy().ctx("gaussian log_std")?,
+            mean: mean
+                .contiguous()
+                .and_then(|t| t.copy())
+                .ctx("gaussian mean")?,
+            log_std: log_std
+                .contiguous()
+                .and_then(|t| t.copy())
+                .ctx("gaussian log_std")?,
         })
     }
 

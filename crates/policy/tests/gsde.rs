@@ -124,6 +124,31 @@ fn gsde_distribution_is_the_closed_form_per_state() {
     }
 }
 
+/// The state-dependent head: μ and log σ are the two halves of the MLP's
+/// outputs, and its distributions (built on strided column views) can be
+/// cut into minibatch rows.
+#[test]
+fn the_log_std_head_splits_the_outputs() {
+    let p = gaussian_with(Activation::Relu, GaussianStd::StateDependent, 12);
+    let mut r = rng(13);
+    let obs = observations(&mut r, DType::F64);
+    let out = host(&p.mlp().forward(&obs).expect("forward"));
+    let d = p.dist(&obs, None).expect("dist");
+    let g = gauss(&d);
+    assert!(g.is_state_dependent());
+    let (m, l) = (host(g.mean()), host(g.log_std()));
+    for s in 0..N_STATES {
+        for j in 0..ACT_DIM {
+            assert_eq!(m[s * ACT_DIM + j], out[s * 2 * ACT_DIM + j]);
+            assert_eq!(l[s * ACT_DIM + j], out[s * 2 * ACT_DIM + ACT_DIM + j]);
+        }
+    }
+    let idx = Tensor::new(&[5u32, 1], &Device::Cpu).expect("idx");
+    let rows = g.select_rows(&idx).expect("rows");
+    assert_eq!(host(rows.log_std())[..ACT_DIM], l[5 * ACT_DIM..6 * ACT_DIM]);
+    assert_eq!(host(rows.mean())[ACT_DIM..], m[ACT_DIM..2 * ACT_DIM]);
+}
+
 /// The exploring action is μ(s) + θ_εᵀ z(s); over many draws of θ_ε its
 /// distribution at a fixed state is the policy's N(μ(s), σ(s)²): the sample
 /// mean and variance are within their 99.99 % bands, and log π(a|s) is the
