@@ -38,7 +38,8 @@ pub struct TrainArgs {
     /// or a checkpoint directory. The policy's parameters are loaded (the
     /// [policy] tables must agree), the value network's and the observation
     /// normaliser's where they fit; with [algo.reference] source = "initial"
-    /// (the default source) that policy is the reference.
+    /// (the default source) that policy is the reference. The same as
+    /// --set run.init_from=DIR.
     #[arg(long, value_name = "RUN_OR_CHECKPOINT", conflicts_with = "resume")]
     init_from: Option<PathBuf>,
 }
@@ -96,14 +97,16 @@ pub fn run(args: TrainArgs, registry: &Registry) -> Result<(), CliError> {
                 Some(p) => ConfigSource::File(p.clone()),
                 None => ConfigSource::default_config(),
             };
-            let resolved =
+            let mut resolved =
                 config::load(&source, &args.sets, args.seed, registry).map_err(cli_error)?;
+            if let Some(p) = &args.init_from {
+                resolved.run.init_from = Some(p.to_string_lossy().into_owned());
+            }
             let dir = match &args.out {
                 Some(d) => RunDir::Exactly(d.clone()),
                 None => RunDir::Under(PathBuf::from("runs")),
             };
-            Run::create_from(resolved, dir, registry, args.init_from.as_deref())
-                .map_err(cli_error)?
+            Run::create(resolved, dir, registry).map_err(cli_error)?
         }
     };
     let stop = interrupt_flag();

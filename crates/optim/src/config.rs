@@ -463,7 +463,7 @@ pub enum ReferenceMode {
     /// The objective minus `coef` · Ê[KL(π_θ ‖ π_ref)], `coef` fixed (the
     /// KL penalty of RLHF, Ziegler et al. 2019, eq. 2).
     Penalty,
-    /// The same with `coef` steered toward Ê[KL] = `target` once per update
+    /// The same with `coef` steered toward Ê\[KL\] = `target` once per update
     /// by Ziegler et al.'s proportional controller (2019, §2.2).
     Adaptive,
     /// Ê[KL(π_θ ‖ π_ref)] ≤ `max_kl` on every update, exactly: a Lagrange

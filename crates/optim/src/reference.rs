@@ -368,7 +368,7 @@ pub fn restore_within(
     };
     let mut d = measure(policy)?;
     let mut steps = 0;
-    while !(d <= eps) && steps < MAX_RESTORE_STEPS {
+    while (d > eps || d.is_nan()) && steps < MAX_RESTORE_STEPS {
         let (dist, pullback) = policy.dist_with_pullback(&full.obs, full.mask.as_ref())?;
         let loss = dist.kl(reference)?.mean_all().map_err(&e)?;
         let grads = loss.backward().map_err(&e)?;
@@ -450,6 +450,11 @@ pub fn check(
 }
 
 impl RefCheck {
+    /// Whether θ_old is outside the ball on this batch (a NaN counts as outside).
+    pub fn starts_outside(&self) -> bool {
+        self.at_old > self.eps || self.at_old.is_nan()
+    }
+
     /// (step limit, D_ref(θ_old)) for [`crate::kl_limit::Guard::arm`].
     pub fn for_guard(&self) -> (f64, f64) {
         (self.step_limit, self.at_old)
@@ -467,7 +472,7 @@ pub fn restore_if_outside(
     check: Option<RefCheck>,
 ) -> Result<Option<Restoration>> {
     match (check, reference) {
-        (Some(c), Some(r)) if !(c.at_old <= c.eps) => {
+        (Some(c), Some(r)) if c.starts_outside() => {
             Ok(Some(restore_within(policy, full, r, c.eps)?))
         }
         _ => Ok(None),

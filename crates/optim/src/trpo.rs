@@ -98,6 +98,7 @@ impl Trpo {
     /// `ref_check`: the reference constraint, if any: a
     /// condition of TRPO's line search, a pull-back (and restoration) of
     /// NPG's step.
+    #[allow(clippy::too_many_arguments)]
     fn policy_step(
         &self,
         policy: &mut dyn Policy,
@@ -134,7 +135,7 @@ impl Trpo {
         // 3. F v of the mean KL at θ_old (Appendix C), on a subset of states if asked.
         let fisher = self.fisher(policy, mb, rng)?;
         if let (true, Some(rc), Some((_, r))) = (self.line_search, ref_check, term) {
-            if !(rc.at_old <= rc.eps) {
+            if rc.starts_outside() {
                 // Outside the reference ball on this batch: a recovery step.
                 return self.recovery_step(policy, mb, dist, old_log_probs, r, &fisher, grad_norm);
             }

@@ -69,6 +69,7 @@ fn batch(policy: &dyn Policy, masked: Option<usize>, rng: &mut ChaCha8Rng) -> Ba
         masks,
         progress: 0.25,
         update: 0,
+        reference: None,
     }
 }
 

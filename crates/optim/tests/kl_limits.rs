@@ -52,6 +52,7 @@ fn random_batch(policy: &dyn Policy, n: usize, adv_scale: f32, rng: &mut ChaCha8
         masks: None,
         progress: 0.0,
         update: 0,
+        reference: None,
     }
 }
 

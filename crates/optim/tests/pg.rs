@@ -53,6 +53,7 @@ fn loss_and_gradient_match_the_hand_derivation() {
         masks: None,
         progress: 0.0,
         update: 0,
+        reference: None,
     };
     let config = PgConfig {
         vf_coef: 0.5,

@@ -69,6 +69,7 @@ fn batch(actions: &[usize], adv: &[f32], p_old: [f64; 2], old_v: &[f32], ret: &[
         masks: None,
         progress: 0.0,
         update: 0,
+        reference: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn exact_batch(mdp: &TabularMdp, pi: &[Vec<f64>], update: u64) -> Batch {
         masks: None,
         progress: 0.0,
         update,
+        reference: None,
     }
 }
 

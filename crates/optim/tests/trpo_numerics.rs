@@ -65,6 +65,7 @@ fn random_batch(policy: &dyn Policy, n: usize, rng: &mut ChaCha8Rng) -> Batch {
         masks: None,
         progress: 0.0,
         update: 0,
+        reference: None,
     }
 }
 

@@ -121,6 +121,20 @@ pub struct ConfigStats {
     /// Bandits: mean expected regret per step over the last 10 % of the
     /// updates, averaged over seeds (where the policy ended up).
     pub regret_final: Option<f64>,
+    /// Mean over seeds of the policy's entropy at the last update.
+    pub final_entropy: f64,
+    /// `[algo.reference]`'s mode (`penalty`, `adaptive`, `constraint`);
+    /// `None` without a reference.
+    pub ref_mode: Option<String>,
+    /// Mean per-update KL(π ‖ π_ref) (`kl_ref`) over all updates and seeds.
+    pub kl_ref_mean: f64,
+    /// Largest per-update `kl_ref`.
+    pub kl_ref_max: f64,
+    /// The reference bound ε_ref (constraint) or target (adaptive).
+    pub kl_ref_limit: Option<f64>,
+    /// Constraint mode: share of updates (all seeds) whose `kl_ref` exceeded
+    /// ε_ref.
+    pub frac_above_ref_limit: Option<f64>,
 }
 
 /// Labels from file stems, made unique with `-2`, `-3`, ….
@@ -330,6 +344,19 @@ fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<Co
         &kls,
         None,
     )?;
+    if stats.iter().any(|s| s.ref_mode.is_some()) {
+        // Every group (one without a reference draws nothing), so the
+        // colours stay those of the table order.
+        let refs: Vec<Series> = groups.iter().map(kl_ref_series).collect();
+        plot::draw(
+            &out.join("kl_ref.png"),
+            "KL(π ‖ π_ref) to the reference after each update, and each bound (dashed)",
+            "update",
+            "KL (nats)",
+            &refs,
+            None,
+        )?;
+    }
     if stats.iter().any(|s| s.regret_mean.is_some()) {
         let regrets: Vec<Series> = groups.iter().map(cumulative_regret).collect();
         plot::draw(
@@ -384,6 +411,29 @@ fn kl_series(g: &Group) -> Series {
         ),
     });
     s
+}
+
+/// A learner's curve for kl_ref.png: KL(π ‖ π_ref) per update, with its
+/// bound (constraint) or target (adaptive) as a dashed line.
+fn kl_ref_series(g: &Group) -> Series {
+    let reference = g
+        .config
+        .as_ref()
+        .and_then(|c| c.experiment.algo.reference());
+    let line = reference.and_then(|r| {
+        r.limit()
+            .map(|v| (v, "bound"))
+            .or(r.target.map(|v| (v, "target")))
+    });
+    band(
+        g,
+        "update",
+        "kl_ref",
+        line.map(|(value, what)| LimitLine {
+            value,
+            label: format!("{}: {what} {value}", g.label),
+        }),
+    )
 }
 
 /// Mean and min–max over seeds of column `y` against column `x` (rows
@@ -485,6 +535,8 @@ fn stats_of(g: &Group) -> ConfigStats {
     let mut walls = Vec::new();
     let mut regret_all = Vec::new();
     let mut regret_last = Vec::new();
+    let mut entropies = Vec::new();
+    let mut kl_refs = Vec::new();
     for t in &g.tables {
         if let Some((steps, cum)) = regret_curve(t) {
             if let (Some(&s), Some(&c)) = (steps.last(), cum.last()) {
@@ -516,6 +568,10 @@ fn stats_of(g: &Group) -> ConfigStats {
                 .filter(|v| v.is_finite())
         };
         kls.extend(finite("kl_old_new"));
+        kl_refs.extend(finite("kl_ref"));
+        if let Some(e) = finite("entropy").next_back() {
+            entropies.push(e);
+        }
         state_max = finite("kl_max").fold(state_max, f64::max);
         limited.extend(finite(limited_column(kl_limit)));
         if let Some(w) = t.column("wall_s").and_then(|w| w.last().copied()) {
@@ -549,7 +605,21 @@ fn stats_of(g: &Group) -> ConfigStats {
         Some(a) => a.name().to_string(),
         None => "?".to_string(),
     };
+    let reference = g
+        .config
+        .as_ref()
+        .and_then(|c| c.experiment.algo.reference());
+    let ref_limit = reference.and_then(|r| r.limit().or(r.target));
+    let ref_bound = reference.and_then(|r| r.limit());
     ConfigStats {
+        final_entropy: mean(&entropies),
+        ref_mode: reference.map(|r| r.mode.name().to_string()),
+        kl_ref_mean: mean(&kl_refs),
+        kl_ref_max: kl_refs.iter().copied().fold(f64::NAN, f64::max),
+        kl_ref_limit: ref_limit,
+        frac_above_ref_limit: ref_bound
+            .filter(|_| !kl_refs.is_empty())
+            .map(|eps| kl_refs.iter().filter(|&&k| k > eps).count() as f64 / kl_refs.len() as f64),
         label: g.label.clone(),
         algo,
         seeds: g.tables.len(),
@@ -685,9 +755,38 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
             f(c.wall_s, 1),
         );
     }
+    let with_ref: Vec<&ConfigStats> = stats.iter().filter(|c| c.ref_mode.is_some()).collect();
+    if !with_ref.is_empty() {
+        s.push_str(
+            "\n## KL to the reference policy\n\nKL(π ‖ π_ref): the exact mean over the batch states \
+             of KL(π_new(·|s) ‖ π_ref(·|s)) after each update (`kl_ref`), its mean and largest \
+             value over all updates and seeds. Bound: ε_ref of a constraint (a hard bound on \
+             every update) or the target of an adaptive coefficient; updates above: the share \
+             of updates (all seeds) above a constraint's ε_ref. Entropy: of the policy at the \
+             last update, mean over seeds.\n\n\
+             | config | mode | bound | mean KL(π ‖ π_ref) | max KL(π ‖ π_ref) | updates above bound \
+             | final entropy |\n|---|---|---|---|---|---|---|\n",
+        );
+        for c in with_ref {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                c.label,
+                c.ref_mode.as_deref().unwrap_or("–"),
+                c.kl_ref_limit.map_or("–".to_string(), |l| l.to_string()),
+                f(c.kl_ref_mean, 4),
+                f(c.kl_ref_max, 4),
+                pct(c.frac_above_ref_limit),
+                f(c.final_entropy, 3),
+            );
+        }
+    }
     s.push_str("\n![return](return.png)\n\n![kl](kl.png)\n\n");
     if bandit {
         s.push_str("![regret](regret.png)\n\n");
+    }
+    if stats.iter().any(|c| c.ref_mode.is_some()) {
+        s.push_str("![kl_ref](kl_ref.png)\n\n");
     }
     s.push_str("Colours in the plots follow the table order: ");
     let names = [

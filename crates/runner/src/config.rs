@@ -46,6 +46,13 @@ pub struct RunConfig {
     pub return_window: usize,
     /// Write TensorBoard event files under `tb/`. Default true.
     pub tensorboard: bool,
+    /// Start from a trained policy: a run directory (its newest checkpoint)
+    /// or a checkpoint directory, relative to where `klrl` runs. Its policy
+    /// parameters are loaded (the `[policy]` tables must agree), its value
+    /// network's and observation normaliser's where they fit; with
+    /// `[algo.reference]` `source = "initial"` it is the reference. `klrl
+    /// train --init-from DIR` sets it. Default: none (a fresh network).
+    pub init_from: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -57,6 +64,7 @@ impl Default for RunConfig {
             log_every: 10,
             return_window: 20,
             tensorboard: true,
+            init_from: None,
         }
     }
 }
@@ -75,6 +83,9 @@ impl RunConfig {
                 "run.log_every".into(),
                 format!("must be >= 1, got {}", self.log_every),
             ));
+        }
+        if self.init_from.as_deref() == Some("") {
+            return Err(("run.init_from".into(), "must not be empty".into()));
         }
         if self.return_window < 1 {
             return Err((

@@ -120,27 +120,18 @@ impl Run {
     /// Start a new run of `config`: build everything first (so a config or
     /// algorithm error writes nothing), then create the directory, write
     /// `config.toml` and the metrics header, and start TensorBoard.
+    ///
+    /// With `run.init_from` the networks start from that trained policy
+    /// (and value network and observation normaliser, where they fit;
+    /// [`reference::init_from`]), which is then the `initial` reference of
+    /// `[algo.reference]`. A saved reference (`source = "saved"`) is loaded
+    /// here too; every network reference is copied into the run's
+    /// `reference/` directory so that a resume uses the same one.
     pub fn create(config: ResolvedConfig, dir: RunDir, registry: &Registry) -> Result<Run> {
-        Run::create_from(config, dir, registry, None)
-    }
-
-    /// [`Run::create`], starting from the policy (and value network and
-    /// observation normaliser, where they fit) saved at `init_from`, a run
-    /// or checkpoint directory ([`reference::init_from`]); that policy is
-    /// then the `initial` reference of `[algo.reference]`. A saved reference
-    /// (`source = "saved"`) is loaded here too; every network reference is
-    /// copied into the run's `reference/` directory so that a resume uses
-    /// the same one. Every error comes before anything is written.
-    pub fn create_from(
-        config: ResolvedConfig,
-        dir: RunDir,
-        registry: &Registry,
-        init_from: Option<&Path>,
-    ) -> Result<Run> {
         let mut trainer = Trainer::from_config(config.experiment.clone(), registry)
             .map_err(|e| config_error(&config.source, e))?;
-        if let Some(path) = init_from {
-            reference::init_from(path, &mut trainer, registry)?;
+        if let Some(path) = &config.run.init_from {
+            reference::init_from(Path::new(path), &mut trainer, registry)?;
         }
         let reference_config = load_saved_reference(&config, &mut trainer, registry)?;
         let dir = match dir {
@@ -208,7 +199,13 @@ impl Run {
         let latest = checkpoint::latest(&ckpts)?;
         let (state, exact) = match &latest {
             Some(c) => checkpoint::load(c, &mut trainer)?,
-            None => (RunState::default(), true),
+            None => {
+                // Nothing saved yet: start again as the run started.
+                if let Some(path) = &config.run.init_from {
+                    reference::init_from(Path::new(path), &mut trainer, registry)?;
+                }
+                (RunState::default(), true)
+            }
         };
         reference::restore(dir, &mut trainer, registry)?;
         let metrics = MetricsWriter::resume(
