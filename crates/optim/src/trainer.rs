@@ -36,10 +36,13 @@ pub fn new_policy(
         Space::Discrete { n } => Box::new(CategoricalPolicy::new(
             obs_dim, *n, &mlp, dtype, device, &mut rng,
         )?),
-        Space::Box { low, .. } => Box::new(DiagGaussianPolicy::new(
+        // the same σ kind (gSDE, the log-std head) as the run's policy, so
+        // that its saved parameters fit
+        Space::Box { low, .. } => Box::new(DiagGaussianPolicy::with_head(
             obs_dim,
             low.len(),
             &mlp,
+            &net.gaussian_head(),
             dtype,
             device,
             &mut rng,
