@@ -1174,4 +1174,135 @@ mod tests {
             assert_eq!(e.to_string(), expected);
         }
     }
+
+    /// `[algo.reference]`: each bad field is named with its reason, for
+    /// every learner (the table is the same under ppo, trpo, npg and
+    /// vanilla-pg); the good tables validate.
+    #[test]
+    fn reference_fields_name_the_field() {
+        let cases = [
+            (
+                "mode = \"constraint\"\nmax_kl = 0.0",
+                "algo.reference.max_kl: must be > 0, got 0",
+            ),
+            (
+                "mode = \"constraint\"\nmax_kl = -0.1",
+                "algo.reference.max_kl: must be > 0, got -0.1",
+            ),
+            (
+                "mode = \"constraint\"\nmax_kl = nan",
+                "algo.reference.max_kl: must be > 0, got NaN",
+            ),
+            (
+                "mode = \"constraint\"",
+                "algo.reference.max_kl: required by mode = \"constraint\" (the bound ε_ref on the mean KL(π ‖ π_ref))",
+            ),
+            (
+                "mode = \"adaptive\"",
+                "algo.reference.target: required by mode = \"adaptive\" (the mean KL(π ‖ π_ref) the coefficient steers toward)",
+            ),
+            (
+                "mode = \"adaptive\"\ntarget = 0.0",
+                "algo.reference.target: must be > 0, got 0",
+            ),
+            (
+                "mode = \"penalty\"\nmax_kl = 0.01",
+                "algo.reference.max_kl: not used by mode = \"penalty\"; remove it",
+            ),
+            (
+                "max_kl = 0.01",
+                "algo.reference.max_kl: not used by mode = \"penalty\"; remove it",
+            ),
+            (
+                "mode = \"constraint\"\nmax_kl = 0.01\ntarget = 0.01",
+                "algo.reference.target: not used by mode = \"constraint\"; remove it",
+            ),
+            ("coef = -1.0", "algo.reference.coef: must be >= 0, got -1"),
+            (
+                "mode = \"adaptive\"\ntarget = 0.01\ncoef = 0.0",
+                "algo.reference.coef: must be > 0, got 0",
+            ),
+            ("adapt_rate = 0.0", "algo.reference.adapt_rate: must be > 0, got 0"),
+            ("dual_lr = -1.0", "algo.reference.dual_lr: must be > 0, got -1"),
+            ("coef_min = 0.0", "algo.reference.coef_min: must be > 0, got 0"),
+            (
+                "coef_min = 1.0\ncoef_max = 0.5",
+                "algo.reference.coef_max: must be >= coef_min (1), got 0.5",
+            ),
+            (
+                "source = \"saved\"",
+                "algo.reference.path: required by source = \"saved\" (a run or checkpoint directory)",
+            ),
+            (
+                "source = \"saved\"\npath = \"\"",
+                "algo.reference.path: must not be empty",
+            ),
+            (
+                "path = \"runs/a\"",
+                "algo.reference.path: only source = \"saved\" uses it, the source is \"initial\"",
+            ),
+            (
+                "source = \"fixed\"",
+                "algo.reference.probs: required by source = \"fixed\" (one probability per action)",
+            ),
+            (
+                "source = \"fixed\"\nprobs = [0.5, 0.4]",
+                "algo.reference.probs: must sum to 1, sum to 0.9",
+            ),
+            (
+                "source = \"fixed\"\nprobs = [1.0, 0.0]",
+                "algo.reference.probs: every probability must be finite and > 0 (KL(π ‖ π_ref) is infinite where π_ref has no mass), got [1.0, 0.0]",
+            ),
+            (
+                "source = \"fixed\"\nprobs = []",
+                "algo.reference.probs: every probability must be finite and > 0 (KL(π ‖ π_ref) is infinite where π_ref has no mass), got []",
+            ),
+            (
+                "source = \"uniform\"\nprobs = [0.5, 0.5]",
+                "algo.reference.probs: only source = \"fixed\" uses it, the source is \"uniform\"",
+            ),
+        ];
+        for algo in [
+            "name = \"ppo\"",
+            "name = \"trpo\"",
+            "name = \"npg\"",
+            "name = \"vanilla-pg\"",
+        ] {
+            for (body, expected) in cases {
+                let text = format!(
+                    "[env]\nname = \"CartPole-v1\"\n[algo]\n{algo}\n[algo.reference]\n{body}\n"
+                );
+                let c = parse(&text).unwrap();
+                assert!(c.algo.reference().is_some(), "{text}");
+                let e = c.validate().unwrap_err();
+                assert_eq!(e.to_string(), expected, "{algo}");
+            }
+            for good in [
+                "",
+                "mode = \"constraint\"\nmax_kl = 0.05",
+                "mode = \"adaptive\"\ntarget = 0.02",
+                "source = \"uniform\"\nmode = \"constraint\"\nmax_kl = 0.1",
+                "source = \"fixed\"\nprobs = [0.25, 0.75]",
+                "source = \"saved\"\npath = \"runs/a\"\ncoef = 0.0",
+            ] {
+                let c = parse(&format!(
+                    "[env]\nname = \"CartPole-v1\"\n[algo]\n{algo}\n[algo.reference]\n{good}\n"
+                ))
+                .unwrap();
+                c.validate().unwrap();
+            }
+            // Unknown fields and values are refused by the parser, naming them.
+            for (body, expected) in [
+                ("max_kll = 0.01", "unknown field `max_kll`"),
+                ("mode = \"hard\"", "unknown variant `hard`"),
+                ("source = \"file\"", "unknown variant `file`"),
+            ] {
+                let e = parse(&format!(
+                    "[env]\nname = \"X\"\n[algo]\n{algo}\n[algo.reference]\n{body}\n"
+                ))
+                .unwrap_err();
+                assert!(e.to_string().contains(expected), "{algo}: {e}");
+            }
+        }
+    }
 }
