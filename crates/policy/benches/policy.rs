@@ -1,5 +1,7 @@
 //! Benchmarks of the policy crate on the CartPole-sized network (4 inputs,
-//! 64-64 tanh, 2 actions, f32).
+//! 64-64 tanh, 2 actions, f32), and of gSDE and the state-dependent log-std
+//! head against the plain Gaussian policy on the Pendulum-sized one
+//! (`gaussian_std/…`).
 //!
 //! Run single-threaded as the README reports:
 //! `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 cargo bench -p klrl-policy`.
@@ -10,7 +12,9 @@ use std::time::Duration;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use klrl_policy::{CategoricalPolicy, MlpConfig, Policy};
+use klrl_policy::{
+    CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd, GsdeConfig, MlpConfig, Policy,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -115,6 +119,103 @@ fn adam_step(c: &mut Criterion) {
     });
 }
 
+/// A Pendulum-sized Gaussian policy (3 inputs, 64-64 tanh, 1 action, f32)
+/// with σ from `std`.
+fn gaussian(std: GaussianStd) -> DiagGaussianPolicy {
+    let head = GaussianHead {
+        std,
+        log_std_init: -1.0,
+    };
+    DiagGaussianPolicy::with_head(
+        3,
+        1,
+        &MlpConfig::default(),
+        &head,
+        DType::F32,
+        &Device::Cpu,
+        &mut ChaCha8Rng::seed_from_u64(0),
+    )
+    .expect("policy")
+}
+
+/// gSDE against the plain (state-independent σ) Gaussian policy: one
+/// rollout step for 4 environment copies (the zoo's Pendulum PPO: distribution,
+/// action, log-probability), and one policy-gradient step on a minibatch of
+/// 64 (PPO-KL surrogate by the pullback, as PPO computes its gradient), and a
+/// Fisher-vector product on 2048 states (TRPO).
+fn gsde_vs_plain(c: &mut Criterion) {
+    let kinds = [
+        ("plain", GaussianStd::StateIndependent),
+        ("gsde", GaussianStd::Gsde(GsdeConfig::sb3())),
+        ("log_std_head", GaussianStd::StateDependent),
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let host = |n: usize, rng: &mut ChaCha8Rng| -> Vec<f32> {
+        (0..n * 3).map(|_| rng.random_range(-1.0..1.0)).collect()
+    };
+    let step_obs = host(4, &mut rng);
+    let mb_obs = host(64, &mut rng);
+    let big_obs = host(2048, &mut rng);
+    let mut g = c.benchmark_group("gaussian_std");
+    for (name, std) in kinds {
+        let p = gaussian(std);
+        let mut r = ChaCha8Rng::seed_from_u64(2);
+        let noise = p.sample_sde_noise(4, &mut r).expect("noise");
+        g.bench_function(BenchmarkId::new("rollout_step_4", name), |b| {
+            b.iter(|| {
+                let x = p.obs_tensor(&step_obs).expect("obs");
+                let (d, a) = match &noise {
+                    Some(n) => p.sample_with_sde_noise(&x, n).expect("act"),
+                    None => {
+                        let d = p.dist(&x, None).expect("dist");
+                        let a = d.sample(&mut r).expect("sample");
+                        (d, a)
+                    }
+                };
+                let at = a.to_tensor(DType::F32, &Device::Cpu).expect("a");
+                black_box(d.log_prob(&at).expect("lp").to_vec1::<f32>().expect("host"))
+            })
+        });
+        let x = p.obs_tensor(&mb_obs).expect("obs");
+        let old = p.dist(&x, None).expect("dist").detach();
+        let a = old
+            .sample(&mut r)
+            .and_then(|a| a.to_tensor(DType::F32, &Device::Cpu))
+            .expect("actions");
+        let old_lp = old.log_prob(&a).expect("old lp");
+        let adv = Tensor::from_vec(
+            (0..64)
+                .map(|_| r.random_range(-1.0f32..1.0))
+                .collect::<Vec<_>>(),
+            64,
+            &Device::Cpu,
+        )
+        .expect("adv");
+        g.bench_function(BenchmarkId::new("update_grad_64", name), |b| {
+            b.iter(|| {
+                let (d, pullback) = p.dist_with_pullback(&x, None).expect("pullback");
+                let ratio = (d.log_prob(&a).expect("lp") - &old_lp)
+                    .and_then(|r| r.exp())
+                    .expect("ratio");
+                let surr = (ratio * &adv).and_then(|s| s.mean_all()).expect("surr");
+                let kl = old.kl(&d).expect("kl").mean_all().expect("kl");
+                let loss = (kl - surr).expect("loss");
+                let grads = loss.backward().expect("backward");
+                black_box(pullback.flat_grad(&grads).expect("grad"))
+            })
+        });
+        let xb = p.obs_tensor(&big_obs).expect("obs");
+        let v: Vec<f64> = (0..p.num_params())
+            .map(|_| r.random_range(-1.0..1.0))
+            .collect();
+        let f = p.fisher(&xb, None).expect("fisher");
+        g.bench_function(BenchmarkId::new("fisher_apply_2048", name), |b| {
+            b.iter(|| black_box(f.apply(&v).expect("fvp")))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -125,6 +226,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = forward, distribution_ops, fisher, adam_step
+    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain
 }
 criterion_main!(benches);
