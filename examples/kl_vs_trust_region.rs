@@ -40,11 +40,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use klrl::envs::Registry;
 use klrl::optim::KlLimitKind;
 use klrl::runner::compare::{compare, CompareOptions, ConfigStats};
 use klrl::runner::metrics::MetricsTable;
+
+mod common;
 
 /// The learners, in table order (file stems under each task's directory).
 const LEARNERS: [&str; 8] = [
@@ -59,6 +61,15 @@ const LEARNERS: [&str; 8] = [
 ];
 /// The tasks: subdirectories of `configs/compare/kl_vs_trust_region/`.
 const TASKS: [&str; 4] = ["cartpole", "acrobot", "bandit", "pendulum"];
+/// What an earlier output of a task directory holds.
+const OURS: [&str; 6] = [
+    "compare.json",
+    "summary.md",
+    "return.png",
+    "kl.png",
+    "regret.png",
+    "runs",
+];
 /// Seeds per learner (1 in quick mode).
 const SEEDS: u64 = 5;
 
@@ -74,12 +85,7 @@ struct Collapses {
 }
 
 fn main() -> Result<()> {
-    // One compute thread: candle's pool is ~20× slower on networks this small.
-    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, "1");
-        }
-    }
+    common::one_compute_thread();
     let quick = std::env::var("KLRL_EXAMPLE_QUICK").is_ok_and(|v| v == "1");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::env::args_os()
@@ -127,7 +133,7 @@ fn main() -> Result<()> {
             })
             .collect();
         let task_out = out.join(task);
-        clear_previous_output(&task_out)?;
+        common::clear_previous_output(&task_out, &OURS)?;
         let opts = CompareOptions {
             configs,
             seeds,
@@ -282,37 +288,4 @@ fn collapses(task_out: &Path, label: &str, seeds: u64) -> Result<Collapses> {
     }
     c.final_entropy /= c.seeds.max(1) as f64;
     Ok(c)
-}
-
-/// `compare` writes only into an empty directory: remove an earlier output of
-/// this example (recognised by its `compare.json`, or, in a fresh checkout
-/// where only the committed tables and plots are present, by holding nothing
-/// else), refuse anything else.
-fn clear_previous_output(dir: &Path) -> Result<()> {
-    const OURS: [&str; 6] = [
-        "compare.json",
-        "summary.md",
-        "return.png",
-        "kl.png",
-        "regret.png",
-        "runs",
-    ];
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(()); // does not exist yet
-    };
-    let names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let ours = names.iter().all(|n| OURS.contains(&n.as_str()));
-    if !dir.join("compare.json").is_file() && !ours {
-        bail!(
-            "{} exists, is not empty and is not an earlier comparison; choose another OUT_DIR",
-            dir.display()
-        );
-    }
-    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }

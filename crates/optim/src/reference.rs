@@ -320,15 +320,22 @@ impl RefTerm {
 }
 
 /// Gradient iterations [`restore_within`] may spend.
-pub const MAX_RESTORE_STEPS: usize = 10;
+pub const MAX_RESTORE_STEPS: usize = 20;
 
-/// Halvings of a restoration step before it is given up.
+/// Conjugate-gradient iterations for a restoration direction.
+const RESTORE_CG_ITERS: usize = 10;
+
+/// Damping λ of the Fisher in a restoration direction, (F + λI)⁻¹ ∇D_ref
+/// (TRPO's default `cg_damping`).
+const RESTORE_DAMPING: f64 = 0.1;
+
+/// Halvings (or doublings) of a restoration step before it is given up.
 const MAX_RESTORE_HALVINGS: usize = 12;
 
 /// What [`restore_within`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Restoration {
-    /// Gradient steps taken.
+    /// Restoration steps taken.
     pub steps: usize,
     /// The mean KL(π_θ ‖ π_ref) over the batch states at the end.
     pub kl_ref: f64,
@@ -340,14 +347,17 @@ pub struct Restoration {
 /// An update can start outside although the previous one ended inside: the
 /// mean is over the *new* batch's states. Moving only toward θ (the
 /// pull-back of [`crate::kl_limit`], TRPO's line search) cannot then reach
-/// the ball, so the policy descends D_ref itself: each iteration takes
-/// g = ∇D_ref(θ) and the step θ − t g with t = (D − 0.9 ε) / ‖g‖², where the
-/// linear model of D_ref reaches 0.9 ε, halved until D_ref decreases. It
+/// the ball, so the policy descends D_ref itself along the natural
+/// direction: each iteration takes x ≈ (F + λI)⁻¹ ∇D_ref(θ) by conjugate
+/// gradient (F the Fisher at θ, λ = 0.1) and the step θ − t x with
+/// t = (D − 0.9 ε) / (∇D_ref · x), where the linear model of D_ref reaches
+/// 0.9 ε, doubled while D_ref keeps falling and is still above ε, or halved
+/// until D_ref decreases; a step that lands inside is then shortened by
+/// bisection to the smallest found with D_ref ≤ ε (within [0.9 ε, ε]). It
 /// stops inside the ball, after [`MAX_RESTORE_STEPS`] iterations, or when
 /// no step helps — the restoration step of constrained policy optimisation
 /// for an infeasible iterate (Achiam et al. 2017, "Constrained policy
-/// optimization", §6.2: a step that purely decreases the constraint), taken
-/// by gradient descent.
+/// optimization", §6.2: a step that purely decreases the constraint).
 ///
 /// The reference bound takes precedence over a per-update limit here (a
 /// hard `max_kl`, TRPO's δ): with both, no point within δ of π_old need lie
@@ -372,29 +382,85 @@ pub fn restore_within(
         let (dist, pullback) = policy.dist_with_pullback(&full.obs, full.mask.as_ref())?;
         let loss = dist.kl(reference)?.mean_all().map_err(&e)?;
         let grads = loss.backward().map_err(&e)?;
-        let g = pullback.flat_grad(&grads)?;
-        let gg: f64 = g.iter().map(|x| x * x).sum();
+        let grad = pullback.flat_grad(&grads)?;
+        // The natural direction x ≈ (F + λI)⁻¹ ∇D_ref: D_ref is a KL, whose
+        // curvature in θ the Fisher captures; plain gradient steps crawl
+        // along its badly conditioned valleys (tens of iterations where this
+        // takes one to three).
+        let fisher = policy.fisher(&full.obs, full.mask.as_ref())?;
+        let g = crate::cg::conjugate_gradient(
+            |v| fisher.apply_damped(v, RESTORE_DAMPING),
+            &grad,
+            RESTORE_CG_ITERS,
+            1e-10,
+        )?
+        .x;
+        // The directional derivative of D_ref along −x is −∇D_ref · x.
+        let gg: f64 = grad.iter().zip(&g).map(|(a, b)| a * b).sum();
         if !(gg.is_finite() && gg > 0.0 && d.is_finite()) {
             break;
         }
         let theta = policy.get_flat()?;
-        let mut t = (d - 0.9 * eps) / gg;
-        let mut moved = false;
-        for _ in 0..MAX_RESTORE_HALVINGS {
+        let mut try_step = |t: f64| -> Result<f64> {
             let candidate: Vec<f64> = theta.iter().zip(&g).map(|(x, gi)| x - t * gi).collect();
             policy.set_flat(&candidate)?;
-            let d_new = measure(policy)?;
-            if d_new < d {
-                d = d_new;
-                moved = true;
-                break;
+            measure(policy)
+        };
+        // The linear model's step, then doubled while D_ref keeps falling
+        // and is still outside (the model underestimates the curvature's
+        // help far less often than its harm), else halved until it falls.
+        let mut t = (d - 0.9 * eps) / gg;
+        let mut best = (0.0, d);
+        let mut at = try_step(t)?;
+        if at < best.1 {
+            best = (t, at);
+            for _ in 0..MAX_RESTORE_HALVINGS {
+                if at <= eps {
+                    break;
+                }
+                t *= 2.0;
+                at = try_step(t)?;
+                if !(at < best.1) {
+                    break;
+                }
+                best = (t, at);
             }
-            t *= 0.5;
+        } else {
+            for _ in 0..MAX_RESTORE_HALVINGS {
+                t *= 0.5;
+                at = try_step(t)?;
+                if at < best.1 {
+                    best = (t, at);
+                    break;
+                }
+            }
         }
-        if !moved {
+        if best.0 == 0.0 {
             policy.set_flat(&theta)?;
             break;
         }
+        if best.1 <= eps {
+            // Inside: move back toward θ as far as the ball allows (the
+            // smallest move in, so the per-update KL grows no more than it
+            // must), bisecting between the last step known outside and the
+            // step inside until D_ref is within [0.9 ε, ε].
+            let mut outside = if best.0 == t { t / 2.0 } else { 0.0 };
+            outside = outside.min(best.0 / 2.0);
+            for _ in 0..MAX_RESTORE_HALVINGS / 2 {
+                if best.1 >= 0.9 * eps {
+                    break;
+                }
+                let mid = 0.5 * (outside + best.0);
+                let at_mid = try_step(mid)?;
+                if at_mid <= eps {
+                    best = (mid, at_mid);
+                } else {
+                    outside = mid;
+                }
+            }
+        }
+        // The parameters must be those whose D_ref was measured.
+        d = try_step(best.0)?;
         steps += 1;
     }
     Ok(Restoration { steps, kl_ref: d })

@@ -252,6 +252,91 @@ fn render(
     Ok(())
 }
 
+/// A labelled point of a [`scatter`] plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Legend label.
+    pub label: String,
+    /// x value.
+    pub x: f64,
+    /// y value.
+    pub y: f64,
+}
+
+/// Draw `points` into a PNG at `path` as filled circles, point `i` in
+/// [`color`]`(i)` with its own legend entry: a trade-off plot (one point per
+/// learner). Non-finite points are left out.
+pub fn scatter(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[Point],
+) -> Result<()> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| plot_err(path, "the embedded font is invalid"))?;
+    let span = |v: Vec<f64>| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !lo.is_finite() || !hi.is_finite() {
+            (0.0, 1.0)
+        } else {
+            let pad = if hi - lo < 1e-12 {
+                1.0
+            } else {
+                0.08 * (hi - lo)
+            };
+            (lo - pad, hi + pad)
+        }
+    };
+    let finite: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.x.is_finite() && p.y.is_finite())
+        .collect();
+    let (x0, x1) = span(finite.iter().map(|p| p.x).collect());
+    let (y0, y1) = span(finite.iter().map(|p| p.y).collect());
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{x:.3}"))
+        .y_label_formatter(&|y| format!("{y:.4}"))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, p) in points.iter().enumerate() {
+        if !(p.x.is_finite() && p.y.is_finite()) {
+            continue;
+        }
+        let c = color(i);
+        chart
+            .draw_series(std::iter::once(Circle::new((p.x, p.y), 7, c.filled())))
+            .map_err(|e| plot_err(path, e))?
+            .label(p.label.clone())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 6, c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))?;
+    Ok(())
+}
+
 /// What [`fill`] needs besides the chart and the data.
 struct Axes<'a> {
     path: &'a Path,
