@@ -420,7 +420,7 @@ pub fn restore_within(
                 }
                 t *= 2.0;
                 at = try_step(t)?;
-                if !(at < best.1) {
+                if at >= best.1 || at.is_nan() {
                     break;
                 }
                 best = (t, at);
