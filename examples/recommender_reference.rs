@@ -11,8 +11,9 @@
 //!    - PPO with no reference (a fixed KL penalty to the previous policy);
 //!    - per-update limits only: PPO with `max_kl` and TRPO, whose every step is
 //!      bounded but not where the steps lead.
-//!    Every learner measures KL(π ‖ π_prod) on every update (the baselines
-//!    with a reference term of coefficient 0, which measures without acting).
+//!
+//! Every learner measures KL(π ‖ π_prod) on every update (the baselines
+//! with a reference term of coefficient 0, which measures without acting).
 //!
 //! The settings are the TOML files in `configs/compare/recommender_reference/`.
 //! The runs go through `klrl_runner::compare` (the code behind `klrl
