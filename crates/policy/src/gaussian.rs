@@ -12,7 +12,10 @@ use crate::categorical::ActionMask;
 use crate::error::{Context, PolicyError, Result};
 use crate::fisher::FisherOperator;
 use crate::flat::{tensor_from_f64, tensor_to_f64};
-use crate::gsde::{state_log_std, std_matrix_host, GsdeConfig, GsdeLinearization, SdeNoise};
+use crate::gsde::{
+    rollout_log_std_and_noise, state_log_std, std_matrix_host, GsdeConfig, GsdeLinearization,
+    SdeNoise,
+};
 use crate::init::GAIN_POLICY_HEAD;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::policy::{Actions, Dist, Policy};
@@ -619,9 +622,10 @@ impl Policy for DiagGaussianPolicy {
                 ),
             });
         }
-        let ls = state_log_std(&z, &log_std.as_detached_tensor(), self.action_dim, config)?;
+        let (ls, eps) =
+            rollout_log_std_and_noise(&tensor_to_f64(&z)?, log_std.as_tensor(), noise, config)?;
+        let ls = tensor_from_f64(&ls, &[n, self.action_dim], mean.dtype(), mean.device())?;
         let dist = DiagGaussian::new(&mean, &ls)?;
-        let eps = noise.noise(&tensor_to_f64(&z)?)?;
         let values = tensor_to_f64(&mean)?
             .into_iter()
             .zip(eps)

@@ -28,7 +28,7 @@
 //! reaches the MLP through `z(s)` too, and the hand-written passes
 //! ([`GsdeLinearization`]) carry that term.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::{Rng, RngCore};
 use rand_distr::StandardNormal;
 
@@ -174,21 +174,9 @@ impl GsdeLinearization {
         let cols = log_std.dims()[1];
         let l = tensor_to_f64(log_std)?;
         // σ and σ' on the host in f64 (latent · d values)
-        let mut s = Vec::with_capacity(latent * action_dim);
-        let mut ds = Vec::with_capacity(latent * action_dim);
-        for i in 0..latent {
-            for j in 0..action_dim {
-                let x = l[i * cols + if config.full_std { j } else { 0 }];
-                let (std, dstd) = if !config.use_expln || x <= 0.0 {
-                    (x.exp(), x.exp())
-                } else {
-                    let y = 1.0 + x + GSDE_VARIANCE_EPS;
-                    (y.ln() + 1.0, 1.0 / y)
-                };
-                s.push(std * std);
-                ds.push(2.0 * std * dstd);
-            }
-        }
+        let (std, dstd) = std_host(&l, latent, cols, action_dim, config);
+        let s: Vec<f64> = std.iter().map(|x| x * x).collect();
+        let ds: Vec<f64> = std.iter().zip(&dstd).map(|(a, b)| 2.0 * a * b).collect();
         let s_host = tensor_from_f64(&s, &[latent, action_dim], dtype, device)?;
         let ds_dl = tensor_from_f64(&ds, &[latent, action_dim], dtype, device)?;
         let z = features.detach();
@@ -361,18 +349,77 @@ impl SdeNoise {
     }
 }
 
+/// `σ(L)` and `σ'(L)` of the full `[latent, d]` matrix (row-major, f64)
+/// from the parameter `L` (`[latent, cols]`, cols = d or 1).
+fn std_host(
+    l: &[f64],
+    latent: usize,
+    cols: usize,
+    action_dim: usize,
+    config: &GsdeConfig,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut std = Vec::with_capacity(latent * action_dim);
+    let mut dstd = Vec::with_capacity(latent * action_dim);
+    for i in 0..latent {
+        for j in 0..action_dim {
+            let x = l[i * cols + if config.full_std { j } else { 0 }];
+            let (s, ds) = if !config.use_expln || x <= 0.0 {
+                (x.exp(), x.exp())
+            } else {
+                let y = 1.0 + x + GSDE_VARIANCE_EPS;
+                (y.ln() + 1.0, 1.0 / y)
+            };
+            std.push(s);
+            dstd.push(ds);
+        }
+    }
+    (std, dstd)
+}
+
 /// `σ [latent, d]` (full, row-major, f64) of the parameter `log_std`.
 pub(crate) fn std_matrix_host(
     log_std: &Tensor,
     action_dim: usize,
     config: &GsdeConfig,
 ) -> Result<Vec<f64>> {
-    let s = variance_matrix(
-        &log_std.detach().to_dtype(DType::F64).ctx("gsde std")?,
-        action_dim,
-        config,
-    )?;
-    Ok(tensor_to_f64(&s)?.into_iter().map(f64::sqrt).collect())
+    let (latent, cols) = (log_std.dims()[0], log_std.dims()[1]);
+    let l = tensor_to_f64(log_std)?;
+    Ok(std_host(&l, latent, cols, action_dim, config).0)
+}
+
+/// The rollout's per-state `log σ(s) = ½ ln(Σ_i z_i² σ_ij² + ε_var)` and
+/// noise `θ_e ᵀ z(s_e)`, both `[copies, d]`, on the host in f64 from the
+/// features `z [copies, latent]` (row-major) and the parameter `log_std`:
+/// one pass over the features instead of a chain of small tensor ops.
+pub(crate) fn rollout_log_std_and_noise(
+    features: &[f64],
+    log_std: &Tensor,
+    noise: &SdeNoise,
+    config: &GsdeConfig,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (k, d) = (noise.latent, noise.action_dim);
+    let std = std_matrix_host(log_std, d, config)?;
+    if std.len() != k * d {
+        return Err(PolicyError::FlatLength {
+            what: "gsde std matrix",
+            expected: k * d,
+            got: std.len(),
+        });
+    }
+    let eps = noise.noise(features)?;
+    let mut ls = vec![0.0; noise.copies * d];
+    for e in 0..noise.copies {
+        let z = &features[e * k..(e + 1) * k];
+        for j in 0..d {
+            let v: f64 = z
+                .iter()
+                .enumerate()
+                .map(|(i, zi)| (zi * std[i * d + j]).powi(2))
+                .sum();
+            ls[e * d + j] = 0.5 * (v + GSDE_VARIANCE_EPS).ln();
+        }
+    }
+    Ok((ls, eps))
 }
 
 #[cfg(test)]

@@ -188,6 +188,12 @@ fn gsde_noise_has_the_policys_marginal() {
             "var {j}: {v} vs {s2}"
         );
     }
+    // the rollout's log σ(s) (computed on the host) is the policy's
+    let reference = p.dist(&obs, None).expect("dist");
+    let want = host(gauss(&reference).log_std());
+    for (a, b) in host(g.log_std()).iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-13, "{a} vs {b}");
+    }
     // deterministic given the noise: the same matrices give the same actions
     let (_, again) = p.sample_with_sde_noise(&obs, &noise).expect("act");
     assert_eq!(actions, again);
