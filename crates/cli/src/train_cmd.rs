@@ -210,8 +210,16 @@ fn progress_message(row: &MetricsRow) -> String {
     } else {
         format!(" / limit {}", fmt(d.kl_limit, 4))
     };
+    // With a reference: KL(π ‖ π_ref) and its bound or target.
+    let reference = if d.kl_ref.is_nan() {
+        String::new()
+    } else if d.kl_ref_limit.is_nan() {
+        format!("  KL_ref {}", fmt(d.kl_ref, 4))
+    } else {
+        format!("  KL_ref {} / {}", fmt(d.kl_ref, 4), fmt(d.kl_ref_limit, 4))
+    };
     format!(
-        "return {}  KL {} (max {}){limit}  β {}",
+        "return {}  KL {} (max {}){limit}  β {}{reference}",
         fmt(row.ep_return_mean, 1),
         fmt(d.kl_old_new, 4),
         fmt(d.kl_max, 4),

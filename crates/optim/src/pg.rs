@@ -21,7 +21,7 @@ use crate::error::{OptimError, Result};
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{diagnostics_from, measure_update};
-use crate::reference::{self, load_ref_coef, RefTerm};
+use crate::reference::{self, RefTerm};
 use crate::rollout::candle_err;
 use crate::value_fit::value_loss_and_grad;
 
@@ -161,7 +161,7 @@ impl Algorithm for VanillaPg {
         let vars = trainable_vars(policy, value);
         let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
         let reference = reference::required(self.reference.as_ref(), mb.reference.as_ref())?;
-        let ref_check = reference::check(self.reference.as_ref(), &old_dist, reference)?;
+        let ref_check = reference::check(self.reference.as_mut(), &old_dist, reference)?;
         let guard = Guard::arm(
             policy,
             Some(&self.adam),
@@ -220,11 +220,11 @@ impl Algorithm for VanillaPg {
     }
 
     /// Adam's step count `adam_t`, its moments `adam_m`, `adam_v`, and with
-    /// a reference the coefficient `ref_coef`.
+    /// a reference its state (`ref_coef`, `ref_last_end`, `ref_shift_ms`).
     fn state(&self) -> AlgoState {
         let mut s = AlgoState::new(self.name());
         if let Some(r) = &self.reference {
-            s.scalars.insert("ref_coef".into(), r.coef);
+            r.save(&mut s);
         }
         s.scalars.insert("adam_t".into(), self.adam.t as f64);
         s.vectors.insert("adam_m".into(), self.adam.m.clone());
@@ -243,13 +243,15 @@ impl Algorithm for VanillaPg {
                 "vanilla-pg: adam_t must be a whole number >= 0, got {t}"
             )));
         }
-        let ref_coef = load_ref_coef(state, self.reference.as_ref())?;
+        let reference = self
+            .reference
+            .as_ref()
+            .map(|r| r.restored(state))
+            .transpose()?;
         self.adam.t = t as u64;
         self.adam.m = m;
         self.adam.v = v;
-        if let (Some(r), Some(coef)) = (&mut self.reference, ref_coef) {
-            r.coef = coef;
-        }
+        self.reference = reference;
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ use crate::error::{OptimError, Result};
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
-use crate::reference::{self, load_ref_coef, RefTerm};
+use crate::reference::{self, RefTerm};
 use crate::rollout::candle_err;
 use crate::value_fit::value_loss_and_grad;
 
@@ -450,7 +450,7 @@ impl Algorithm for Ppo {
         let vars = trainable_vars(policy, value);
         // π_ref at the batch states (evaluated by the trainer) and D_ref(θ_old).
         let reference = reference::required(self.reference.as_ref(), batch.reference.as_ref())?;
-        let ref_check = reference::check(self.reference.as_ref(), &old_dist, reference)?;
+        let ref_check = reference::check(self.reference.as_mut(), &old_dist, reference)?;
         let guard = Guard::arm(
             policy,
             Some(&self.adam),
@@ -600,11 +600,12 @@ impl Algorithm for Ppo {
     }
 
     /// `beta`, Adam's step count `adam_t`, its moments `adam_m`, `adam_v`,
-    /// and with a reference the coefficient `ref_coef`.
+    /// and with a reference its state (`ref_coef`, `ref_last_end`,
+    /// `ref_shift_ms`).
     fn state(&self) -> AlgoState {
         let mut s = AlgoState::new(self.name());
         if let Some(r) = &self.reference {
-            s.scalars.insert("ref_coef".into(), r.coef);
+            r.save(&mut s);
         }
         s.scalars.insert("beta".into(), self.beta);
         s.scalars.insert("adam_t".into(), self.adam.t as f64);
@@ -625,14 +626,16 @@ impl Algorithm for Ppo {
                 "ppo: beta must be finite and >= 0 and adam_t a whole number >= 0, got beta = {beta}, adam_t = {t}"
             )));
         }
-        let ref_coef = load_ref_coef(state, self.reference.as_ref())?;
+        let reference = self
+            .reference
+            .as_ref()
+            .map(|r| r.restored(state))
+            .transpose()?;
         self.beta = beta;
         self.adam.t = t as u64;
         self.adam.m = m;
         self.adam.v = v;
-        if let (Some(r), Some(coef)) = (&mut self.reference, ref_coef) {
-            r.coef = coef;
-        }
+        self.reference = reference;
         Ok(())
     }
 }

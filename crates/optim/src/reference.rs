@@ -236,7 +236,18 @@ pub struct RefTerm {
     pub config: ReferenceConfig,
     /// The coefficient of D_ref in the loss for the next update.
     pub coef: f64,
+    /// D_ref at the end of the previous update, on that update's batch
+    /// (NaN before the first).
+    pub last_end: f64,
+    /// Running mean of the squared rise of D_ref from one batch to the next
+    /// at unchanged parameters, D_ref(θ_old) on the new batch minus
+    /// `last_end` (0 before the first): how far a new batch's states move
+    /// the measured KL by themselves ([`RefCheck::step_limit`]).
+    pub shift_ms: f64,
 }
+
+/// Weight of the newest rise in [`RefTerm::shift_ms`].
+pub const SHIFT_RATE: f64 = 0.1;
 
 impl RefTerm {
     /// The term for `config`, starting at its `coef`.
@@ -244,7 +255,44 @@ impl RefTerm {
         RefTerm {
             coef: config.coef,
             config: config.clone(),
+            last_end: f64::NAN,
+            shift_ms: 0.0,
         }
+    }
+
+    /// Write what the term carries between updates into an optimiser
+    /// state: `ref_coef`, `ref_last_end`, `ref_shift_ms`.
+    pub fn save(&self, state: &mut AlgoState) {
+        state.scalars.insert("ref_coef".into(), self.coef);
+        state.scalars.insert("ref_last_end".into(), self.last_end);
+        state.scalars.insert("ref_shift_ms".into(), self.shift_ms);
+    }
+
+    /// This term with the values [`RefTerm::save`] wrote into `state`.
+    ///
+    /// Errors: [`OptimError::State`] when one is missing, or `ref_coef` or
+    /// `ref_shift_ms` is not finite and ≥ 0 (`ref_last_end` may be NaN:
+    /// saved before the first update).
+    pub fn restored(&self, state: &AlgoState) -> Result<RefTerm> {
+        let (coef, last_end, shift_ms) = (
+            state.scalar("ref_coef")?,
+            state.scalar("ref_last_end")?,
+            state.scalar("ref_shift_ms")?,
+        );
+        let valid = |x: f64| x.is_finite() && x >= 0.0;
+        if !valid(coef) || !valid(shift_ms) || last_end < 0.0 || last_end.is_infinite() {
+            return Err(OptimError::State(format!(
+                "{}: ref_coef and ref_shift_ms must be finite and >= 0, ref_last_end >= 0 or NaN; \
+                 got {coef}, {shift_ms}, {last_end}",
+                state.algo
+            )));
+        }
+        Ok(RefTerm {
+            coef,
+            last_end,
+            shift_ms,
+            config: self.config.clone(),
+        })
     }
 
     /// c · Ê[KL(π_θ ‖ π_ref)] over the states of `dist` (differentiable in
@@ -296,6 +344,7 @@ impl RefTerm {
     /// the line search's full step), the penalties' coefficient with the KL
     /// kept.
     pub fn finish(&mut self, d: &mut UpdateDiagnostics, per_state: &[f64], proposed: Option<f64>) {
+        self.last_end = mean(per_state);
         let proposed = match (self.limit(), proposed) {
             (Some(_), Some(p)) => p,
             _ => mean(per_state),
@@ -476,26 +525,33 @@ pub struct RefCheck {
     /// ε_ref, the bound every update must end within.
     pub eps: f64,
     /// The bound the update's *step* is held to (pull-back, line search):
-    /// ε_ref less [`MARGIN_SE`] standard errors of the batch mean, s/√N with
-    /// s the standard deviation of the per-state KL(π_old ‖ π_ref) over the
-    /// N batch states (at least ε_ref / 2). The next batch's states are
+    /// ε_ref less a margin, at least ε_ref / 2. The next batch's states are
     /// other states: ending at ε_ref exactly would start about every other
-    /// update outside the ball and need a [`restore_within`]; with the
-    /// margin the next batch's mean stays within ε_ref with about 98 %
-    /// probability (normal approximation), so restorations are rare.
+    /// update outside the ball and need a [`restore_within`]. The margin is
+    /// [`MARGIN_SE`] times the larger of the batch mean's standard error
+    /// s/√N (s the standard deviation of the per-state KL(π_old ‖ π_ref)
+    /// over the N batch states: iid sampling noise) and the root mean square
+    /// of the rises of D_ref from one batch to the next observed so far
+    /// ([`RefTerm::shift_ms`]: consecutive states of a trajectory are
+    /// correlated and the visited states drift with the policy, so the
+    /// batch-to-batch change is often several standard errors).
     pub step_limit: f64,
     /// D_ref(θ_old), the mean KL(π_old ‖ π_ref) over the batch states.
     pub at_old: f64,
 }
 
 /// The reference constraint of an update (`None` unless the learner's term
-/// is a constraint), from π_old and π_ref at the batch states.
+/// is a constraint), from π_old and π_ref at the batch states; updates the
+/// term's record of how much a new batch moves D_ref ([`RefTerm::shift_ms`]).
 pub fn check(
-    term: Option<&RefTerm>,
+    term: Option<&mut RefTerm>,
     old: &Dist,
     reference: Option<&Dist>,
 ) -> Result<Option<RefCheck>> {
-    let (Some(eps), Some(r)) = (term.and_then(RefTerm::limit), reference) else {
+    let (Some(term), Some(r)) = (term, reference) else {
+        return Ok(None);
+    };
+    let Some(eps) = term.limit() else {
         return Ok(None);
     };
     let per_state = crate::measure::per_state_kl(old, r)?;
@@ -503,8 +559,13 @@ pub fn check(
     let at_old = mean(&per_state);
     let var = per_state.iter().map(|k| (k - at_old).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     let se = (var / n).sqrt();
-    let step_limit = if se.is_finite() {
-        (eps - MARGIN_SE * se).max(0.5 * eps)
+    let rise = at_old - term.last_end;
+    if rise.is_finite() {
+        term.shift_ms = (1.0 - SHIFT_RATE) * term.shift_ms + SHIFT_RATE * rise * rise;
+    }
+    let margin = (MARGIN_SE * se).max(MARGIN_SE * term.shift_ms.sqrt());
+    let step_limit = if margin.is_finite() {
+        (eps - margin).max(0.5 * eps)
     } else {
         0.5 * eps
     };
@@ -543,25 +604,6 @@ pub fn restore_if_outside(
         }
         _ => Ok(None),
     }
-}
-
-/// The saved coefficient `ref_coef` of an optimiser state, for a learner
-/// with the reference term `term` (`None` without one; then a saved value is
-/// ignored, as for a run resumed with the reference removed).
-///
-/// Errors: [`OptimError::State`] when it is missing or not finite and ≥ 0.
-pub fn load_ref_coef(state: &AlgoState, term: Option<&RefTerm>) -> Result<Option<f64>> {
-    if term.is_none() {
-        return Ok(None);
-    }
-    let c = state.scalar("ref_coef")?;
-    if !(c.is_finite() && c >= 0.0) {
-        return Err(OptimError::State(format!(
-            "{}: ref_coef must be finite and >= 0, got {c}",
-            state.algo
-        )));
-    }
-    Ok(Some(c))
 }
 
 /// The reference distributions a learner with `term` needs from the batch:

@@ -38,7 +38,7 @@ use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
 use crate::kl_limit::{ref_limit, Guard};
 use crate::measure::{diagnostics_from, kl_stats, mean, per_state_kl};
-use crate::reference::{self, load_ref_coef, RefCheck, RefTerm};
+use crate::reference::{self, RefCheck, RefTerm};
 use crate::rollout::candle_err;
 
 /// TRPO or NPG, with the Adam state of the separately fitted value function.
@@ -480,7 +480,7 @@ impl Algorithm for Trpo {
         let old_log_probs = old.log_prob(&mb.actions)?;
         // The reference constraint: ε_ref and D_ref(θ_old) on this batch
         // (crate::reference).
-        let ref_check = reference::check(self.reference.as_ref(), &old, reference)?;
+        let ref_check = reference::check(self.reference.as_mut(), &old, reference)?;
         // 2.–6. The policy step.
         let (step, new) = self.policy_step(
             policy,
@@ -531,7 +531,7 @@ impl Algorithm for Trpo {
     fn state(&self) -> AlgoState {
         let mut s = AlgoState::new(self.name());
         if let Some(r) = &self.reference {
-            s.scalars.insert("ref_coef".into(), r.coef);
+            r.save(&mut s);
         }
         s.scalars.insert("vf_adam_t".into(), self.vf_adam.t as f64);
         s.vectors.insert("vf_adam_m".into(), self.vf_adam.m.clone());
@@ -551,12 +551,12 @@ impl Algorithm for Trpo {
         }
         let m = state.vector("vf_adam_m", n)?.to_vec();
         let v = state.vector("vf_adam_v", n)?.to_vec();
-        if let (Some(coef), Some(r)) = (
-            load_ref_coef(state, self.reference.as_ref())?,
-            &mut self.reference,
-        ) {
-            r.coef = coef;
-        }
+        let reference = self
+            .reference
+            .as_ref()
+            .map(|r| r.restored(state))
+            .transpose()?;
+        self.reference = reference;
         self.vf_adam.m = m;
         self.vf_adam.v = v;
         self.vf_adam.t = t as u64;
