@@ -144,5 +144,83 @@ fn kl_limits(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, update, kl_limits);
+/// The cost of a reference policy: one update of the zoo CartPole batch
+/// (PPO and TRPO) without a reference, with a fixed-coefficient penalty to
+/// the initial policy, and (PPO) with a constraint; each iteration includes
+/// evaluating π_ref at the batch states, as `Trainer::update` does once per
+/// update, and starts from the same parameters and optimiser state.
+fn reference(c: &mut Criterion) {
+    let none = toml::Table::new();
+    let penalty: toml::Table = "mode = \"penalty\"\ncoef = 0.1\n".parse().unwrap();
+    let constraint: toml::Table = "mode = \"constraint\"\nmax_kl = 0.05\n".parse().unwrap();
+    for (group, file, variants) in [
+        (
+            "reference (ppo-zoo batch 256, 20 epochs)",
+            "cartpole-ppo-zoo.toml",
+            vec![
+                ("no reference", &none),
+                ("penalty to the initial policy", &penalty),
+                ("constraint 0.05", &constraint),
+            ],
+        ),
+        (
+            "reference (trpo-zoo batch 1024)",
+            "cartpole-trpo-zoo.toml",
+            vec![
+                ("no reference", &none),
+                ("penalty to the initial policy", &penalty),
+            ],
+        ),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(30);
+        for (label, reference) in variants {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../configs/bench")
+                .join(file);
+            let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+            if !reference.is_empty() {
+                let algo = table
+                    .get_mut("algo")
+                    .and_then(|a| a.as_table_mut())
+                    .unwrap();
+                algo.insert("reference".into(), toml::Value::Table(reference.clone()));
+            }
+            let config: ExperimentConfig = table.try_into().unwrap();
+            config.validate().unwrap();
+            let mut t = Trainer::from_config(config, &Registry::builtin()).unwrap();
+            let mut batch = one_batch(&mut t);
+            let theta = t.policy.get_flat().unwrap();
+            let value_theta = klrl_policy::flat::get_flat(&t.value.vars()).unwrap();
+            let state = t.algo.state();
+            let mask = None;
+            g.bench_function(label, |b| {
+                b.iter(|| {
+                    t.policy.set_flat(&theta).unwrap();
+                    klrl_policy::flat::set_flat(&t.value.vars(), &value_theta).unwrap();
+                    t.algo.load_state(&state).unwrap();
+                    batch.reference = t
+                        .reference()
+                        .map(|r| {
+                            r.dist(
+                                &batch.obs,
+                                batch.len(),
+                                mask,
+                                t.policy.dtype(),
+                                t.policy.device(),
+                            )
+                        })
+                        .transpose()
+                        .unwrap();
+                    t.algo
+                        .update(t.policy.as_mut(), &mut t.value, &batch, &mut t.rng)
+                        .unwrap()
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, update, kl_limits, reference);
 criterion_main!(benches);

@@ -20,6 +20,15 @@
 //! at the first feasible α whose KL is at least [`GOOD_ENOUGH`] · limit,
 //! or after `max_evals` evaluations. Typically one or two forward passes.
 //!
+//! The same search holds a bound on the mean KL(π_θ ‖ π_ref) to a reference
+//! policy ([`crate::reference`], constraint mode) — alone or together with a
+//! per-update limit ([`Bounds`]): a candidate is feasible when it is within
+//! every bound, the search line lives in √ of the binding statistic scaled
+//! to the first bound's units, and α = 0 is feasible because θ_old's D_ref
+//! is within its bound (or, when a new batch puts θ_old outside, the bound
+//! is D_ref(θ_old) itself, and [`crate::reference::restore_within`] then
+//! brings the policy in).
+//!
 //! The KL compared with the limit is computed by
 //! [`crate::measure::per_state_kl`] and [`crate::measure::mean`] /
 //! [`crate::measure::max`], the functions that produce the reported
