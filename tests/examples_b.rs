@@ -184,3 +184,46 @@ fn kl_vs_trust_region_writes_tables_and_plots() {
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// The reference-policy story: the production policy, the seven learners,
+/// the table and the trade-off plot; every bounded learner stays within its
+/// ε_ref on every update, and the tighter the bound, the closer to
+/// production.
+#[test]
+fn recommender_reference_writes_table_and_plots() {
+    let out = temp_dir("recommender_reference");
+    let stdout = run_example("recommender_reference", &out);
+    assert!(
+        stdout.contains("done: 7 learners, 7 runs, 0 updates above ε_ref"),
+        "unexpected output:\n{stdout}"
+    );
+    assert_eq!(png_size(&out.join("tradeoff.png")), (1000, 620));
+    for png in ["return.png", "kl.png", "regret.png", "kl_ref.png"] {
+        assert_eq!(png_size(&out.join("compare").join(png)), (1000, 620));
+    }
+    assert!(out.join("production/metrics.csv").is_file());
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let mut late_kl = Vec::new();
+    for eps in ["1.0", "0.3", "0.1", "0.03"] {
+        let rows = rows(&summary, &format!("reference-{eps}"));
+        assert_eq!(rows.len(), 1, "{summary}");
+        // learner | bounds | regret (late) | KL last 10 % | largest | above ε | entropy
+        let row = &rows[0];
+        let largest: f64 = row[4].parse().unwrap();
+        let bound: f64 = eps.parse().unwrap();
+        assert!(largest <= bound, "{row:?}");
+        assert_eq!(row[5], "0.0%", "{row:?}");
+        late_kl.push(row[3].parse::<f64>().unwrap());
+    }
+    // Measured for the baselines too (a coefficient-0 reference term).
+    for learner in ["no-reference", "ppo-kl-limit", "trpo"] {
+        let row = &rows(&summary, learner)[0];
+        assert!(row[4].parse::<f64>().unwrap() > 0.0, "{row:?}");
+        assert_eq!(row[5], "–", "{row:?}");
+    }
+    assert!(
+        late_kl.windows(2).all(|w| w[0] >= w[1]),
+        "KL to production should shrink with ε_ref: {late_kl:?}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
