@@ -68,7 +68,8 @@ enum Command {
         klrl train\n  \
         klrl train configs/pendulum-ppo-kl-adaptive.toml --seed 1 --out runs/pendulum-s1\n  \
         klrl train configs/cartpole-ppo-kl-adaptive.toml --set algo.kl_target=0.02 --set train.total_steps=50000\n  \
-        klrl train --resume runs/pendulum-s1\n\n\
+        klrl train --resume runs/pendulum-s1\n  \
+        klrl train --resume runs/pendulum-s1 --set train.total_steps=200000\n\n\
         Exit status: 0 done, 1 failure while running, 2 bad config or arguments, 130 Ctrl-C \
         (after a checkpoint).")]
     Train(train_cmd::TrainArgs),

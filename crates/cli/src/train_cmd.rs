@@ -28,10 +28,22 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", conflicts_with = "resume")]
     seed: Option<u64>,
     /// Override a config value, e.g. --set algo.max_kl=0.02 (repeatable; the
-    /// value is parsed as TOML, else taken as a string).
-    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
+    /// value is parsed as TOML, else taken as a string). With --resume: amend
+    /// the run (see --resume).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Continue the run in RUN_DIR from its last checkpoint, with its saved config.
+    /// Continue the run in RUN_DIR from its last checkpoint, with its saved
+    /// config. With --set the run is amended: train.total_steps=N extends a
+    /// finished or interrupted run to N steps (not below the steps taken;
+    /// metrics.csv goes on, TensorBoard in a new tb/ segment, summary.json is
+    /// rewritten at the end); algo.lr, algo.vf_lr and run.checkpoint_every,
+    /// keep_checkpoints, eval_episodes, log_every, return_window, tensorboard
+    /// may change too. Any other field would break the run and is refused
+    /// (exit 2, nothing written). The amended config replaces the run's
+    /// config.toml. Annealing (lr_anneal, clip_anneal) is rescaled to the new
+    /// total: progress = steps / N from the resume on, so a finished annealed
+    /// run's learning rate rises again to lr·(1 − steps/N); without annealing
+    /// the extended run equals an uninterrupted N-step run bit for bit.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
     /// Start from a trained policy: a run directory (its newest checkpoint)
@@ -76,7 +88,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 pub fn run(args: TrainArgs, registry: &Registry) -> Result<(), CliError> {
     let mut run = match &args.resume {
         Some(dir) => {
-            let run = Run::resume(dir, registry).map_err(cli_error)?;
+            let run = Run::resume_amended(dir, &args.sets, registry).map_err(cli_error)?;
             match run.resumed_exact {
                 Some(false) => eprintln!(
                     "warning: {} does not support environment snapshots; resumed with fresh \
@@ -84,10 +96,11 @@ pub fn run(args: TrainArgs, registry: &Registry) -> Result<(), CliError> {
                     run.config.experiment.env.name
                 ),
                 _ => eprintln!(
-                    "resuming {} at update {} ({} steps)",
+                    "resuming {} at update {} ({} of {} steps)",
                     dir.display(),
                     run.trainer.updates,
-                    run.trainer.env_steps
+                    run.trainer.env_steps,
+                    run.config.experiment.train.total_steps
                 ),
             }
             run

@@ -559,6 +559,31 @@ pub fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| RunnerError::io(path, e))
 }
 
+/// Replace `path` atomically: write a temporary file beside it (a name no
+/// other process, on this machine or another sharing the directory, picks),
+/// fsync it, rename it over `path` and fsync the directory. Readers and a
+/// crash see the old content or the new, never a mix; concurrent writers of
+/// the same content cannot corrupt it.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::hash::{BuildHasher, Hasher};
+    let name = path
+        .file_name()
+        .map_or("file".into(), |n| n.to_string_lossy().to_string());
+    // RandomState is seeded from the OS's randomness per process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{:016x}", h.finish()));
+    write_synced(&tmp, data)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(RunnerError::io(path, e));
+    }
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => Ok(()),
+    }
+}
+
 fn sync_file(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())

@@ -406,6 +406,54 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The fields `klrl train --resume DIR --set KEY=VALUE` may change: the
+/// run's length, the algorithms' learning rates and the logging, checkpoint
+/// and evaluation fields of `[run]` (not `run.init_from`). Everything else
+/// (the environment, the network, the algorithm and its other settings,
+/// `train.n_envs`, `n_steps`, `seed`, `dtype`, the normalisation flags, …)
+/// shapes what the checkpoint holds or what the updates mean, so a change
+/// would break the run; [`load_amended`] refuses it.
+pub const AMENDABLE: [&str; 9] = [
+    "train.total_steps",
+    "algo.lr",
+    "algo.vf_lr",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.eval_episodes",
+    "run.log_every",
+    "run.return_window",
+    "run.tensorboard",
+];
+
+/// The saved config of the run in `dir` with `sets` applied, for a resume
+/// that amends it. Every key must be one of [`AMENDABLE`] (else a
+/// [`RunnerError::BadSet`] naming the field, before anything is read), and
+/// the result goes through the same validation as any config. Nothing is
+/// written.
+pub fn load_amended(dir: &Path, sets: &[String], registry: &Registry) -> Result<ResolvedConfig> {
+    for arg in sets {
+        let key = arg.split_once('=').map_or(arg.as_str(), |(k, _)| k).trim();
+        if !AMENDABLE.contains(&key) {
+            return Err(RunnerError::BadSet {
+                arg: arg.clone(),
+                reason: format!(
+                    "`{key}` cannot change when resuming: it would break the run \
+                     (a resume may change only {})",
+                    AMENDABLE.join(", ")
+                ),
+            });
+        }
+    }
+    let path = dir.join("config.toml");
+    if !path.is_file() {
+        return Err(RunnerError::Usage(format!(
+            "{}: no config.toml; not a klrl run directory",
+            dir.display()
+        )));
+    }
+    load(&ConfigSource::File(path), sets, None, registry)
+}
+
 /// Load the resolved config of a run directory or checkpoint (`config.toml`).
 pub fn load_saved(dir: &Path, registry: &Registry) -> Result<ResolvedConfig> {
     let path = dir.join("config.toml");

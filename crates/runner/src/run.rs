@@ -154,7 +154,7 @@ impl Run {
         };
         std::fs::create_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
         let config_toml = config.to_toml();
-        checkpoint::write_synced(&dir.join("config.toml"), config_toml.as_bytes())?;
+        checkpoint::write_atomic(&dir.join("config.toml"), config_toml.as_bytes())?;
         if let Some((policy, obs_norm)) = trainer.reference().and_then(|r| r.as_network()) {
             let shape = reference_config.as_deref().unwrap_or(&config_toml);
             reference::save(&dir, policy, obs_norm, shape)?;
@@ -185,17 +185,39 @@ impl Run {
     /// Continue the run in `dir` from its newest checkpoint with its saved
     /// config (from the start if it has none yet).
     pub fn resume(dir: &Path, registry: &Registry) -> Result<Run> {
+        Run::resume_amended(dir, &[], registry)
+    }
+
+    /// [`Run::resume`] with the saved config amended by `sets` (`key=value`,
+    /// only the fields of [`config::AMENDABLE`]): extend a finished or
+    /// interrupted run with `train.total_steps=N` (not below the steps
+    /// already taken), change its learning rates or its logging. Everything
+    /// is checked before anything is written: a refused field or a bad value
+    /// is an error naming it (a usage error) and leaves the directory as it
+    /// was. The amended config then replaces `config.toml` atomically, so
+    /// later resumes see it.
+    ///
+    /// Annealing (`lr_anneal`, `clip_anneal`) uses progress = env_steps /
+    /// total_steps with the *new* total: the schedule is rescaled, as if the
+    /// run had been planned for N steps from the resume on (a finished
+    /// annealed run's learning rate jumps from ≈ 0 back to lr · (1 − done/N)).
+    /// Without annealing an extended run is bit-identical to one that ran to
+    /// N steps uninterrupted.
+    pub fn resume_amended(dir: &Path, sets: &[String], registry: &Registry) -> Result<Run> {
         if !dir.is_dir() {
             return Err(RunnerError::Usage(format!(
                 "{}: no such run directory",
                 dir.display()
             )));
         }
-        let config = config::load_saved(dir, registry)?;
+        let config = if sets.is_empty() {
+            config::load_saved(dir, registry)?
+        } else {
+            config::load_amended(dir, sets, registry)?
+        };
         let mut trainer = Trainer::from_config(config.experiment.clone(), registry)
             .map_err(|e| config_error(&config.source, e))?;
         let ckpts = dir.join("checkpoints");
-        checkpoint::clean_temporaries(&ckpts);
         let latest = checkpoint::latest(&ckpts)?;
         let (state, exact) = match &latest {
             Some(c) => checkpoint::load(c, &mut trainer)?,
@@ -208,6 +230,27 @@ impl Run {
             }
         };
         reference::restore(dir, &mut trainer, registry)?;
+        let total = config.experiment.train.total_steps;
+        if total < trainer.env_steps {
+            let arg = sets
+                .iter()
+                .rev()
+                .find(|a| a.trim_start().starts_with("train.total_steps"))
+                .cloned()
+                .unwrap_or_else(|| format!("train.total_steps={total}"));
+            return Err(RunnerError::BadSet {
+                arg,
+                reason: format!(
+                    "below the {} steps this run has already taken",
+                    trainer.env_steps
+                ),
+            });
+        }
+        // Everything is checked: from here on the directory changes.
+        checkpoint::clean_temporaries(&ckpts);
+        if !sets.is_empty() {
+            checkpoint::write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+        }
         let metrics = MetricsWriter::resume(
             &dir.join("metrics.csv"),
             config.reports_regret,
@@ -362,7 +405,7 @@ impl Run {
             checkpoint: Some(ckpt.display().to_string()),
         };
         let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-        checkpoint::write_synced(&self.dir.join("summary.json"), json.as_bytes())?;
+        checkpoint::write_atomic(&self.dir.join("summary.json"), json.as_bytes())?;
         if let Some(tb) = self.tb.take() {
             tb.close();
         }
