@@ -120,6 +120,11 @@ fn one_step_per_batch_with_the_documented_diagnostics() {
                 | "ls_steps"
                 | "kl_limit"
                 | "step_frac"
+                // no [algo.reference]
+                | "kl_ref"
+                | "kl_ref_max"
+                | "kl_ref_limit"
+                | "ref_coef"
         );
         assert_eq!(v.is_nan(), nan_expected, "{name} = {v}");
     }

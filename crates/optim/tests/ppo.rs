@@ -417,7 +417,18 @@ fn diagnostics_are_filled_as_documented() {
     let d1 = d[1];
     for (name, v) in UpdateDiagnostics::COLUMNS.iter().zip(d1.values()) {
         // No hard limit: step_frac is empty; the adaptive penalty's target is the limit column.
-        let nan_expected = matches!(*name, "cg_iters" | "cg_residual" | "ls_steps" | "step_frac");
+        // No [algo.reference]: its four columns are empty too.
+        let nan_expected = matches!(
+            *name,
+            "cg_iters"
+                | "cg_residual"
+                | "ls_steps"
+                | "step_frac"
+                | "kl_ref"
+                | "kl_ref_max"
+                | "kl_ref_limit"
+                | "ref_coef"
+        );
         assert_eq!(v.is_nan(), nan_expected, "{name} = {v}");
     }
     assert_eq!(d1.kl_limit, 0.01);
