@@ -144,6 +144,8 @@ fn main() -> Result<()> {
             },
             out: task_out.clone(),
             jobs: None,
+            shard: None,
+            resume: false,
         };
         println!("== {task}: {} learners × {seeds} seeds", LEARNERS.len());
         let stats = compare(&opts, &registry, &stop, &|line| println!("  {line}"))

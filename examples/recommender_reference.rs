@@ -132,6 +132,8 @@ fn main() -> Result<()> {
             .collect(),
         out: out.join("compare"),
         jobs: None,
+        shard: None,
+        resume: false,
     };
     println!(
         "== improving it under drift: {} learners × {seeds} seeds",

@@ -15,6 +15,21 @@
 //! ```
 //!
 //! [`plot_only`] redraws the summary and plots from the saved metrics.
+//!
+//! **Sweeps across machines and resumes.** The tasks are the configs × seeds
+//! in `compare.json` order (config-major): task j is config j / K, seed
+//! j mod K for K seeds. With a shard `I/N` a process trains only the tasks j
+//! with j mod N = I, in the same shared output directory as the other
+//! shards: every shard writes the same `compare.json` (atomically, and only
+//! when none is there; one that describes another comparison is an error),
+//! then only its own `runs/<label>-s<seed>/`, and no summary or plot — so
+//! processes on different machines sharing the directory never write the
+//! same file. [`plot_only`] merges whatever runs are there; runs not
+//! started or not finished are left out of the tables and listed. With
+//! `resume` a process finishes what is missing of its tasks: a finished run
+//! (`summary.json` not interrupted, all its steps) is kept, a partial one
+//! continues from its newest checkpoint ([`Run::resume`]), one never
+//! started starts.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -45,6 +60,14 @@ pub struct CompareOptions {
     pub out: PathBuf,
     /// Runs trained at once; `None` = the number of available cores.
     pub jobs: Option<usize>,
+    /// `Some((i, n))`: train only the tasks j with j mod n = i (shard i of
+    /// n, 0 ≤ i < n), write no summary or plots (`--plot-only` merges the
+    /// shards); `None`: every task, then the summary and plots.
+    pub shard: Option<(u64, u64)>,
+    /// Finish what is missing in `out` (keep finished runs, resume partial
+    /// ones, start the others) instead of requiring this part of the sweep
+    /// to be new.
+    pub resume: bool,
 }
 
 /// One run of a comparison.
@@ -60,11 +83,54 @@ pub struct RunEntry {
     pub dir: String,
 }
 
+/// One config of a comparison, as resolved (with `--set`, seed 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    /// Its label.
+    pub label: String,
+    /// The resolved config (TOML); a run's seed replaces `train.seed`.
+    pub toml: String,
+}
+
 /// `compare.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Every run, in config then seed order.
+    /// Every run, in config then seed order (task j is `runs[j]`).
     pub runs: Vec<RunEntry>,
+    /// Seeds per config (absent in comparisons from before sharding).
+    #[serde(default)]
+    pub seeds: u64,
+    /// The resolved configs, so that `--resume DIR` needs nothing else.
+    #[serde(default)]
+    pub configs: Vec<ConfigEntry>,
+}
+
+/// A run of a comparison that is not in its tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incomplete {
+    /// The run directory, relative to the output directory.
+    pub dir: String,
+    /// `None`: never started; `Some((steps, total))`: stopped after `steps`
+    /// of its `total` environment steps.
+    pub progress: Option<(u64, u64)>,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.progress {
+            None => write!(f, "{} (not started)", self.dir),
+            Some((s, t)) => write!(f, "{} (stopped at {s} of {t} steps)", self.dir),
+        }
+    }
+}
+
+/// What [`plot_only`] found and drew.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Per config, over its finished runs.
+    pub stats: Vec<ConfigStats>,
+    /// The runs left out: not started or not finished.
+    pub incomplete: Vec<Incomplete>,
 }
 
 /// The summary of one config over its seeds.
@@ -155,10 +221,11 @@ fn labels(configs: &[PathBuf]) -> Vec<String> {
     out
 }
 
-/// Train every config × seed, then write the summary and plots. All configs
-/// are validated (for every seed) before anything is written. `stop` ends
-/// the runs early (each writes a checkpoint); `on_done` is called with a line
-/// of text when a run ends.
+/// Train every config × seed (or, with `opts.shard`, this shard's part),
+/// then write the summary and plots (unsharded only). All configs are
+/// validated (for every seed) before anything is written. `stop` ends the
+/// runs early (each writes a checkpoint); `on_done` is called with a line of
+/// text when a run ends. Returns the statistics (empty for a shard).
 pub fn compare(
     opts: &CompareOptions,
     registry: &Registry,
@@ -172,48 +239,202 @@ pub fn compare(
         return Err(RunnerError::Usage("--seeds must be >= 1".into()));
     }
     let labels = labels(&opts.configs);
-    let mut tasks: VecDeque<(RunEntry, ResolvedConfig)> = VecDeque::new();
+    let mut runs = Vec::new();
+    let mut configs = Vec::new();
+    let mut resolved = Vec::new();
     for (path, label) in opts.configs.iter().zip(&labels) {
+        let source = ConfigSource::File(path.clone());
+        configs.push(ConfigEntry {
+            label: label.clone(),
+            toml: config::load(&source, &opts.sets, Some(0), registry)?.to_toml(),
+        });
         for seed in 0..opts.seeds {
-            let resolved = config::load(
-                &ConfigSource::File(path.clone()),
-                &opts.sets,
-                Some(seed),
-                registry,
-            )?;
-            tasks.push_back((
-                RunEntry {
-                    label: label.clone(),
-                    config: path.display().to_string(),
-                    seed,
-                    dir: format!("runs/{label}-s{seed}"),
-                },
-                resolved,
-            ));
+            resolved.push(config::load(&source, &opts.sets, Some(seed), registry)?);
+            runs.push(RunEntry {
+                label: label.clone(),
+                config: path.display().to_string(),
+                seed,
+                dir: format!("runs/{label}-s{seed}"),
+            });
         }
     }
-    let out = &opts.out;
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(|e| RunnerError::io(out, e))?
-            .next()
-            .is_some()
-    {
+    let manifest = Manifest {
+        runs,
+        seeds: opts.seeds,
+        configs,
+    };
+    sweep(opts, manifest, resolved, registry, stop, on_done)
+}
+
+/// `klrl compare --resume DIR` without configs: finish the comparison in
+/// `opts.out` from its `compare.json` (its configs as resolved then; the
+/// config files are not read). `opts.configs`, `seeds` and `sets` are
+/// ignored.
+pub fn resume(
+    opts: &CompareOptions,
+    registry: &Registry,
+    stop: &AtomicBool,
+    on_done: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<ConfigStats>> {
+    let manifest = read_manifest(&opts.out)?;
+    if manifest.configs.is_empty() {
         return Err(RunnerError::Usage(format!(
-            "{}: exists and is not empty; choose a new --out (or --plot-only to redraw)",
-            out.display()
+            "{}: compare.json is from an older klrl and holds no configs; resume with the \
+             configs: klrl compare CONFIGS --seeds K --out {0} --resume",
+            opts.out.display()
         )));
     }
-    std::fs::create_dir_all(out.join("runs")).map_err(|e| RunnerError::io(out, e))?;
-    let manifest = Manifest {
-        runs: tasks.iter().map(|(e, _)| e.clone()).collect(),
+    let mut resolved = Vec::new();
+    for entry in &manifest.runs {
+        let c = manifest
+            .configs
+            .iter()
+            .find(|c| c.label == entry.label)
+            .ok_or_else(|| bad_manifest(&opts.out, format!("no config for {}", entry.label)))?;
+        let source = ConfigSource::Text {
+            name: format!("{} ({})", entry.config, c.label),
+            text: c.toml.clone(),
+        };
+        resolved.push(config::load(&source, &[], Some(entry.seed), registry)?);
+    }
+    let opts = CompareOptions {
+        resume: true,
+        ..opts.clone()
     };
-    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    crate::checkpoint::write_synced(&out.join("compare.json"), json.as_bytes())?;
+    sweep(&opts, manifest, resolved, registry, stop, on_done)
+}
+
+fn bad_manifest(out: &Path, reason: String) -> RunnerError {
+    RunnerError::Metrics {
+        path: out.join("compare.json").display().to_string(),
+        reason,
+    }
+}
+
+/// `compare.json` of `out`; a usage error when there is none.
+fn read_manifest(out: &Path) -> Result<Manifest> {
+    let path = out.join("compare.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        RunnerError::Usage(format!(
+            "{}: no compare.json; not the output of klrl compare",
+            out.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| bad_manifest(out, e.to_string()))
+}
+
+/// Whether two manifests describe the same comparison: the same runs and
+/// the same resolved configs (the config files may be spelt differently).
+fn same_comparison(a: &Manifest, b: &Manifest) -> bool {
+    let runs = |m: &Manifest| -> Vec<(String, u64, String)> {
+        m.runs
+            .iter()
+            .map(|r| (r.label.clone(), r.seed, r.dir.clone()))
+            .collect()
+    };
+    runs(a) == runs(b) && a.configs == b.configs
+}
+
+/// How far a run of the comparison got.
+enum TaskState {
+    /// No `config.toml`: never started (a directory without one holds at
+    /// most a crashed start's temporaries).
+    NotStarted,
+    /// Started, not finished.
+    Partial,
+    /// `summary.json` of a run that was not interrupted and took its steps.
+    Finished,
+}
+
+fn run_state(dir: &Path, total_steps: u64) -> TaskState {
+    if !dir.join("config.toml").is_file() {
+        return TaskState::NotStarted;
+    }
+    let finished = std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<crate::run::Summary>(&t).ok())
+        .is_some_and(|s| !s.interrupted && s.env_steps >= total_steps);
+    if finished {
+        TaskState::Finished
+    } else {
+        TaskState::Partial
+    }
+}
+
+/// Check and prepare the output directory, train this process's tasks, and
+/// (unsharded) write the report.
+fn sweep(
+    opts: &CompareOptions,
+    manifest: Manifest,
+    resolved: Vec<ResolvedConfig>,
+    registry: &Registry,
+    stop: &AtomicBool,
+    on_done: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<ConfigStats>> {
+    let out = &opts.out;
+    let (shard, shards) = opts.shard.unwrap_or((0, 1));
+    if shards == 0 || shard >= shards {
+        return Err(RunnerError::Usage(format!(
+            "--shard {shard}/{shards}: needs 0 <= I < N (shards are numbered 0 … N−1)"
+        )));
+    }
+    let existing = out.join("compare.json").is_file();
+    if existing {
+        let saved = read_manifest(out)?;
+        if !same_comparison(&saved, &manifest) {
+            return Err(RunnerError::Usage(format!(
+                "{}: holds another comparison (its compare.json lists other configs, seeds or \
+                 settings); choose a new --out",
+                out.display()
+            )));
+        }
+    } else if out.exists() {
+        // Another shard may be writing compare.json right now: its
+        // temporary file is no reason to refuse.
+        let foreign = std::fs::read_dir(out)
+            .map_err(|e| RunnerError::io(out, e))?
+            .flatten()
+            .any(|e| {
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".compare.json.tmp-")
+            });
+        if foreign {
+            return Err(RunnerError::Usage(format!(
+                "{}: exists, is not empty and is not a comparison; choose a new --out \
+                 (or --plot-only to redraw)",
+                out.display()
+            )));
+        }
+    }
+    let mine: Vec<(RunEntry, ResolvedConfig)> = manifest
+        .runs
+        .iter()
+        .cloned()
+        .zip(resolved)
+        .enumerate()
+        .filter(|(j, _)| *j as u64 % shards == shard)
+        .map(|(_, t)| t)
+        .collect();
+    if !opts.resume {
+        if let Some((e, _)) = mine.iter().find(|(e, _)| out.join(&e.dir).exists()) {
+            return Err(RunnerError::Usage(format!(
+                "{}: exists and is not empty: this part of the comparison has run before; \
+                 finish it with --resume, or choose a new --out",
+                out.join(&e.dir).display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| RunnerError::io(out, e))?;
+    if !existing {
+        let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+        crate::checkpoint::write_atomic(&out.join("compare.json"), json.as_bytes())?;
+    }
+    std::fs::create_dir_all(out.join("runs")).map_err(|e| RunnerError::io(out, e))?;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let jobs = opts.jobs.unwrap_or(cores).clamp(1, tasks.len().max(1));
-    let queue = Mutex::new(tasks);
+    let jobs = opts.jobs.unwrap_or(cores).clamp(1, mine.len().max(1));
+    let queue = Mutex::new(VecDeque::from(mine));
     let errors: Mutex<Vec<RunnerError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
@@ -233,14 +454,23 @@ pub fn compare(
             });
         }
     });
-    let stats = report(out, &manifest, registry)?;
+    let stats = if opts.shard.is_some() {
+        Vec::new()
+    } else {
+        let r = report(out, &manifest, registry)?;
+        for i in &r.incomplete {
+            on_done(&format!("incomplete: {i}"));
+        }
+        r.stats
+    };
     if let Some(e) = errors.into_inner().expect("errors lock").into_iter().next() {
         return Err(e);
     }
     Ok(stats)
 }
 
-/// Train one run of the comparison to the end (or until `stop`).
+/// Train one run of the comparison to the end (or until `stop`): keep it if
+/// it is finished, resume it if it started, start it otherwise.
 fn train_one(
     entry: &RunEntry,
     resolved: ResolvedConfig,
@@ -248,7 +478,24 @@ fn train_one(
     registry: &Registry,
     stop: &AtomicBool,
 ) -> Result<String> {
-    let mut run = Run::create(resolved, RunDir::Exactly(out.join(&entry.dir)), registry)?;
+    let dir = out.join(&entry.dir);
+    let mut run = match run_state(&dir, resolved.experiment.train.total_steps) {
+        TaskState::Finished => {
+            return Ok(format!(
+                "{} seed {}: finished before, kept",
+                entry.label, entry.seed
+            ))
+        }
+        TaskState::Partial => Run::resume(&dir, registry)?,
+        TaskState::NotStarted => {
+            if dir.exists() {
+                // Only a crashed start's temporaries: config.toml is the
+                // first file a run writes (atomically).
+                std::fs::remove_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
+            }
+            Run::create(resolved, RunDir::Exactly(dir), registry)?
+        }
+    };
     let mut interrupted = false;
     while !run.is_done() {
         if stop.load(Ordering::SeqCst) {
@@ -273,19 +520,10 @@ fn train_one(
 }
 
 /// Redraw `summary.md`, `return.png`, `kl.png` (and `regret.png`) in `dir` (the output of
-/// an earlier [`compare`]) from the saved metrics.
-pub fn plot_only(dir: &Path, registry: &Registry) -> Result<Vec<ConfigStats>> {
-    let path = dir.join("compare.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        RunnerError::Usage(format!(
-            "{}: no compare.json; not the output of klrl compare",
-            dir.display()
-        ))
-    })?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| RunnerError::Metrics {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+/// an earlier [`compare`], or of its shards) from the saved metrics of its
+/// finished runs; the others are listed in the summary and returned.
+pub fn plot_only(dir: &Path, registry: &Registry) -> Result<Report> {
+    let manifest = read_manifest(dir)?;
     report(dir, &manifest, registry)
 }
 
@@ -298,19 +536,43 @@ struct Group {
 
 /// Read every run's metrics, compute the statistics, write summary.md and
 /// the plots.
-fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<ConfigStats>> {
+fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Report> {
     let mut groups: Vec<Group> = Vec::new();
+    let mut incomplete = Vec::new();
     for entry in &manifest.runs {
         let dir = out.join(&entry.dir);
         let metrics = dir.join("metrics.csv");
-        if !metrics.is_file() {
-            continue;
+        let config = config::load_saved(&dir, registry).ok();
+        let total = config
+            .as_ref()
+            .map_or(0, |c| c.experiment.train.total_steps);
+        match run_state(&dir, total) {
+            TaskState::Finished if metrics.is_file() => {}
+            TaskState::NotStarted => {
+                incomplete.push(Incomplete {
+                    dir: entry.dir.clone(),
+                    progress: None,
+                });
+                continue;
+            }
+            _ => {
+                let steps = MetricsTable::read(&metrics)
+                    .ok()
+                    .and_then(|t| t.column("env_steps"))
+                    .and_then(|s| s.last().copied())
+                    .map_or(0, |s| s as u64);
+                incomplete.push(Incomplete {
+                    dir: entry.dir.clone(),
+                    progress: Some((steps, total)),
+                });
+                continue;
+            }
         }
         let table = MetricsTable::read(&metrics)?;
         if groups.last().is_none_or(|g| g.label != entry.label) {
             groups.push(Group {
                 label: entry.label.clone(),
-                config: config::load_saved(&dir, registry).ok(),
+                config,
                 tables: Vec::new(),
             });
         }
@@ -318,8 +580,10 @@ fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<Co
     }
     let stats: Vec<ConfigStats> = groups.iter().map(stats_of).collect();
     let threshold = stats.iter().find_map(|s| s.threshold);
-    std::fs::write(out.join("summary.md"), markdown(&stats, manifest))
-        .map_err(|e| RunnerError::io(&out.join("summary.md"), e))?;
+    crate::checkpoint::write_atomic(
+        &out.join("summary.md"),
+        markdown_with(&stats, manifest, &incomplete).as_bytes(),
+    )?;
 
     let returns: Vec<Series> = groups
         .iter()
@@ -368,7 +632,7 @@ fn report(out: &Path, manifest: &Manifest, registry: &Registry) -> Result<Vec<Co
             None,
         )?;
     }
-    Ok(stats)
+    Ok(Report { stats, incomplete })
 }
 
 /// The KL a learner's limit bounds: the batch-mean KL for a target or a mean
@@ -660,6 +924,15 @@ fn ratio(r: f64) -> String {
 
 /// The markdown summary: one table row per config.
 pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
+    markdown_with(stats, manifest, &[])
+}
+
+/// [`markdown`], with the runs left out of the tables listed.
+pub fn markdown_with(
+    stats: &[ConfigStats],
+    manifest: &Manifest,
+    incomplete: &[Incomplete],
+) -> String {
     let f = |x: f64, d: usize| {
         if x.is_finite() {
             format!("{x:.d$}")
@@ -683,6 +956,20 @@ pub fn markdown(stats: &[ConfigStats], manifest: &Manifest) -> String {
          and seeds.\n",
         stats.len()
     );
+    if !incomplete.is_empty() {
+        let _ = writeln!(
+            s,
+            "**Incomplete: {} of {} runs are not in the tables** (finish them with `klrl compare \
+             --resume DIR`, then `klrl compare --plot-only DIR`): {}.\n",
+            incomplete.len(),
+            manifest.runs.len(),
+            incomplete
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     s.push_str(
         "Limit (kind): the KL limit of the config, in nats, and what it promises. \
          **target**: steered, not enforced — a controller (PPO's penalties, NPG's step size) \
@@ -1014,7 +1301,14 @@ mod tests {
         assert_eq!(s.kl_mean, (0.01 + 0.02 + 0.001 + 0.01) / 4.0);
 
         let stats: Vec<ConfigStats> = [&mean, &target, &none].map(stats_of).to_vec();
-        let md = markdown(&stats, &Manifest { runs: vec![] });
+        let md = markdown(
+            &stats,
+            &Manifest {
+                runs: vec![],
+                seeds: 0,
+                configs: vec![],
+            },
+        );
         assert!(
             md.contains(
                 "| mean KL | max KL | limit (kind) | updates above limit | worst KL/limit \
@@ -1038,7 +1332,11 @@ mod tests {
                 "name = \"ppo\"\nobjective = \"projection\"\nproj_eps = 0.03125",
                 vec![kl_table(&[0.01], &[0.0625])],
             ))],
-            &Manifest { runs: vec![] },
+            &Manifest {
+                runs: vec![],
+                seeds: 0,
+                configs: vec![],
+            },
         );
         assert!(
             md.contains("| 0.03125 (per-state) | 100.0% | 2.00 | – |"),
@@ -1078,7 +1376,14 @@ mod tests {
         let c = cumulative_regret(&g);
         assert!((c.mean[9] - 470.0).abs() < 1e-9);
         assert!((c.min[9] - 460.0).abs() < 1e-9);
-        let md = markdown(&[s], &Manifest { runs: vec![] });
+        let md = markdown(
+            &[s],
+            &Manifest {
+                runs: vec![],
+                seeds: 0,
+                configs: vec![],
+            },
+        );
         assert!(md.contains("| regret / step | late regret / step |"));
         assert!(md.contains("| 0.4700 | 0.2000 |"));
         assert!(md.contains("![regret](regret.png)"));
