@@ -84,7 +84,11 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         klrl compare configs/compare/cartpole/*.toml --seeds 3 --out results/cartpole\n  \
         klrl compare a.toml b.toml --seeds 2 --set train.total_steps=20000 --out results/quick\n  \
-        klrl compare --plot-only results/cartpole")]
+        klrl compare --plot-only results/cartpole\n  \
+        klrl compare configs/compare/cartpole/*.toml --seeds 5 --out results/cp --shard 0/4\n  \
+        klrl compare --resume results/cp\n\n\
+        Exit status: 0 done, 1 a run failed, 2 bad config or arguments (or an --out holding \
+        another comparison), 130 Ctrl-C (after checkpoints; finish with --resume).")]
     Compare(compare_cmd::CompareArgs),
     /// Time end-to-end training runs (default: the rl-baselines3-zoo PPO and
     /// TRPO CartPole configs, seeds 0–2): wall time, steps/s, time and steps
