@@ -22,7 +22,8 @@
 //!
 //! (`examples/own_program.rs` is a complete one.) Exit status: 0 done, 1
 //! failure while running (or a failed `klrl envs --check`), 2 usage or
-//! configuration error, 130 after Ctrl-C. The `klrl` binary also installs
+//! configuration error, 130 after Ctrl-C, 141 when standard output is closed by
+//! its reader (`klrl envs | head -1`). The `klrl` binary also installs
 //! mimalloc as its global allocator (see `main.rs`); a program of your own
 //! may do the same.
 
@@ -52,7 +53,10 @@ const EXIT_FAILURE: u8 = 1;
     after_help = "Examples:\n  klrl train\n  klrl train configs/acrobot-ppo-kl-adaptive.toml --seed 3\n  \
         klrl eval runs/CartPole-v1-ppo-20250101-120000-s0 --json\n  \
         klrl compare configs/compare/cartpole/*.toml --seeds 3 --out results/cartpole\n  \
-        klrl envs\n  klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25"
+        klrl envs\n  klrl kl discrete --p 0.3,0.5,0.2 --q 0.25,0.5,0.25\n\n\
+        Exit status: 0 done; 1 failure while running; 2 usage or configuration error (bad \
+        config, arguments, or a checkpoint for another run); 130 Ctrl-C (after a checkpoint); \
+        141 standard output closed by its reader (klrl envs | head -1)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -158,6 +162,29 @@ fn default_to_one_compute_thread() {
     }
 }
 
+/// Exit status when standard output is closed by its reader (128 + SIGPIPE,
+/// what a shell reports for a program a broken pipe ended).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// `klrl envs | head -1`: a reader that closes the pipe early ends the
+/// program, quietly, with status 141 — not with a panic from `println!`
+/// (Rust ignores SIGPIPE, so the write fails and `println!` panics).
+fn end_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default(info);
+    }));
+}
+
 /// Run the `klrl` program with the environments of `registry`: parse the
 /// process's command line, run the subcommand, print an error (if any) on
 /// stderr, and return the exit status (0 done, 1 failure, 2 usage or
@@ -175,6 +202,7 @@ where
     T: Into<OsString> + Clone,
 {
     default_to_one_compute_thread();
+    end_quietly_on_broken_pipe();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
