@@ -520,13 +520,14 @@ mod tests {
             "{e}"
         );
         let e = load_text(
-            "[env]\nname = \"CartPole-v1\"\nparams = { gravity = 3 }\n",
+            "[env]\nname = \"CartPole-v1\"\nparams = { gravity = -3.0 }\n",
             &[],
         )
         .unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("x.toml: env.params: CartPole-v1: bad parameters"),
+            e.to_string().starts_with(
+                "x.toml: env.params: CartPole-v1: invalid parameter `gravity`: must be finite and > 0"
+            ),
             "{e}"
         );
         let e = load_text(
