@@ -30,12 +30,8 @@ use klrl::envs::Registry;
 use klrl::optim::{ExperimentConfig, Trainer};
 
 fn main() -> Result<()> {
-    // One compute thread: candle's thread pool is ~20× slower on networks this small.
-    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, "1");
-        }
-    }
+    // No thread settings: the Trainer runs its work on a pool of its own
+    // (`train.threads`, default 1, the fast choice for networks this small).
     let quick = std::env::var_os("KLRL_EXAMPLE_QUICK").is_some();
 
     let mut config: ExperimentConfig =

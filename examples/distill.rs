@@ -71,7 +71,8 @@ fn main() -> Result<()> {
         }
         true
     })?;
-    let obs_norm = teacher.collector.obs_norm.as_ref();
+    let obs_norm = teacher.collector.obs_norm.clone();
+    let obs_norm = obs_norm.as_ref();
 
     // 2. States visited by the teacher (observations as the policies see them).
     let mut rng = ChaCha8Rng::seed_from_u64(7);

@@ -100,6 +100,9 @@ pub struct Trainer<E: Env = Box<dyn Env>> {
     pub updates: u64,
     /// Environment steps done.
     pub env_steps: u64,
+    /// The thread pool every rollout, update and evaluation runs on
+    /// (`train.threads` threads).
+    pool: std::sync::Arc<rayon::ThreadPool>,
     /// π_ref of `[algo.reference]`: built by [`Trainer::new`] for the
     /// `initial`, `uniform` and `fixed` sources, set with
     /// [`Trainer::set_reference`] for a saved one.
@@ -192,7 +195,18 @@ impl<E: Env> Trainer<E> {
         collector.keep_raw_obs = config.algo.reference().is_some();
         collector.sde_sample_freq = config.policy.sde_sample_freq;
         venv.reset(Some(t.seed))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t.threads)
+            .thread_name(|i| format!("klrl-compute-{i}"))
+            .build()
+            .map_err(|e| {
+                OptimError::config(
+                    "train.threads",
+                    format!("cannot start the thread pool: {e}"),
+                )
+            })?;
         let mut trainer = Trainer {
+            pool: std::sync::Arc::new(pool),
             config,
             venv,
             policy,
@@ -318,8 +332,15 @@ impl<E: Env> Trainer<E> {
     }
 
     /// One update: collect a rollout (Collect), compute GAE advantages
-    /// (Advantages), run the optimiser (Update).
+    /// (Advantages), run the optimiser (Update) — on the trainer's own
+    /// thread pool (`train.threads`).
     pub fn update(&mut self) -> Result<UpdateReport> {
+        let pool = self.pool.clone();
+        pool.install(|| self.update_here())
+    }
+
+    /// [`Trainer::update`] on the calling thread's pool.
+    fn update_here(&mut self) -> Result<UpdateReport> {
         let t0 = Instant::now();
         let progress = self.env_steps as f64 / self.config.train.total_steps as f64;
         let rollout = self.collector.collect(
@@ -396,22 +417,28 @@ impl<E: Env> Trainer<E> {
         Ok(())
     }
 
-    /// Evaluate the current policy on `env` (see [`evaluate`]).
+    /// Evaluate the current policy on `env` (see [`evaluate`]), on the
+    /// trainer's thread pool (hence `&mut self`: the pool's thread borrows
+    /// the trainer while the caller waits).
     pub fn evaluate(
-        &self,
+        &mut self,
         env: &mut dyn Env,
         episodes: usize,
         deterministic: bool,
         seed: u64,
     ) -> Result<Evaluation> {
-        evaluate(
-            self.policy.as_ref(),
-            self.collector.obs_norm.as_ref(),
-            env,
-            episodes,
-            deterministic,
-            seed,
-            u64::MAX,
-        )
+        let pool = self.pool.clone();
+        let (policy, obs_norm) = (&mut self.policy, &mut self.collector.obs_norm);
+        pool.install(move || {
+            evaluate(
+                policy.as_ref(),
+                obs_norm.as_ref(),
+                env,
+                episodes,
+                deterministic,
+                seed,
+                u64::MAX,
+            )
+        })
     }
 }
