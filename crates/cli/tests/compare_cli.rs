@@ -2,29 +2,10 @@
 //! markdown table parses, `--plot-only` redraws them from the saved metrics,
 //! and a bad config stops everything before anything is written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
-fn run(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_klrl"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .output()
-        .expect("run klrl")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("klrl-cli-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{run, temp_dir};
 
 const PPO: &str = "[env]\nname = \"CartPole-v1\"\n[train]\ntotal_steps = 1024\nn_envs = 2\nn_steps = 64\n\
 [policy]\nhidden = [8]\n[algo]\nname = \"ppo\"\nobjective = \"kl_adaptive\"\nn_epochs = 2\nminibatch_size = 64\n\

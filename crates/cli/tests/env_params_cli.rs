@@ -2,29 +2,8 @@
 //! is a configuration error (exit 2, naming the environment and the
 //! parameter, nothing written); a good one is used and saved with the run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_klrl"))
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run klrl")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("klrl-envp-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{run, temp_dir};
 
 /// Two CartPole updates of 2 × 64 steps.
 const SMALL: &str = r#"

@@ -5,38 +5,12 @@
 //! checkpointed RNG, so no noise state needs saving).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-fn klrl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_klrl"));
-    c.env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1");
-    c
-}
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    klrl()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run klrl")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("klrl-gsde-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+mod common;
+use common::{klrl, run, temp_dir, text};
 
 /// A small Pendulum PPO config with gSDE: 2 envs × 32 steps per update, the
 /// noise redrawn every 4 steps.

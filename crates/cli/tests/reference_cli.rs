@@ -7,41 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-fn klrl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_klrl"));
-    c.env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1");
-    c
-}
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    klrl()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run klrl")
-}
-
-/// A fresh, empty directory under the system temp dir.
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "klrl-cli-ref-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+mod common;
+use common::{run, temp_dir, text};
 
 /// The policy run A: CartPole PPO with observation normalisation, 2 envs ×
 /// 64 steps, 10 updates, checkpoints at 4, 8 and 10.

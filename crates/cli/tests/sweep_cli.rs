@@ -5,33 +5,11 @@
 //! tables (and metrics) as an uninterrupted one.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn klrl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_klrl"));
-    c.env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1");
-    c
-}
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    klrl()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run klrl")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("klrl-cli-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{klrl, run, temp_dir};
 
 fn ok(out: &Output) {
     assert!(
