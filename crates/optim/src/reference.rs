@@ -194,8 +194,7 @@ impl Reference {
                 })
             }
             Kind::Fixed { log_probs } => {
-                let row: Vec<f64> = log_probs.clone();
-                let logits = Tensor::from_vec(row, (1, log_probs.len()), device)
+                let logits = Tensor::from_vec(log_probs.clone(), (1, log_probs.len()), device)
                     .and_then(|t| t.to_dtype(dtype))
                     .and_then(|t| t.broadcast_as((n, log_probs.len())))
                     .and_then(|t| t.contiguous())
@@ -493,8 +492,9 @@ pub fn restore_within(
             // smallest move in, so the per-update KL grows no more than it
             // must), bisecting between the last step known outside and the
             // step inside until D_ref is within [0.9 ε, ε].
-            let mut outside = if best.0 == t { t / 2.0 } else { 0.0 };
-            outside = outside.min(best.0 / 2.0);
+            // The step before the one kept was outside when the kept one is
+            // the last tried (doubling or the first try); otherwise only 0 is known.
+            let mut outside = if best.0 == t { best.0 / 2.0 } else { 0.0 };
             for _ in 0..MAX_RESTORE_HALVINGS / 2 {
                 if best.1 >= 0.9 * eps {
                     break;
