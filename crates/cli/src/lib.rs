@@ -44,6 +44,10 @@ use klrl_envs::Registry;
 const EXIT_USAGE: u8 = 2;
 /// Exit status for failures while running.
 const EXIT_FAILURE: u8 = 1;
+/// Exit status when a run stopped because `train.max_rejected_updates`
+/// updates in a row were rejected for non-finite values (its last good state
+/// is checkpointed).
+const EXIT_DIVERGED: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -97,11 +101,13 @@ enum Command {
     /// Time end-to-end training runs (default: the rl-baselines3-zoo PPO and
     /// TRPO CartPole configs, seeds 0–2): wall time, steps/s, time and steps
     /// until the rolling mean of 20 episodes reaches the reward threshold,
-    /// and the rollout / advantage / update breakdown.
+    /// the rollout / advantage / update breakdown, and (untimed) the final
+    /// evaluation's mean return.
     #[command(after_help = "Examples:\n  \
         klrl bench\n  \
         klrl bench configs/bench/cartpole-ppo-zoo.toml --seeds 1 --json\n  \
-        klrl bench --set train.total_steps=20000")]
+        klrl bench configs/pendulum-ppo-gsde.toml --seed-start 2 --seeds 1 --eval-episodes 10 --json\n  \
+        klrl bench --set train.total_steps=20000 --eval-episodes 0")]
     Bench(bench_cmd::BenchArgs),
     /// List the registered environments with their observation and action
     /// spaces, or check one against the Env contract (--check).
@@ -143,6 +149,14 @@ impl CliError {
     pub fn failure(error: impl Into<anyhow::Error>) -> Self {
         CliError {
             status: EXIT_FAILURE,
+            error: error.into(),
+        }
+    }
+
+    /// A run that diverged (exit status 3).
+    pub fn diverged(error: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            status: EXIT_DIVERGED,
             error: error.into(),
         }
     }
@@ -188,7 +202,8 @@ fn end_quietly_on_broken_pipe() {
 /// Run the `klrl` program with the environments of `registry`: parse the
 /// process's command line, run the subcommand, print an error (if any) on
 /// stderr, and return the exit status (0 done, 1 failure, 2 usage or
-/// configuration error, 130 after Ctrl-C). Call it first thing in `main`: it
+/// configuration error — a bad checkpoint included, 3 a run stopped after
+/// too many rejected updates, 130 after Ctrl-C). Call it first thing in `main`: it
 /// sets `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` to 1 unless they are set,
 /// which must happen before any thread exists.
 pub fn run(registry: Registry) -> ExitCode {

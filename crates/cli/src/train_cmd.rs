@@ -60,6 +60,8 @@ pub struct TrainArgs {
 pub fn cli_error(e: RunnerError) -> CliError {
     if e.is_usage() {
         CliError::usage(e)
+    } else if e.is_divergence() {
+        CliError::diverged(e)
     } else {
         CliError::failure(e)
     }
@@ -177,6 +179,19 @@ fn train_loop(run: &mut Run, stop: &AtomicBool) -> Result<bool, CliError> {
                 return Err(cli_error(e));
             }
         };
+        if row.diagnostics.rejected == 1.0 {
+            let (what, in_a_row) = run.trainer.rejections();
+            let limit = run.config.experiment.train.max_rejected_updates;
+            let line = format!(
+                "warning: update {} rejected (non-finite {what}): parameters and optimiser \
+                 state restored ({in_a_row} in a row; the run stops at {limit})",
+                row.update
+            );
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
         if let (Some(msg), false) = (run.tb_failure(), warned) {
             eprintln!("warning: {msg}");
             warned = true;

@@ -79,13 +79,39 @@ impl Adam {
 }
 
 impl Adam {
+    /// [`Adam::step`] only if every new parameter is finite and at most
+    /// `limit` in magnitude (the largest value the network's dtype holds, see
+    /// [`largest_value`]): a first pass computes the new parameters without
+    /// changing anything, the second applies the step. Returns whether the
+    /// step was taken; if not, `theta` and the moments are untouched.
+    pub fn try_step(&mut self, theta: &mut [f64], grad: &[f64], lr: f64, limit: f64) -> bool {
+        assert_eq!(theta.len(), self.len(), "Adam: parameter length");
+        assert_eq!(grad.len(), self.len(), "Adam: gradient length");
+        let t = (self.t + 1) as i32;
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
+        let step_size = lr / bc1;
+        let fits = (0..theta.len()).all(|i| {
+            let g = grad[i];
+            let m = self.beta1 * self.m[i] + (1.0 - self.beta1) * g;
+            let v = self.beta2 * self.v[i] + (1.0 - self.beta2) * g * g;
+            let next = theta[i] - step_size * m / (v.sqrt() / bc2_sqrt + self.eps);
+            next.is_finite() && next.abs() <= limit
+        });
+        if fits {
+            self.step(theta, grad, lr);
+        }
+        fits
+    }
+
     /// One Adam step on network variables from the gradients of a backward
     /// pass: reads the flat gradient of `vars`, clips its global norm to
     /// `max_grad_norm`, steps, and writes the parameters back. Returns the
     /// gradient norm before clipping.
     ///
-    /// Errors: a non-finite gradient ([`OptimError::NonFinite`]) leaves the
-    /// parameters unchanged.
+    /// Errors: a non-finite gradient, or new parameters that are not finite
+    /// or do not fit the variables' dtype ([`OptimError::NonFinite`]), leave
+    /// the parameters and the moments unchanged.
     pub fn step_vars(
         &mut self,
         vars: &[Var],
@@ -116,9 +142,25 @@ impl Adam {
             });
         }
         let mut theta = flat::get_flat(vars)?;
-        self.step(&mut theta, &grad, lr);
+        if !self.try_step(&mut theta, &grad, lr, largest_value(vars)) {
+            return Err(OptimError::NonFinite {
+                what: "new parameters",
+                update,
+            });
+        }
         flat::set_flat(vars, &theta)?;
         Ok(norm)
+    }
+}
+
+/// The largest magnitude the dtype of `vars` holds (f32's for an f32
+/// network: a larger f64 value would be stored as infinity).
+pub fn largest_value(vars: &[Var]) -> f64 {
+    match vars.first().map(|v| v.dtype()) {
+        Some(candle_core::DType::F64) | None => f64::MAX,
+        Some(candle_core::DType::F16) => 65504.0,
+        Some(candle_core::DType::BF16) => 3.389_531_389_251_535e38,
+        Some(_) => f64::from(f32::MAX),
     }
 }
 
@@ -171,6 +213,27 @@ mod tests {
             "{} vs {expected}",
             theta[0]
         );
+    }
+
+    /// A step that would leave the dtype's range is refused and changes
+    /// nothing; a normal one is the same as `step`.
+    #[test]
+    fn try_step_refuses_parameters_out_of_range_and_changes_nothing() {
+        let mut adam = Adam::new(2, 1e-8);
+        adam.step(&mut vec![0.0, 0.0], &[0.3, -0.2], 0.1);
+        let before = adam.clone();
+        let mut theta = vec![f64::from(f32::MAX) * 0.999, 1.0];
+        let kept = theta.clone();
+        assert!(!adam.try_step(&mut theta, &[-1.0, 1.0], 1e36, f64::from(f32::MAX)));
+        assert_eq!((theta, &adam), (kept, &before));
+        let mut huge_lr = vec![1.0, 1.0];
+        assert!(!adam.try_step(&mut huge_lr, &[1.0, 1.0], f64::INFINITY, f64::MAX));
+        assert_eq!(adam, before);
+        let (mut a, mut b) = (vec![1.0, 2.0], vec![1.0, 2.0]);
+        let mut twin = adam.clone();
+        assert!(adam.try_step(&mut a, &[0.5, 0.5], 0.01, f64::MAX));
+        twin.step(&mut b, &[0.5, 0.5], 0.01);
+        assert_eq!((a, adam), (b, twin));
     }
 
     #[test]

@@ -56,6 +56,14 @@ pub struct TrainConfig {
     /// independent runs instead (`klrl compare`). Results are bit-identical
     /// for a fixed thread count.
     pub threads: usize,
+    /// Rejected updates in a row after which the run stops with an error.
+    /// An update is rejected when a loss, gradient, new parameter or its
+    /// measured KL is not finite: the policy, the value network and the
+    /// optimiser state are restored bit for bit, the rollout still counts,
+    /// and the metrics column `rejected` is 1. Isolated rejections are
+    /// survived; a run that keeps diverging stops, naming the quantity, with
+    /// its last good state checkpointed. Default 5, at least 1.
+    pub max_rejected_updates: u64,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +79,7 @@ impl Default for TrainConfig {
             seed: 0,
             dtype: "f32".to_string(),
             threads: 1,
+            max_rejected_updates: 5,
         }
     }
 }
@@ -884,6 +893,11 @@ impl ExperimentConfig {
             "train.threads",
             || format!("must be in [1, {MAX_THREADS}], got {}", t.threads),
         );
+        c.that(
+            t.max_rejected_updates >= 1,
+            "train.max_rejected_updates",
+            || format!("must be >= 1, got {}", t.max_rejected_updates),
+        );
         c.that(t.dtype == "f32" || t.dtype == "f64", "train.dtype", || {
             format!("must be \"f32\" or \"f64\", got \"{}\"", t.dtype)
         });
@@ -1124,6 +1138,10 @@ mod tests {
             ("[train]\ndtype = \"f16\"", "train.dtype: must be \"f32\" or \"f64\", got \"f16\""),
             ("[train]\nthreads = 0", "train.threads: must be in [1, 1024], got 0"),
             ("[train]\nthreads = 5000", "train.threads: must be in [1, 1024], got 5000"),
+            (
+                "[train]\nmax_rejected_updates = 0",
+                "train.max_rejected_updates: must be >= 1, got 0",
+            ),
             ("[train]\nn_envs = 100000000", "train.n_envs: must be <= 100000, got 100000000"),
             (
                 "[train]\nn_envs = 8\nn_steps = 4611686018427387904",

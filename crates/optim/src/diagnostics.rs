@@ -70,11 +70,22 @@ pub struct UpdateDiagnostics {
     /// The coefficient of Ê[KL(π ‖ π_ref)] the next update uses (the
     /// Lagrange multiplier in constraint mode).
     pub ref_coef: f64,
+    /// 1 if the update was rejected because a loss, gradient, new parameter
+    /// or the measured KL was not finite: the policy, the value network and
+    /// the optimiser state were restored bit for bit to what they were
+    /// before it (the rollout still counts); 0 otherwise. The run stops after
+    /// `train.max_rejected_updates` rejected updates in a row.
+    pub rejected: f64,
+    /// Minibatch steps (PPO, vanilla PG, the value fits of TRPO and NPG)
+    /// skipped in this update because their loss, gradient or new parameters
+    /// were not finite; each skip leaves parameters and optimiser state as
+    /// they were. NaN when the update failed before counting them.
+    pub rejected_steps: f64,
 }
 
 impl UpdateDiagnostics {
     /// Column names, in the order of [`UpdateDiagnostics::values`].
-    pub const COLUMNS: [&'static str; 24] = [
+    pub const COLUMNS: [&'static str; 26] = [
         "kl_old_new",
         "kl_new_old",
         "kl_max",
@@ -99,9 +110,11 @@ impl UpdateDiagnostics {
         "kl_ref_max",
         "kl_ref_limit",
         "ref_coef",
+        "rejected",
+        "rejected_steps",
     ];
 
-    /// All fields NaN (none measured yet).
+    /// All fields NaN (none measured yet), the rejection counts 0.
     pub fn empty() -> Self {
         let n = f64::NAN;
         UpdateDiagnostics {
@@ -129,11 +142,13 @@ impl UpdateDiagnostics {
             kl_ref_max: n,
             kl_ref_limit: n,
             ref_coef: n,
+            rejected: 0.0,
+            rejected_steps: 0.0,
         }
     }
 
     /// The values in the order of [`UpdateDiagnostics::COLUMNS`].
-    pub fn values(&self) -> [f64; 24] {
+    pub fn values(&self) -> [f64; 26] {
         [
             self.kl_old_new,
             self.kl_new_old,
@@ -159,6 +174,8 @@ impl UpdateDiagnostics {
             self.kl_ref_max,
             self.kl_ref_limit,
             self.ref_coef,
+            self.rejected,
+            self.rejected_steps,
         ]
     }
 }

@@ -30,6 +30,22 @@ pub enum OptimError {
         /// The update number (0-based).
         update: u64,
     },
+    /// `limit` updates in a row were rejected for non-finite values
+    /// (`train.max_rejected_updates`); the parameters are those before the
+    /// first of them.
+    #[error(
+        "{limit} updates in a row rejected, the last (update {update}) for non-finite {what}; \
+         the parameters are those before the first of them. Lower the learning rate or the \
+         step size, or raise train.max_rejected_updates"
+    )]
+    Diverged {
+        /// The quantity that was not finite in the last rejected update.
+        what: String,
+        /// The last rejected update (0-based).
+        update: u64,
+        /// `train.max_rejected_updates`.
+        limit: u64,
+    },
     /// Saved optimiser state does not fit this optimiser.
     #[error("optimiser state: {0}")]
     State(String),

@@ -156,8 +156,11 @@ impl Algorithm for VanillaPg {
             return Err(OptimError::Mismatch("vanilla PG got an empty batch".into()));
         }
         let explained_var = explained_variance(&batch.old_values, &batch.returns);
-        let mb = batch.minibatch(policy, None, c.normalize_advantages)?;
+        let mut mb = batch.minibatch(policy, None, c.normalize_advantages)?;
         let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
+        // log π_old(a|s) in the run's dtype (not the collector's f32 copy), for
+        // the sample KL estimates k1 and k3.
+        mb.old_log_probs = old_dist.log_prob(&mb.actions)?;
         let vars = trainable_vars(policy, value);
         let (lr, max_grad_norm) = (c.lr, c.max_grad_norm);
         let reference = reference::required(self.reference.as_ref(), mb.reference.as_ref())?;

@@ -420,8 +420,12 @@ impl Algorithm for Ppo {
     /// - Hard limit (`max_kl`; for `projection`, `proj_eps` on every state):
     ///   after the epochs, [`Guard::enforce`] pulls the policy back along
     ///   θ_old → θ into the limit (restoring θ_old and the policy's Adam
-    ///   moments bit for bit if nothing fits). A minibatch step whose loss or
-    ///   gradient is not finite then ends the epochs instead of the run.
+    ///   moments bit for bit if nothing fits).
+    /// - Numerical faults: a minibatch step whose loss, gradient or new
+    ///   parameters are not finite is skipped (parameters and Adam state as
+    ///   they were) and counted in `rejected_steps`; if every step was
+    ///   skipped the update fails with [`OptimError::NonFinite`], which the
+    ///   trainer turns into a rejected update.
     /// - `beta` is the value the next update will use (NaN for plain clip).
     fn update(
         &mut self,
@@ -444,9 +448,12 @@ impl Algorithm for Ppo {
         };
         let explained_var = explained_variance(&batch.old_values, &batch.returns);
 
-        // π_old at every state of the batch, once per update; minibatches take rows of it.
-        let full = batch.minibatch(policy, None, false)?;
+        // π_old at every state of the batch, once per update; minibatches take
+        // rows of it. log π_old(a|s) is recomputed from it in the run's dtype
+        // (not the collector's f32 copy), so that r(θ_old) = 1 exactly.
+        let mut full = batch.minibatch(policy, None, false)?;
         let old_dist = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+        full.old_log_probs = old_dist.log_prob(&full.actions)?;
         let vars = trainable_vars(policy, value);
         // π_ref at the batch states (evaluated by the trainer) and D_ref(θ_old).
         let reference = reference::required(self.reference.as_ref(), batch.reference.as_ref())?;
@@ -470,12 +477,15 @@ impl Algorithm for Ppo {
         // batch, so the order is irrelevant and the tensors (advantages
         // normalised over the batch) are built once for all epochs.
         let whole = if per_epoch == 1 {
-            Some(batch.minibatch(policy, None, c.normalize_advantages)?)
+            let mut mb = batch.minibatch(policy, None, c.normalize_advantages)?;
+            mb.old_log_probs = full.old_log_probs.clone();
+            Some(mb)
         } else {
             None
         };
         let mut order: Vec<usize> = (0..n).collect();
         let mut steps = 0usize;
+        let mut rejected: Vec<&'static str> = Vec::new();
         let (mut last_policy, mut last_value, mut grad_norm) = (f64::NAN, f64::NAN, f64::NAN);
         let mut clip_frac_sum = 0.0;
         // kl_dual: √KL at the previous measurement, for the predicted stop.
@@ -504,8 +514,11 @@ impl Algorithm for Ppo {
                 let (mb, old) = match &whole {
                     Some(mb) => (mb, &old_dist),
                     None => {
-                        owned_mb = batch.minibatch(policy, Some(chunk), c.normalize_advantages)?;
+                        let mut mb =
+                            batch.minibatch(policy, Some(chunk), c.normalize_advantages)?;
                         owned_old = select_rows(&old_dist, chunk)?;
+                        mb.old_log_probs = owned_old.log_prob(&mb.actions)?;
+                        owned_mb = mb;
                         (&owned_mb, &owned_old)
                     }
                 };
@@ -527,10 +540,12 @@ impl Algorithm for Ppo {
                 let s = match self.minibatch_step(policy, value, &vars, mb, old, &args) {
                     Ok(Some(s)) => s,
                     Ok(None) => break 'epochs,
-                    // With a hard limit armed, a step that went non-finite
-                    // ends the epochs: the limit's search then pulls the
-                    // policy back (a non-finite KL is never within it).
-                    Err(OptimError::NonFinite { .. }) if guard.is_some() => break 'epochs,
+                    // A step whose loss, gradient or new parameters are not
+                    // finite is skipped: nothing moved (Adam::step_flat).
+                    Err(OptimError::NonFinite { what, .. }) => {
+                        rejected.push(what);
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 if let (true, Some(kl)) = (dual_per_step, s.kl_before) {
@@ -545,6 +560,14 @@ impl Algorithm for Ppo {
             }
         }
 
+        if let (0, Some(&what)) = (steps, rejected.last()) {
+            // Every step tried was rejected: the update as a whole is (the
+            // trainer restores β and the rest of the state).
+            return Err(OptimError::NonFinite {
+                what,
+                update: batch.update,
+            });
+        }
         let outcome = match guard {
             Some(g) => Some(g.enforce(
                 policy,
@@ -593,6 +616,7 @@ impl Algorithm for Ppo {
         d.kl_limit = c.kl_limit().map_or(f64::NAN, |l| l.value);
         d.lr = lr;
         d.epochs_run = steps as f64 / per_epoch as f64;
+        d.rejected_steps = rejected.len() as f64;
         if let Some(term) = &mut self.reference {
             term.finish(&mut d, &kl_ref, outcome.map(|o| o.proposed_ref));
         }

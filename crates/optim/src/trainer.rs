@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use klrl_envs::{Env, EpisodeRecord, Registry, Space, VecEnv};
-use klrl_policy::{CategoricalPolicy, DiagGaussianPolicy, Policy, ValueNet};
+use klrl_policy::{flat, CategoricalPolicy, DiagGaussianPolicy, Policy, ValueNet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -15,6 +15,7 @@ use crate::config::{ExperimentConfig, NetConfig, ReferenceSource};
 use crate::diagnostics::UpdateDiagnostics;
 use crate::error::{OptimError, Result};
 use crate::evaluate::{evaluate, Evaluation};
+use crate::losses::trainable_vars;
 use crate::normalize::{ObsNormalizer, RewardScaler};
 use crate::reference::Reference;
 use crate::rollout::{Collector, Rollout};
@@ -103,6 +104,12 @@ pub struct Trainer<E: Env = Box<dyn Env>> {
     /// The thread pool every rollout, update and evaluation runs on
     /// (`train.threads` threads).
     pool: std::sync::Arc<rayon::ThreadPool>,
+    /// Updates rejected in a row, up to now (see
+    /// [`crate::config::TrainConfig::max_rejected_updates`]); 0 after an
+    /// accepted update. Checkpointed.
+    pub rejected_in_a_row: u64,
+    /// The non-finite quantity of the last rejected update.
+    last_rejected: String,
     /// π_ref of `[algo.reference]`: built by [`Trainer::new`] for the
     /// `initial`, `uniform` and `fixed` sources, set with
     /// [`Trainer::set_reference`] for a saved one.
@@ -216,6 +223,8 @@ impl<E: Env> Trainer<E> {
             rng,
             updates: 0,
             env_steps: 0,
+            rejected_in_a_row: 0,
+            last_rejected: "values".into(),
             reference: None,
         };
         trainer.reference = trainer.configured_reference()?;
@@ -334,7 +343,24 @@ impl<E: Env> Trainer<E> {
     /// One update: collect a rollout (Collect), compute GAE advantages
     /// (Advantages), run the optimiser (Update) — on the trainer's own
     /// thread pool (`train.threads`).
+    ///
+    /// Numerical faults never enter the parameters: an update that fails on
+    /// a non-finite quantity ([`OptimError::NonFinite`]), or that leaves a
+    /// non-finite parameter or KL, is rejected — the policy, the value
+    /// network and the optimiser state are restored bit for bit, the rollout
+    /// counts, and the report's diagnostics have `rejected` = 1 (every other
+    /// column NaN but `accepted` = 0). Once `train.max_rejected_updates`
+    /// updates in a row were rejected, the next call fails with
+    /// [`OptimError::Diverged`] before doing anything.
     pub fn update(&mut self) -> Result<UpdateReport> {
+        let limit = self.config.train.max_rejected_updates;
+        if self.rejected_in_a_row >= limit {
+            return Err(OptimError::Diverged {
+                what: self.last_rejected.clone(),
+                update: self.updates.saturating_sub(1),
+                limit,
+            });
+        }
         let pool = self.pool.clone();
         pool.install(|| self.update_here())
     }
@@ -362,9 +388,28 @@ impl<E: Env> Trainer<E> {
         let mut batch = Batch::new(rollout, adv, progress, self.updates);
         batch.reference = reference;
         let t2 = Instant::now();
-        let diagnostics =
-            self.algo
-                .update(self.policy.as_mut(), &mut self.value, &batch, &mut self.rng)?;
+        let vars = trainable_vars(self.policy.as_ref(), &self.value);
+        let (params_before, algo_before) = (flat::get_flat(&vars)?, self.algo.state());
+        let result = self
+            .algo
+            .update(self.policy.as_mut(), &mut self.value, &batch, &mut self.rng);
+        let diagnostics = match rejection(result, &vars)? {
+            Ok(d) => {
+                self.rejected_in_a_row = 0;
+                d
+            }
+            Err((what, steps)) => {
+                flat::set_flat(&vars, &params_before)?;
+                self.algo.load_state(&algo_before)?;
+                self.rejected_in_a_row += 1;
+                self.last_rejected = what.to_string();
+                let mut d = UpdateDiagnostics::empty();
+                d.accepted = 0.0;
+                d.rejected = 1.0;
+                d.rejected_steps = steps;
+                d
+            }
+        };
         let t3 = Instant::now();
         self.updates += 1;
         self.env_steps += steps;
@@ -380,6 +425,12 @@ impl<E: Env> Trainer<E> {
                 update_s: (t3 - t2).as_secs_f64(),
             },
         })
+    }
+
+    /// The non-finite quantity of the last rejected update, and how many
+    /// updates in a row have been rejected (0: the last update was accepted).
+    pub fn rejections(&self) -> (&str, u64) {
+        (&self.last_rejected, self.rejected_in_a_row)
     }
 
     /// π_ref at the rollout's states, once per update (raw observations
@@ -441,4 +492,25 @@ impl<E: Env> Trainer<E> {
             )
         })
     }
+}
+
+/// Whether the optimiser's update `result` is to be rejected: `Err((what,
+/// rejected_steps))` for an update that failed on a non-finite quantity or
+/// left a non-finite parameter (of `vars`) or KL; other errors are passed on.
+fn rejection(
+    result: Result<UpdateDiagnostics>,
+    vars: &[candle_core::Var],
+) -> Result<std::result::Result<UpdateDiagnostics, (&'static str, f64)>> {
+    let d = match result {
+        Ok(d) => d,
+        Err(OptimError::NonFinite { what, .. }) => return Ok(Err((what, f64::NAN))),
+        Err(e) => return Err(e),
+    };
+    Ok(if flat::get_flat(vars)?.iter().any(|x| !x.is_finite()) {
+        Err(("new parameters", d.rejected_steps))
+    } else if !(d.kl_old_new.is_finite() && d.kl_max.is_finite()) {
+        Err(("KL(π_old ‖ π_new)", d.rejected_steps))
+    } else {
+        Ok(d)
+    })
 }

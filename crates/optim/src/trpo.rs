@@ -25,7 +25,7 @@
 //! [`TrpoConfig`].
 
 use candle_core::{DType, Tensor};
-use klrl_policy::{ActionMask, Dist, FisherOperator, Policy, ValueNet};
+use klrl_policy::{ActionMask, Dist, FisherOperator, Policy, PolicyFisher, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -331,15 +331,17 @@ impl Trpo {
     /// passes of shuffled minibatches of `vf_minibatch_size`. Only the value
     /// network's own parameters move (with a shared trunk, the head), so the
     /// fit cannot change the policy. No gradient clipping (as sb3-contrib's
-    /// TRPO). Returns the mean loss over the last epoch's minibatches (NaN
-    /// when `vf_epochs` is 0).
+    /// TRPO). A minibatch step whose loss, gradient or new parameters are
+    /// not finite is skipped (parameters and Adam state untouched) and
+    /// counted. Returns the mean loss over the last epoch's applied steps
+    /// (NaN when `vf_epochs` is 0 or none was applied) and the number of
+    /// skipped steps.
     fn fit_value(
         &mut self,
         value: &ValueNet,
         mb: &MiniBatch,
         rng: &mut ChaCha8Rng,
-        update: u64,
-    ) -> Result<f64> {
+    ) -> Result<(f64, u64)> {
         let c = &self.config;
         let vars = value.unshared_vars();
         let n = mb.len;
@@ -349,7 +351,8 @@ impl Trpo {
         let obs = mb.obs.to_dtype(dtype).map_err(&e)?;
         let returns = mb.returns.to_dtype(dtype).map_err(&e)?;
         let mut order: Vec<usize> = (0..n).collect();
-        let mut last_epoch_loss = f64::NAN;
+        let limit = crate::adam::largest_value(&vars);
+        let (mut last_epoch_loss, mut skipped) = (f64::NAN, 0u64);
         for _ in 0..c.vf_epochs {
             order.shuffle(rng);
             let (mut sum, mut count) = (0.0, 0usize);
@@ -365,21 +368,23 @@ impl Trpo {
                     )
                 };
                 let (loss, grad) = value_loss_and_grad(value, &o, &r)?;
-                if !loss.is_finite() || grad.iter().any(|g| !g.is_finite()) {
-                    return Err(OptimError::NonFinite {
-                        what: "value loss",
-                        update,
-                    });
-                }
                 let mut theta = klrl_policy::flat::get_flat(&vars)?;
-                self.vf_adam.step(&mut theta, &grad, c.vf_lr);
+                let finite = loss.is_finite() && grad.iter().all(|g| g.is_finite());
+                if !(finite && self.vf_adam.try_step(&mut theta, &grad, c.vf_lr, limit)) {
+                    skipped += 1;
+                    continue;
+                }
                 klrl_policy::flat::set_flat(&vars, &theta)?;
                 sum += loss;
                 count += 1;
             }
-            last_epoch_loss = sum / count.max(1) as f64;
+            last_epoch_loss = if count > 0 {
+                sum / count as f64
+            } else {
+                f64::NAN
+            };
         }
-        Ok(last_epoch_loss)
+        Ok((last_epoch_loss, skipped))
     }
 }
 
@@ -509,7 +514,7 @@ impl Algorithm for Trpo {
             None => Vec::new(),
         };
         // 7. The value function, fitted separately.
-        let value_loss = self.fit_value(value, &mb, rng, batch.update)?;
+        let (value_loss, skipped) = self.fit_value(value, &mb, rng)?;
         let mut d = diagnostics_from(&kl);
         d.policy_loss = -step.surrogate;
         d.value_loss = value_loss;
@@ -522,6 +527,7 @@ impl Algorithm for Trpo {
         d.kl_limit = self.config.max_kl;
         d.lr = self.config.vf_lr;
         d.epochs_run = self.config.vf_epochs as f64;
+        d.rejected_steps = skipped as f64;
         if let Some(term) = &mut self.reference {
             term.finish(&mut d, &kl_ref, step.proposed_ref);
         }

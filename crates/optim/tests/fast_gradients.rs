@@ -123,13 +123,15 @@ fn check_ppo(policy: &mut dyn Policy, masked: Option<usize>, objective: PpoObjec
     // the reference: backward of the documented loss
     let reference = {
         let algo = Ppo::new(config.clone(), policy, &value);
-        let mb = b
+        let mut mb = b
             .minibatch(policy, None, config.normalize_advantages)
             .expect("mb");
         let old = policy
             .dist(&mb.obs, mb.mask.as_ref())
             .expect("old")
             .detach();
+        // The update recomputes log π_old from π_old (the batch's copy is ignored).
+        mb.old_log_probs = old.log_prob(&mb.actions).expect("log π_old");
         let loss = algo
             .loss(policy, &value, &mb, &old, config.clip_eps, false)
             .expect("loss");

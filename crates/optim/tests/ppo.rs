@@ -294,6 +294,47 @@ fn a_non_finite_loss_is_an_error_and_leaves_the_parameters() {
     assert_eq!(flat::get_flat(&value.vars()).unwrap(), before.1);
 }
 
+/// A minibatch whose loss is not finite is skipped and counted; the others
+/// are applied: with minibatches of one transition and one bad return, each
+/// epoch skips exactly one step.
+#[test]
+fn a_non_finite_minibatch_is_skipped_and_counted() {
+    let mut policy = policy_with_logits([0.2, -0.1]);
+    let mut value = value_constant(0.0);
+    let config = PpoConfig {
+        objective: PpoObjective::Clip,
+        minibatch_size: 1,
+        n_epochs: 3,
+        ..PpoConfig::default()
+    };
+    let mut algo = Ppo::new(config, &policy, &value);
+    let mut b = batch(
+        &[0, 1, 0],
+        &[1.0, -1.0, 0.5],
+        [0.5, 0.5],
+        &[0.0; 3],
+        &[0.0; 3],
+    );
+    b.returns = vec![0.3, f32::NAN, -0.2];
+    let before = policy.get_flat().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let d = algo.update(&mut policy, &mut value, &b, &mut rng).unwrap();
+    assert_eq!(d.rejected_steps, 3.0, "{d:?}");
+    assert_eq!(d.epochs_run, 2.0, "3 epochs of 3 steps, 3 skipped");
+    assert_eq!(d.rejected, 0.0);
+    let after = policy.get_flat().unwrap();
+    assert!(after != before && after.iter().all(|x| x.is_finite()));
+    assert!(flat::get_flat(&value.vars())
+        .unwrap()
+        .iter()
+        .all(|x| x.is_finite()));
+    assert_eq!(
+        algo.state().scalars["adam_t"],
+        6.0,
+        "only applied steps count"
+    );
+}
+
 #[test]
 fn a_minibatch_of_one_gives_finite_updates() {
     let mut policy = policy_with_logits([0.2, -0.1]);

@@ -305,7 +305,10 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<(RunState, bool)> {
             let _ = v;
         }
     }
-    trainer.algo.load_state(&algo)?;
+    trainer
+        .algo
+        .load_state(&algo)
+        .map_err(|e| RunnerError::checkpoint(dir, e.to_string()))?;
 
     let obs_dim = trainer.venv.obs_dim();
     let c = &mut trainer.collector;
@@ -364,6 +367,11 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<(RunState, bool)> {
         }
     };
     trainer.rng = meta.rng.to_rng();
+    // Absent from checkpoints written before rejections were counted.
+    trainer.rejected_in_a_row = match bag.get("trainer.rejected_in_a_row") {
+        None => 0,
+        Some(_) => whole_number(dir, &bag, "trainer.rejected_in_a_row")?,
+    };
     trainer.updates = meta.updates;
     trainer.env_steps = meta.env_steps;
     let state = RunState {
@@ -407,6 +415,10 @@ fn numbers(trainer: &Trainer, state: &RunState) -> BTreeMap<String, Vec<f64>> {
     bag.insert("window.returns".into(), state.window_returns.clone());
     bag.insert("window.lengths".into(), state.window_lengths.clone());
     bag.insert("run.wall_s".into(), vec![state.wall_s]);
+    bag.insert(
+        "trainer.rejected_in_a_row".into(),
+        vec![trainer.rejected_in_a_row as f64],
+    );
     bag
 }
 
@@ -500,6 +512,19 @@ fn non_negative(dir: &Path, bag: &BTreeMap<String, Vec<f64>>, key: &str) -> Resu
         Err(RunnerError::checkpoint(
             dir,
             format!("`{key}` must be finite and >= 0, got {x}"),
+        ))
+    }
+}
+
+/// A count: a whole number >= 0.
+fn whole_number(dir: &Path, bag: &BTreeMap<String, Vec<f64>>, key: &str) -> Result<u64> {
+    let x = non_negative(dir, bag, key)?;
+    if x.fract() == 0.0 && x <= u64::MAX as f64 {
+        Ok(x as u64)
+    } else {
+        Err(RunnerError::checkpoint(
+            dir,
+            format!("`{key}` must be a whole number, got {x}"),
         ))
     }
 }

@@ -463,8 +463,13 @@ fn sweep(
         }
         r.stats
     };
-    if let Some(e) = errors.into_inner().expect("errors lock").into_iter().next() {
-        return Err(e);
+    let mut errors = errors.into_inner().expect("errors lock");
+    if !errors.is_empty() {
+        // Each reason was printed on its task's line; the error only counts them.
+        return Err(RunnerError::RunsFailed {
+            failed: errors.len(),
+            first: Box::new(errors.swap_remove(0)),
+        });
     }
     Ok(stats)
 }

@@ -407,14 +407,16 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The fields `klrl train --resume DIR --set KEY=VALUE` may change: the
-/// run's length, the algorithms' learning rates and the logging, checkpoint
+/// run's length, the algorithms' learning rates, how many rejected updates
+/// in a row it survives, and the logging, checkpoint
 /// and evaluation fields of `[run]` (not `run.init_from`). Everything else
 /// (the environment, the network, the algorithm and its other settings,
 /// `train.n_envs`, `n_steps`, `seed`, `dtype`, the normalisation flags, …)
 /// shapes what the checkpoint holds or what the updates mean, so a change
 /// would break the run; [`load_amended`] refuses it.
-pub const AMENDABLE: [&str; 9] = [
+pub const AMENDABLE: [&str; 10] = [
     "train.total_steps",
+    "train.max_rejected_updates",
     "algo.lr",
     "algo.vf_lr",
     "run.checkpoint_every",

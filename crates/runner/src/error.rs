@@ -75,6 +75,16 @@ pub enum RunnerError {
         /// What went wrong.
         reason: String,
     },
+    /// Runs of a comparison failed; each one's reason was reported as it
+    /// failed (`klrl compare` prints it on the task's line), `first` is the
+    /// first of them and decides the exit status.
+    #[error("{failed} run(s) of the comparison failed (reasons above)")]
+    RunsFailed {
+        /// How many runs failed.
+        failed: usize,
+        /// The first failure.
+        first: Box<RunnerError>,
+    },
     /// A plot could not be drawn.
     #[error("plot {path}: {reason}")]
     Plot {
@@ -90,14 +100,30 @@ impl RunnerError {
     /// checkpoint for something else): the `klrl` program exits with status 2
     /// for these and 1 for failures while running.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            RunnerError::Config { .. }
-                | RunnerError::Syntax { .. }
-                | RunnerError::BadSet { .. }
-                | RunnerError::Usage(_)
-                | RunnerError::Checkpoint { .. }
-        )
+        match self {
+            RunnerError::RunsFailed { first, .. } => first.is_usage(),
+            e => matches!(
+                e,
+                RunnerError::Config { .. }
+                    | RunnerError::Syntax { .. }
+                    | RunnerError::BadSet { .. }
+                    | RunnerError::Usage(_)
+                    | RunnerError::Checkpoint { .. }
+            ),
+        }
+    }
+
+    /// Whether a run stopped because too many updates in a row were
+    /// rejected for non-finite values ([`klrl_optim::OptimError::Diverged`]):
+    /// the `klrl` program exits with status 3 for these.
+    pub fn is_divergence(&self) -> bool {
+        match self {
+            RunnerError::RunsFailed { first, .. } => first.is_divergence(),
+            e => matches!(
+                e,
+                RunnerError::Optim(klrl_optim::OptimError::Diverged { .. })
+            ),
+        }
     }
 
     /// Shorthand for [`RunnerError::Io`].

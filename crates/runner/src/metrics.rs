@@ -104,13 +104,24 @@ impl MetricsWriter {
 
     /// Reopen `path` for a resumed run, keeping only the rows of updates
     /// before `updates` (rows a killed run wrote after its last checkpoint
-    /// are written again by the resumed run).
+    /// are written again by the resumed run). A file written by an earlier
+    /// klrl, whose columns are a subset of this run's, is rewritten with this
+    /// run's columns (the new ones empty); any other header is refused.
     pub fn resume(path: &Path, with_regret: bool, updates: u64) -> Result<Self> {
         let keep = match std::fs::read_to_string(path) {
             Ok(text) => {
                 let mut lines = text.lines();
                 let head = lines.next().unwrap_or_default();
-                if head != header(with_regret).join(",") {
+                let columns = header(with_regret);
+                // Where each of this run's columns is in the file (None: a
+                // column added since the file was written, left empty).
+                let old: Vec<&str> = head.split(',').collect();
+                let at: Vec<Option<usize>> = columns
+                    .iter()
+                    .map(|c| old.iter().position(|o| o == c))
+                    .collect();
+                let known = old.iter().all(|o| columns.contains(o));
+                if !known || at[0] != Some(0) {
                     return Err(RunnerError::Metrics {
                         path: path.display().to_string(),
                         reason: "its header does not match this run's columns".into(),
@@ -124,7 +135,17 @@ impl MetricsWriter {
                             .is_some_and(|u| u < updates)
                     })
                     .collect();
-                rows.iter().map(|l| format!("{l}\n")).collect::<String>()
+                let mut keep = String::new();
+                for row in rows {
+                    let cells: Vec<&str> = row.split(',').collect();
+                    let line: Vec<&str> = at
+                        .iter()
+                        .map(|i| i.and_then(|i| cells.get(i).copied()).unwrap_or(""))
+                        .collect();
+                    keep.push_str(&line.join(","));
+                    keep.push('\n');
+                }
+                keep
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(RunnerError::io(path, e)),

@@ -230,6 +230,11 @@ impl Run {
             }
         };
         reference::restore(dir, &mut trainer, registry)?;
+        if !sets.is_empty() {
+            // An amended run (a lower learning rate, say) gets a fresh allowance of
+            // rejected updates.
+            trainer.rejected_in_a_row = 0;
+        }
         let total = config.experiment.train.total_steps;
         if total < trainer.env_steps {
             let arg = sets
