@@ -41,7 +41,7 @@
 //! adapting still compares with the same fixed function of the state.
 
 use candle_core::{DType, Device, Tensor};
-use klrl_policy::{ActionMask, Categorical, Dist, Policy};
+use klrl_policy::{ActionMask, Categorical, Dist, Policy, PolicyFisher};
 
 use crate::algorithm::AlgoState;
 use crate::beta::DualBeta;

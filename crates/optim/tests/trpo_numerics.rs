@@ -8,7 +8,8 @@ use klrl_optim::batch::Batch;
 use klrl_optim::trpo::{natural_gradient, value_loss_and_grad, Trpo};
 use klrl_optim::{AlgoState, Algorithm, TrpoConfig};
 use klrl_policy::{
-    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, Dist, MlpConfig, Policy, ValueNet,
+    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, Dist, MlpConfig, Policy,
+    PolicyFisher, ValueNet,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -13,7 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use klrl_policy::{
-    CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd, GsdeConfig, MlpConfig, Policy,
+    CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd, GsdeConfig, MlpConfig,
+    Policy, PolicyFisher,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

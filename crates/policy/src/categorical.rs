@@ -1,15 +1,11 @@
-//! The categorical (softmax) policy over `n` discrete actions, with optional
-//! per-state action masks.
+//! The categorical (softmax) distribution over `n` discrete actions, with
+//! optional per-state action masks, and its Fisher metric. The policy that
+//! makes it from a network is [`crate::CategoricalPolicy`].
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, D};
 use rand::Rng;
 
 use crate::error::{Context, PolicyError, Result};
-use crate::fisher::FisherOperator;
-use crate::init::GAIN_POLICY_HEAD;
-use crate::mlp::{Mlp, MlpConfig};
-use crate::policy::{Dist, Policy};
-use crate::pullback::OutputPullback;
 
 /// The logit given to a masked action: −10⁹ is added to its logit.
 ///
@@ -300,6 +296,14 @@ impl Categorical {
             .collect())
     }
 
+    /// The Fisher metric of these distributions in their logits (at their
+    /// current values, without gradient graph).
+    pub(crate) fn fisher_metric(&self) -> Result<CategoricalMetric> {
+        Ok(CategoricalMetric {
+            probs: self.probs()?.detach(),
+        })
+    }
+
     /// The most probable action per state (ties: the lowest index).
     pub fn mode(&self) -> Result<Vec<usize>> {
         let idx = self
@@ -330,123 +334,27 @@ fn sample_row(row: &[f64], u: f64) -> usize {
     last_positive
 }
 
-/// A softmax policy: an [`Mlp`] maps an observation to A logits,
-/// `π(a | s) = softmax(f(s; θ))_a`.
-///
-/// Parameter order (flat vectors, [`Policy::vars`]): the MLP's layers, input
-/// side first, weight then bias; names `policy.{i}.weight`, `policy.{i}.bias`.
+/// The Fisher information metric of N softmax distributions in their logits
+/// z, `M_s = diag(p_s) − p_s p_sᵀ` (the Hessian in z of `KL(p_s ‖
+/// softmax(z))` at `p_s`): the `M` of the Fisher `F = Jᵀ M J / N`
+/// ([`crate::fisher`]). Masked actions have `p = 0` and drop out exactly.
 #[derive(Debug, Clone)]
-pub struct CategoricalPolicy {
-    mlp: Mlp,
+pub(crate) struct CategoricalMetric {
+    /// `p [N, A]` at the distributions it was built from, without gradient graph.
+    probs: Tensor,
 }
 
-impl CategoricalPolicy {
-    /// A policy for observations of width `obs_dim` and `n_actions` actions,
-    /// orthogonally initialised (hidden gain √2, head gain 0.01 so the initial
-    /// policy is nearly uniform, biases 0).
-    ///
-    /// - `obs_dim`: observation width, ≥ 1.
-    /// - `n_actions`: number of discrete actions, ≥ 1.
-    /// - `config`: hidden layers ([`MlpConfig::default`]: 64-64 tanh).
-    /// - `dtype`: `DType::F32` (usual) or `DType::F64`.
-    /// - `device`: `Device::Cpu`, or a CUDA device with the `cuda` feature.
-    /// - `rng`: random source for the initial weights.
-    pub fn new<R: Rng + ?Sized>(
-        obs_dim: usize,
-        n_actions: usize,
-        config: &MlpConfig,
-        dtype: DType,
-        device: &Device,
-        rng: &mut R,
-    ) -> Result<Self> {
-        let mlp = Mlp::new(
-            obs_dim,
-            n_actions,
-            config,
-            GAIN_POLICY_HEAD,
-            dtype,
-            device,
-            rng,
-        )?;
-        Ok(CategoricalPolicy { mlp })
-    }
-
-    /// A policy around an existing network whose output width is the number of actions.
-    pub fn from_mlp(mlp: Mlp) -> Self {
-        CategoricalPolicy { mlp }
-    }
-
-    /// The logits network.
-    pub fn mlp(&self) -> &Mlp {
-        &self.mlp
-    }
-
-    /// Number of actions.
-    pub fn n_actions(&self) -> usize {
-        self.mlp.out_dim()
-    }
-
-    /// Raw (unmasked) logits `[N, A]` of observations `[N, obs_dim]`.
-    pub fn logits(&self, obs: &Tensor) -> Result<Tensor> {
-        self.mlp.forward(obs)
-    }
-}
-
-impl Policy for CategoricalPolicy {
-    fn obs_dim(&self) -> usize {
-        self.mlp.in_dim()
-    }
-
-    fn action_dim(&self) -> usize {
-        self.mlp.out_dim()
-    }
-
-    fn dtype(&self) -> DType {
-        self.mlp.dtype()
-    }
-
-    fn device(&self) -> &Device {
-        self.mlp.device()
-    }
-
-    fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
-        let logits = self.mlp.forward(obs)?;
-        let dist = match mask {
-            // the MLP's output is a fresh tensor: no copy needed
-            None => Categorical::from_owned_logits(logits)?,
-            Some(_) => Categorical::from_logits(&logits, mask)?,
-        };
-        Ok(Dist::Categorical(dist))
-    }
-
-    fn dist_with_pullback(
-        &self,
-        obs: &Tensor,
-        mask: Option<&ActionMask>,
-    ) -> Result<(Dist, OutputPullback)> {
-        let (logits, lin) = self.mlp.linearize(obs)?;
-        let leaf = crate::pullback::leaf(&logits)?;
-        let dist = match mask {
-            // the leaf is never written to: no copy needed
-            None => Categorical::from_owned_logits(leaf.as_tensor().clone())?,
-            Some(_) => Categorical::from_logits(leaf.as_tensor(), mask)?,
-        };
-        Ok((
-            Dist::Categorical(dist),
-            OutputPullback::new(lin, leaf, None),
-        ))
-    }
-
-    fn named_vars(&self) -> Vec<(String, Var)> {
-        self.mlp.named_vars("policy")
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        self.mlp.vars()
-    }
-
-    fn fisher(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<FisherOperator> {
-        FisherOperator::categorical(&self.mlp, obs, mask)
+impl CategoricalMetric {
+    /// `M_s u_s = p_s ⊙ u_s − p_s (p_s · u_s)` at every state, for logit
+    /// tangents `u [N, A]`.
+    pub(crate) fn apply(&self, u: &Tensor) -> Result<Tensor> {
+        let c = "categorical fisher metric";
+        let pu = (&self.probs * u).ctx(c)?;
+        let p_dot_u = pu.sum_keepdim(1).ctx(c)?;
+        self.probs
+            .broadcast_mul(&p_dot_u)
+            .and_then(|x| pu - x)
+            .ctx(c)
     }
 }
 

@@ -30,21 +30,69 @@
 //! No double backward is needed (candle detaches gradients unless
 //! `CANDLE_GRAD_DO_NOT_DETACH=1`, huggingface/candle#2462). `F` is symmetric
 //! positive semi-definite by construction.
+//!
+//! The operator depends on the policy and its distributions, not the other
+//! way round: `J` and `Jᵀ` come from the linearisation a policy's
+//! [`Policy::dist_with_pullback`] returns, `M` from the distributions
+//! (`Categorical`'s and `DiagGaussian`'s Fisher metric), and
+//! `policy.fisher(obs, mask)` is the extension trait [`PolicyFisher`],
+//! implemented for every [`Policy`].
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
-use crate::categorical::{masked_logits, ActionMask};
+use crate::categorical::{ActionMask, CategoricalMetric};
 use crate::error::{check_finite, Context, PolicyError, Result};
 use crate::flat::{tensor_from_f64, tensor_to_f64};
+use crate::gaussian::DiagGaussianMetric;
 use crate::gsde::GsdeLinearization;
-use crate::mlp::{Mlp, MlpLinearization};
+use crate::mlp::MlpLinearization;
+use crate::policy::{Dist, Policy};
+
+/// `policy.fisher(obs, mask)`: the Fisher of the mean KL, for every
+/// [`Policy`] (bring it into scope with `use klrl_policy::PolicyFisher`).
+pub trait PolicyFisher: Policy {
+    /// The operator `v ↦ F v` of the mean KL's Hessian (the Fisher) at the
+    /// current parameters, over the states `obs` (see [`crate::fisher`]).
+    /// Build once per update, apply once per conjugate-gradient iteration.
+    ///
+    /// Errors: as [`Policy::dist`].
+    fn fisher(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<FisherOperator>;
+
+    /// `F v` of the mean KL over `obs` at the current parameters. Builds a
+    /// [`FisherOperator`] each call; build it once with
+    /// [`PolicyFisher::fisher`] when applying it repeatedly. Damping is the
+    /// caller's ([`FisherOperator::apply_damped`]).
+    fn fisher_vector_product(
+        &self,
+        obs: &Tensor,
+        mask: Option<&ActionMask>,
+        v: &[f64],
+    ) -> Result<Vec<f64>>;
+}
+
+impl<P: Policy + ?Sized> PolicyFisher for P {
+    fn fisher(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<FisherOperator> {
+        FisherOperator::new(self, obs, mask)
+    }
+
+    fn fisher_vector_product(
+        &self,
+        obs: &Tensor,
+        mask: Option<&ActionMask>,
+        v: &[f64],
+    ) -> Result<Vec<f64>> {
+        self.fisher(obs, mask)?.apply(v)
+    }
+}
 
 /// The metric `M` of the output distribution.
 #[derive(Debug, Clone)]
 enum OutputMetric {
-    /// Softmax probabilities `p [N, A]` at θ_old (0 for masked actions).
-    Categorical { probs: Tensor },
-    /// `1 / (N σ²)` of shape `[d]`, and d (the log σ block's size).
+    /// Softmax probabilities at θ_old (0 for masked actions); the logits
+    /// are the MLP's outputs.
+    Categorical(CategoricalMetric),
+    /// `1 / (N σ²)` of shape `[d]`, and d (the log σ block's size): the
+    /// means are the MLP's outputs, `log σ` a parameter of its own.
     DiagGaussian { inv_var_over_n: Tensor, dim: usize },
     /// A state-dependent log-std head, outputs `(μ, log σ) [N, 2d]`: the
     /// per-output weights `[1/(N σ²), 2/N]`, `[N, 2d]`.
@@ -58,7 +106,7 @@ enum OutputMetric {
 }
 
 /// The linear operator `v ↦ F v` for one batch of states at the parameters
-/// θ_old of the moment it was built ([`crate::Policy::fisher`]).
+/// θ_old of the moment it was built ([`PolicyFisher::fisher`]).
 ///
 /// Building it runs one forward pass and stores the activations; each
 /// [`FisherOperator::apply`] then costs one tangent pass and one reverse pass
@@ -73,78 +121,57 @@ pub struct FisherOperator {
 }
 
 impl FisherOperator {
-    /// The Fisher of a categorical policy with logits `mlp(obs)` (+ mask).
-    pub(crate) fn categorical(mlp: &Mlp, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Self> {
-        let (logits, lin) = mlp.linearize(obs)?;
-        let logits = masked_logits(&logits, mask)?;
-        let probs = candle_nn::ops::log_softmax(&logits, D::Minus1)
-            .and_then(|l| l.exp())
-            .ctx("fisher probabilities")?;
-        Ok(Self::from_parts(lin, OutputMetric::Categorical { probs }))
-    }
-
-    /// The Fisher of a diagonal Gaussian policy with mean `mlp(obs)` and
-    /// state-independent `log_std [d]`.
-    pub(crate) fn diag_gaussian(mlp: &Mlp, log_std: &Tensor, obs: &Tensor) -> Result<Self> {
-        let (_, lin) = mlp.linearize(obs)?;
+    /// The Fisher of `policy`'s mean KL over the states `obs` at its current
+    /// parameters: `J` from the linearisation of
+    /// [`Policy::dist_with_pullback`], `M` from the distributions it returns.
+    ///
+    /// Errors: as [`Policy::dist`].
+    pub fn new<P: Policy + ?Sized>(
+        policy: &P,
+        obs: &Tensor,
+        mask: Option<&ActionMask>,
+    ) -> Result<Self> {
+        let c = "fisher metric";
+        let (dist, pullback) = policy.dist_with_pullback(obs, mask)?;
+        let (lin, log_std, gsde) = pullback.into_parts();
         let n = lin.batch_size() as f64;
-        let inv_var_over_n = log_std
-            .detach()
-            .affine(-2.0, 0.0)
-            .and_then(|x| x.exp())
-            .and_then(|x| x.affine(1.0 / n, 0.0))
-            .ctx("fisher 1/σ²")?;
-        Ok(Self::from_parts(
-            lin,
-            OutputMetric::DiagGaussian {
-                inv_var_over_n,
-                dim: log_std.elem_count(),
-            },
-        ))
-    }
-
-    /// The Fisher of a Gaussian policy whose `mlp` outputs `(μ, log σ)`,
-    /// `[N, 2d]`: the Gaussian metric `diag(1/σ², 2)` per state, in the
-    /// outputs (no parameter outside the MLP).
-    pub(crate) fn gaussian_head(mlp: &Mlp, obs: &Tensor, action_dim: usize) -> Result<Self> {
-        let c = "fisher log-std head";
-        let (out, lin) = mlp.linearize(obs)?;
-        let n = lin.batch_size() as f64;
-        let inv_var = out
-            .narrow(1, action_dim, action_dim)
-            .and_then(|l| l.affine(-2.0, 0.0))
-            .and_then(|l| l.exp())
-            .and_then(|x| x.affine(1.0 / n, 0.0))
+        let dist = match dist {
+            Dist::Categorical(d) => {
+                let metric = OutputMetric::Categorical(d.fisher_metric()?);
+                return Ok(Self::from_parts(lin, metric));
+            }
+            Dist::DiagGaussian(d) => d,
+        };
+        let inv_var_over_n = dist
+            .fisher_metric()?
+            .inv_var()
+            .affine(1.0 / n, 0.0)
             .ctx(c)?;
-        let two = Tensor::full(2.0 / n, inv_var.shape(), inv_var.device())
-            .and_then(|t| t.to_dtype(inv_var.dtype()))
-            .ctx(c)?;
-        let weights = Tensor::cat(&[&inv_var, &two], 1).ctx(c)?;
-        Ok(Self::from_parts(
-            lin,
-            OutputMetric::GaussianHead { weights },
-        ))
-    }
-
-    /// The Fisher of a gSDE policy linearised at `lin` (the mean MLP) and
-    /// `head` (its per-state `log σ(s)`): `Jᵀ diag(1/σ(s)², 2) J / N` with J
-    /// the Jacobian of `θ ↦ (μ(s), log σ(s))` (the variance's dependence on
-    /// the features included when `learn_features`).
-    pub(crate) fn gsde(lin: MlpLinearization, head: GsdeLinearization) -> Result<Self> {
-        let n = lin.batch_size() as f64;
-        let inv_var_over_n = head
-            .log_std()
-            .affine(-2.0, 0.0)
-            .and_then(|x| x.exp())
-            .and_then(|x| x.affine(1.0 / n, 0.0))
-            .ctx("fisher gsde 1/σ²")?;
-        Ok(Self::from_parts(
-            lin,
-            OutputMetric::Gsde {
+        let metric = match (gsde, log_std) {
+            // gSDE: log σ(s) through its head
+            (Some(head), _) => OutputMetric::Gsde {
                 inv_var_over_n,
                 head,
             },
-        ))
+            // a state-independent log σ [d]
+            (None, Some(log_std)) => OutputMetric::DiagGaussian {
+                inv_var_over_n,
+                dim: log_std.elem_count(),
+            },
+            // the state-dependent head: the MLP's outputs are (μ, log σ)
+            (None, None) => {
+                let two = Tensor::full(
+                    DiagGaussianMetric::LOG_STD / n,
+                    inv_var_over_n.shape(),
+                    inv_var_over_n.device(),
+                )
+                .and_then(|t| t.to_dtype(inv_var_over_n.dtype()))
+                .ctx(c)?;
+                let weights = Tensor::cat(&[&inv_var_over_n, &two], 1).ctx(c)?;
+                OutputMetric::GaussianHead { weights }
+            }
+        };
+        Ok(Self::from_parts(lin, metric))
     }
 
     fn from_parts(lin: MlpLinearization, metric: OutputMetric) -> Self {
@@ -202,7 +229,11 @@ impl FisherOperator {
             out.extend(tensor_to_f64(&g.bias)?);
         }
         // log σ block of a Gaussian: 2 v_logσ (the mean over states of a constant).
-        out.extend(v[self.mlp_params..].iter().map(|x| 2.0 * x));
+        out.extend(
+            v[self.mlp_params..]
+                .iter()
+                .map(|x| DiagGaussianMetric::LOG_STD * x),
+        );
         Ok(out)
     }
 
@@ -226,7 +257,9 @@ impl FisherOperator {
         )?;
         let d_log_std = head.jvp(d_features.as_ref(), &d_param)?;
         let u_mean = (d_mean * inv_var_over_n).ctx(c)?;
-        let u_log_std = d_log_std.affine(2.0 / n, 0.0).ctx(c)?;
+        let u_log_std = d_log_std
+            .affine(DiagGaussianMetric::LOG_STD / n, 0.0)
+            .ctx(c)?;
         let (g_param, g_features) = head.vjp(&u_log_std)?;
         let mut out = Vec::with_capacity(v.len());
         for g in &self.lin.vjp_with_features(&u_mean, g_features.as_ref())? {
@@ -259,15 +292,9 @@ impl FisherOperator {
     fn metric_times(&self, u: &Tensor) -> Result<Tensor> {
         let c = "fisher metric";
         match &self.metric {
-            OutputMetric::Categorical { probs } => {
+            OutputMetric::Categorical(metric) => {
                 let n = self.batch_size() as f64;
-                let pu = (probs * u).ctx(c)?;
-                let p_dot_u = pu.sum_keepdim(1).ctx(c)?;
-                probs
-                    .broadcast_mul(&p_dot_u)
-                    .and_then(|x| pu - x)
-                    .and_then(|x| x.affine(1.0 / n, 0.0))
-                    .ctx(c)
+                metric.apply(u)?.affine(1.0 / n, 0.0).ctx(c)
             }
             OutputMetric::DiagGaussian { inv_var_over_n, .. } => {
                 u.broadcast_mul(inv_var_over_n).ctx(c)

@@ -10,9 +10,10 @@
 //! - [`Dist`]: the action distributions at a batch of states, with
 //!   differentiable `log_prob`, `entropy` and exact analytic `kl`, and
 //!   host-side `sample` from a passed-in RNG.
-//! - [`FisherOperator`]: the exact Fisher-vector product `F v` of the mean KL
-//!   in Gauss–Newton form, `Jᵀ M J v / N`, by a forward-mode tangent pass and
-//!   one reverse pass (no double backward), for conjugate gradient.
+//! - [`FisherOperator`] (`policy.fisher(obs, mask)`, [`PolicyFisher`]): the
+//!   exact Fisher-vector product `F v` of the mean KL in Gauss–Newton form,
+//!   `Jᵀ M J v / N`, by a forward-mode tangent pass and one reverse pass (no
+//!   double backward), for conjugate gradient.
 //! - [`OutputPullback`] ([`Policy::dist_with_pullback`]): the gradient of a
 //!   loss of the distributions by candle's autograd over the head only and
 //!   the MLP's hand-written reverse pass for the rest.
@@ -36,7 +37,7 @@
 //!
 //! ```
 //! use candle_core::{DType, Device};
-//! use klrl_policy::{CategoricalPolicy, MlpConfig, Policy};
+//! use klrl_policy::{CategoricalPolicy, MlpConfig, Policy, PolicyFisher};
 //! use rand::SeedableRng;
 //!
 //! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -66,10 +67,12 @@
 //! ```
 
 pub mod categorical;
+pub mod categorical_policy;
 pub mod error;
 pub mod fisher;
 pub mod flat;
 pub mod gaussian;
+pub mod gaussian_policy;
 pub mod gsde;
 pub mod init;
 pub mod io;
@@ -80,10 +83,12 @@ pub mod pullback;
 mod tanh;
 pub mod value;
 
-pub use categorical::{ActionMask, Categorical, CategoricalPolicy, MASKED_LOGIT};
+pub use categorical::{ActionMask, Categorical, MASKED_LOGIT};
+pub use categorical_policy::CategoricalPolicy;
 pub use error::{PolicyError, Result};
-pub use fisher::FisherOperator;
-pub use gaussian::{DiagGaussian, DiagGaussianPolicy, GaussianHead, GaussianStd};
+pub use fisher::{FisherOperator, PolicyFisher};
+pub use gaussian::DiagGaussian;
+pub use gaussian_policy::{DiagGaussianPolicy, GaussianHead, GaussianStd};
 pub use gsde::{GsdeConfig, GsdeLinearization, SdeNoise};
 pub use mlp::{Activation, Linear, LinearTangent, Mlp, MlpConfig, MlpLinearization};
 pub use policy::{Actions, Dist, Policy};

@@ -8,7 +8,6 @@ use rand::{Rng, RngCore};
 
 use crate::categorical::{ActionMask, Categorical};
 use crate::error::{Context, PolicyError, Result};
-use crate::fisher::FisherOperator;
 use crate::gaussian::DiagGaussian;
 use crate::gsde::SdeNoise;
 use crate::pullback::OutputPullback;
@@ -224,7 +223,8 @@ impl Dist {
 /// Observations are tensors `[N, obs_dim]` of the policy's dtype and device
 /// ([`Policy::obs_tensor`] builds one from the environment's `f32` buffer).
 /// Flat vectors follow the order of [`Policy::vars`], documented by each
-/// implementation.
+/// implementation. The Fisher of the mean KL, `policy.fisher(obs, mask)`, is
+/// [`crate::PolicyFisher`]'s, built from [`Policy::dist_with_pullback`].
 pub trait Policy {
     /// Observation width.
     fn obs_dim(&self) -> usize;
@@ -293,11 +293,6 @@ pub trait Policy {
         self.named_vars().into_iter().map(|(_, v)| v).collect()
     }
 
-    /// The operator `v ↦ F v` of the mean KL's Hessian (the Fisher) at the
-    /// current parameters, over the states `obs` (see [`crate::fisher`]).
-    /// Build once per update, apply once per conjugate-gradient iteration.
-    fn fisher(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<FisherOperator>;
-
     /// Number of scalar parameters (the length of flat vectors).
     fn num_params(&self) -> usize {
         crate::flat::flat_len(&self.vars())
@@ -316,19 +311,6 @@ pub trait Policy {
     /// `∇_θ loss` as a flat vector, by one `backward()` of the scalar `loss`.
     fn flat_grad(&self, loss: &Tensor) -> Result<Vec<f64>> {
         crate::flat::flat_grad(&self.vars(), loss)
-    }
-
-    /// `F v` of the mean KL over `obs` at the current parameters. Builds a
-    /// [`FisherOperator`] each call; build it once with [`Policy::fisher`]
-    /// when applying it repeatedly. Damping is the caller's
-    /// ([`FisherOperator::apply_damped`]).
-    fn fisher_vector_product(
-        &self,
-        obs: &Tensor,
-        mask: Option<&ActionMask>,
-        v: &[f64],
-    ) -> Result<Vec<f64>> {
-        self.fisher(obs, mask)?.apply(v)
     }
 
     /// Observations `[N, obs_dim]` of the policy's dtype and device from an

@@ -71,6 +71,12 @@ impl OutputPullback {
         }
     }
 
+    /// Its parts: the MLP's linearisation, the `log σ` leaf and gSDE's head
+    /// (what [`crate::FisherOperator`] needs for `J` and `Jᵀ`).
+    pub(crate) fn into_parts(self) -> (MlpLinearization, Option<Var>, Option<GsdeLinearization>) {
+        (self.lin, self.log_std, self.gsde)
+    }
+
     /// The leaf holding the network's outputs `[N, out]`: the raw logits
     /// (before any action mask) of a categorical policy, the means of a
     /// Gaussian one.

@@ -8,7 +8,7 @@ use common::*;
 use klrl_policy::init::{orthogonalize, GAIN_HIDDEN, GAIN_POLICY_HEAD, GAIN_VALUE_HEAD};
 use klrl_policy::{
     ActionMask, Activation, CategoricalPolicy, DiagGaussianPolicy, MlpConfig, Policy, PolicyError,
-    ValueNet,
+    PolicyFisher, ValueNet,
 };
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use klrl_policy::{ActionMask, Activation, GaussianStd, Mlp, Policy};
+use klrl_policy::{ActionMask, Activation, GaussianStd, Mlp, Policy, PolicyFisher};
 
 /// Central differences of ∇ mean KL(π_old ‖ π_θ) at θ_old ± εv, over 2ε.
 fn fd_fvp<P: Policy>(

@@ -10,7 +10,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use klrl_policy::{ActionMask, Activation, Policy};
+use klrl_policy::{ActionMask, Activation, Policy, PolicyFisher};
 
 /// H v with H the Hessian of mean KL(π_old ‖ π_θ) at θ = θ_old:
 /// g = ∇θ KL (graph kept), then ∇θ (g · v).
