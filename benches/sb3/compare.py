@@ -2,14 +2,13 @@
 sitting on one machine. Run through run.sh (which builds klrl and the venv).
 
 For each work (a klrl config and its SB3 equivalent in sb3_run.WORKS):
-  1. `klrl bench CONFIG --seeds N --json` (default threading), the whole
-     process timed from outside;
-  2. for Pendulum, `klrl train CONFIG --seed S` per seed, untimed, for the
-     deterministic evaluation over 10 episodes (`klrl bench` has none); the
-     same config and seed train the same policy, which the script checks by
-     comparing the final training return with the bench run's;
-  3. `python sb3_run.py WORK --seed S` per seed (1 torch thread), the whole
-     process timed from outside, model.learn() and train() timed inside.
+  1. `klrl bench CONFIG --seed-start S --seeds 1 --eval-episodes E --json`
+     per seed (default threading), the whole process timed from outside; for
+     Pendulum E = 10, the deterministic evaluation after training (untimed
+     inside the process: not in `wall_s`), else 0;
+  2. `python sb3_run.py WORK --seed S` per seed (1 torch thread), the whole
+     process timed from outside, model.learn() and train() timed inside; it
+     evaluates Pendulum the same way.
 Writes a markdown table (results.md, or results-quick.md with --quick) and
 the raw numbers (results.json / results-quick.json) next to this file.
 """
@@ -18,10 +17,8 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 
@@ -39,6 +36,7 @@ WORK_LIST = [
     ("ppo-pendulum-256", "PPO Pendulum-v1, 256-256 nets, 1 env × 2048, 10 epochs of 64: update phase **per update**", "update"),
 ]
 QUICK_STEPS = 8192  # divisible by every work's batch: same steps on both sides
+EVAL_EPISODES = 10  # the deterministic evaluation after training (Pendulum runs), both sides
 
 
 def sh(cmd, **kw):
@@ -82,32 +80,25 @@ def sb3_env():
     return env
 
 
-def run_klrl_bench(klrl, root, config, seeds, steps):
-    cmd = [klrl, "bench", config, "--seeds", str(seeds), "--json"]
+def run_klrl_bench(klrl, root, config, seed, steps, eval_episodes):
+    """One seed in one process (as SB3's), its record from `--json` with the
+    process time added; `eval` holds the evaluation when eval_episodes > 0."""
+    cmd = [klrl, "bench", config, "--seed-start", str(seed), "--seeds", "1",
+           "--eval-episodes", str(eval_episodes), "--json"]
     if steps:
         cmd += ["--set", f"train.total_steps={steps}"]
     t = time.perf_counter()
     out = subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True, env=klrl_env())
     process_s = time.perf_counter() - t
-    return dict(cmd=" ".join(cmd[1:]), process_s=process_s, runs=json.loads(out.stdout))
+    (r,) = json.loads(out.stdout)
+    r["process_s"] = process_s
+    r["cmd"] = " ".join(cmd[1:])
+    return r
 
 
-def run_klrl_eval(klrl, root, config, seed, steps, tmp):
-    out_dir = os.path.join(tmp, f"klrl-{os.path.basename(config)}-s{seed}")
-    cmd = [klrl, "train", config, "--seed", str(seed), "--out", out_dir]
-    if steps:
-        cmd += ["--set", f"train.total_steps={steps}"]
-    subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True, env=klrl_env())
-    with open(os.path.join(out_dir, "summary.json")) as f:
-        s = json.load(f)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    return dict(eval=s.get("eval"), final_ep_return_mean=s.get("final_ep_return_mean"))
-
-
-def run_sb3(work, seed, steps, evaluate):
-    cmd = [sys.executable, os.path.join(HERE, "sb3_run.py"), work, "--seed", str(seed)]
-    if not evaluate:
-        cmd += ["--eval-episodes", "0"]
+def run_sb3(work, seed, steps, eval_episodes):
+    cmd = [sys.executable, os.path.join(HERE, "sb3_run.py"), work, "--seed", str(seed),
+           "--eval-episodes", str(eval_episodes)]
     if steps:
         cmd += ["--steps", str(steps)]
     t = time.perf_counter()
@@ -175,18 +166,19 @@ def build_tables(info, rows, seeds, quick):
     h.append("")
     h.append("Times in seconds, mean [min, max] over the seeds. klrl s: `klrl bench`'s wall time "
              "(building the environments and networks, then training). SB3 s: `model.learn()`. "
-             "Process: the whole process from outside (SB3: one process per seed, with Python, "
-             "torch and SB3 imports; klrl: the one `klrl bench --seeds N` process divided by N). "
+             "Process: the whole process from outside, one process per seed (SB3: with Python, "
+             "torch and SB3 imports; klrl: `klrl bench --seed-start S --seeds 1`; both with "
+             "the evaluation where there is one). "
              "Ratio: SB3 / klrl. The 256-256 row compares the update phase per update instead (klrl: `update_s / updates` from `klrl bench --json`; SB3: the mean time of `train()`), its process columns the whole runs. Outcome: CartPole, the steps until the rolling mean of the last 20 "
              "training episodes first reaches 475 (checked after each update, both sides); "
              "Pendulum, the mean return of a deterministic evaluation over 10 episodes after "
-             "training (klrl: `klrl train` with the same config and seed, untimed); last-20: the "
+             "training (klrl: `klrl bench --eval-episodes 10`, outside its wall time); last-20: the "
              "rolling mean of the last 20 training episodes at the end.\n")
     h.append("| work | steps klrl / SB3 | klrl s | SB3 s | ratio | klrl process s | SB3 process s | "
              "ratio | klrl outcome | SB3 outcome |")
     h.append("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        kr, sr = row["klrl"]["runs"], row["sb3"]
+        kr, sr = row["klrl"], row["sb3"]
         steps = f"{k(kr[0]['steps'])} / {k(sr[0]['steps'])}"
         if row["kind"] == "update":
             ka = [r["update_s"] / r["updates"] for r in kr]
@@ -194,13 +186,13 @@ def build_tables(info, rows, seeds, quick):
         else:
             ka = [r["wall_s"] for r in kr]
             sa = [r["learn_s"] for r in sr]
-        kp = [row["klrl"]["process_s"] / len(kr)]
+        kp = [r["process_s"] for r in kr]
         sp = [r["process_s"] for r in sr]
         kout = [dict(final=r["final_return_mean"], threshold=r["threshold"],
                      steps_to_threshold=r["steps_to_threshold"]) for r in kr]
         sout = [dict(final=r["final_return_mean"], threshold=r["threshold"],
                      steps_to_threshold=r["steps_to_threshold"]) for r in sr]
-        kev = [e["eval"] for e in row.get("klrl_eval", [])] or None
+        kev = [r.get("eval") for r in kr] if any(r.get("eval") for r in kr) else None
         sev = [r.get("eval") for r in sr] if any("eval" in r for r in sr) else None
         h.append(f"| {row['label']} | {steps} | {rng(ka, '{:.3f}' if row['kind'] == 'update' else '{:.2f}')} "
                  f"| {rng(sa, '{:.3f}' if row['kind'] == 'update' else '{:.2f}')} | {ratio(ka, sa)} "
@@ -212,8 +204,7 @@ def build_tables(info, rows, seeds, quick):
              "| SB3 setup s | SB3 train() s | SB3 to 475 steps (s) | SB3 process s | klrl eval | SB3 eval |")
     h.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        evals = row.get("klrl_eval", [])
-        for i, (kr, sr) in enumerate(zip(row["klrl"]["runs"], row["sb3"])):
+        for kr, sr in zip(row["klrl"], row["sb3"]):
             def reach(r):
                 if r["steps_to_threshold"] is None:
                     return "–"
@@ -225,12 +216,8 @@ def build_tables(info, rows, seeds, quick):
             h.append(f"| {row['work']} | {kr['seed']} | {kr['wall_s']:.2f} | {kr['rollout_s']:.2f} / "
                      f"{kr['update_s']:.2f} | {reach(kr)} | {sr['learn_s']:.2f} | {sr['setup_s']:.2f} "
                      f"| {sr['train_s']:.2f} | {reach(sr)} | {sr['process_s']:.2f} "
-                     f"| {ev(evals[i]['eval'] if i < len(evals) else None)} | {ev(sr.get('eval'))} |")
+                     f"| {ev(kr.get('eval'))} | {ev(sr.get('eval'))} |")
     h.append("")
-    if any(row.get("same_run_warning") for row in rows):
-        h.append("Warning: " + "; ".join(row["same_run_warning"] for row in rows
-                                           if row.get("same_run_warning")))
-        h.append("")
     return "\n".join(h)
 
 
@@ -253,28 +240,19 @@ def main():
     t0 = time.perf_counter()
     info = header_info(root, klrl)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="klrl-sb3-") as tmp:
-        for work, label, kind in works:
-            config = WORKS[work]["klrl"]
-            print(f"[{time.perf_counter() - t0:6.0f} s] {work}: klrl bench {config} --seeds {seeds}",
+    for work, label, kind in works:
+        config = WORKS[work]["klrl"]
+        # SB3 evaluates the Pendulum runs (sb3_run.py); klrl the same ones.
+        eval_episodes = EVAL_EPISODES if WORKS[work]["env"] == "Pendulum-v1" and kind == "run" else 0
+        row = dict(work=work, label=label, kind=kind, config=config, klrl=[], sb3=[])
+        for s in range(seeds):
+            print(f"[{time.perf_counter() - t0:6.0f} s] {work}: klrl bench {config} --seed-start {s}",
                   file=sys.stderr, flush=True)
-            row = dict(work=work, label=label, kind=kind, config=config)
-            row["klrl"] = run_klrl_bench(klrl, root, config, seeds, steps)
-            if WORKS[work]["env"] == "Pendulum-v1" and kind == "run":
-                print(f"[{time.perf_counter() - t0:6.0f} s] {work}: klrl train (evaluation, untimed)",
-                      file=sys.stderr, flush=True)
-                row["klrl_eval"] = [run_klrl_eval(klrl, root, config, s, steps, tmp) for s in range(seeds)]
-                bad = [s for s, (b, e) in enumerate(zip(row["klrl"]["runs"], row["klrl_eval"]))
-                       if abs(b["final_return_mean"] - e["final_ep_return_mean"]) > 1e-6 * max(1.0, abs(b["final_return_mean"]))]
-                if bad:
-                    row["same_run_warning"] = (f"{work}: `klrl train` seeds {bad} ended with another final "
-                                               "training return than `klrl bench` (the evaluated policy "
-                                               "is not the timed run's)")
-            row["sb3"] = []
-            for s in range(seeds):
-                print(f"[{time.perf_counter() - t0:6.0f} s] {work}: SB3 seed {s}", file=sys.stderr, flush=True)
-                row["sb3"].append(run_sb3(work, s, steps, evaluate=kind == "run"))
-            rows.append(row)
+            row["klrl"].append(run_klrl_bench(klrl, root, config, s, steps, eval_episodes))
+        for s in range(seeds):
+            print(f"[{time.perf_counter() - t0:6.0f} s] {work}: SB3 seed {s}", file=sys.stderr, flush=True)
+            row["sb3"].append(run_sb3(work, s, steps, eval_episodes))
+        rows.append(row)
     with open("/proc/loadavg") as f:
         info["loadavg_end"] = " ".join(f.read().split()[:3])
     info["total_s"] = time.perf_counter() - t0

@@ -3,8 +3,11 @@
 //!
 //! A benchmark run is a [`Trainer`] driven to `train.total_steps` with
 //! nothing else in the loop: no run directory, metrics file, TensorBoard
-//! writer, checkpoint or final evaluation, so the wall time is the training
-//! itself (building the environments and networks included). The defaults
+//! writer or checkpoint, so the wall time is the training itself (building
+//! the environments and networks included). After the clock stops, the
+//! final evaluation of `klrl train` (`run.eval_episodes` deterministic
+//! episodes, 10 by default, with the same seed, so the same numbers as
+//! `klrl train` of the config and seed) scores the trained policy. The defaults
 //! are the two rl-baselines3-zoo CartPole configs of `configs/bench/` (PPO-clip
 //! and TRPO), which Stable-Baselines3 trains in 26–30 s and 30–37 s on one
 //! thread of the reference machine (REFERENCE.md).
@@ -20,6 +23,7 @@ use serde::Serialize;
 
 use crate::config::{ConfigSource, ResolvedConfig};
 use crate::error::{Result, RunnerError};
+use crate::run::{eval_seed, EvalSummary};
 
 /// `configs/bench/cartpole-ppo-zoo.toml`: PPO-clip with the zoo's CartPole
 /// hyperparameters (8 envs × 32 steps, 20 epochs of one 256 minibatch).
@@ -84,13 +88,18 @@ pub struct BenchResult {
     pub time_to_threshold_s: Option<f64>,
     /// Rolling mean return at the end (NaN if no episode finished).
     pub final_return_mean: f64,
+    /// The final evaluation (untimed; `None` when `run.eval_episodes` is 0):
+    /// as `klrl train`'s `summary.json` `eval`.
+    pub eval: Option<EvalSummary>,
 }
 
-/// Train `config` to its `train.total_steps` and measure it (see the module
+/// Train `config` to its `train.total_steps` and measure it, then evaluate
+/// the policy with `config.run.eval_episodes` episodes (see the module
 /// documentation for what is and is not timed).
 ///
 /// Errors: [`RunnerError::Config`] if the trainer cannot be built from the
-/// config; [`RunnerError::Optim`] if training fails.
+/// config; [`RunnerError::Optim`] if training or the evaluation fails;
+/// [`RunnerError::Env`] if the evaluation's environment cannot be made.
 pub fn bench_one(config: &ResolvedConfig, registry: &Registry) -> Result<BenchResult> {
     let started = Instant::now();
     let mut trainer = Trainer::from_config(config.experiment.clone(), registry).map_err(|e| {
@@ -122,6 +131,15 @@ pub fn bench_one(config: &ResolvedConfig, registry: &Registry) -> Result<BenchRe
     }
     let wall_s = started.elapsed().as_secs_f64();
     let e = &config.experiment;
+    let eval = match config.run.eval_episodes {
+        0 => None,
+        episodes => {
+            let mut env = registry.make(&e.env.name, &e.env.params)?;
+            let seed = eval_seed(config);
+            let result = trainer.evaluate(env.as_mut(), episodes, true, seed)?;
+            Some(EvalSummary::of(&result, true, seed))
+        }
+    };
     Ok(BenchResult {
         config: config.source.clone(),
         env: e.env.name.clone(),
@@ -142,6 +160,7 @@ pub fn bench_one(config: &ResolvedConfig, registry: &Registry) -> Result<BenchRe
         } else {
             mean(&window)
         },
+        eval,
     })
 }
 
@@ -176,11 +195,12 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 /// The results as a plain-text table, one row per run and, for configs run
 /// with several seeds, a `mean` row (mean ± standard deviation of the wall
 /// time; steps and time to the threshold averaged over the seeds that
-/// reached it, with how many did).
+/// reached it, with how many did; the evaluation's mean return averaged over
+/// the seeds that have one). `-` where there is no value.
 pub fn table(results: &[BenchResult]) -> String {
     let mut out = String::new();
     let header = format!(
-        "{:<40} {:>5} {:>8} {:>8} {:>9} {:>10} {:>10} {:>9} {:>7} {:>8} {:>8}\n",
+        "{:<40} {:>5} {:>8} {:>8} {:>9} {:>10} {:>10} {:>9} {:>7} {:>8} {:>8} {:>8}\n",
         "config",
         "seed",
         "steps",
@@ -191,7 +211,8 @@ pub fn table(results: &[BenchResult]) -> String {
         "rollout s",
         "adv s",
         "update s",
-        "return"
+        "return",
+        "eval"
     );
     out.push_str(&header.replace("475", &threshold_label(results)));
     let fmt_opt =
@@ -204,7 +225,7 @@ pub fn table(results: &[BenchResult]) -> String {
             .collect();
         for r in &group {
             out.push_str(&format!(
-                "{:<40} {:>5} {:>8} {:>8.2} {:>9.0} {:>10} {:>10} {:>9.2} {:>7.3} {:>8.2} {:>8.1}\n",
+                "{:<40} {:>5} {:>8} {:>8.2} {:>9.0} {:>10} {:>10} {:>9.2} {:>7.3} {:>8.2} {:>8.1} {:>8}\n",
                 r.config,
                 r.seed,
                 r.steps,
@@ -215,7 +236,8 @@ pub fn table(results: &[BenchResult]) -> String {
                 r.rollout_s,
                 r.advantage_s,
                 r.update_s,
-                r.final_return_mean
+                r.final_return_mean,
+                fmt_opt(r.eval.as_ref().map(|e| e.mean_return), 1)
             ));
         }
         if group.len() > 1 {
@@ -234,9 +256,13 @@ pub fn table(results: &[BenchResult]) -> String {
                 .iter()
                 .filter_map(|r| r.time_to_threshold_s)
                 .collect();
+            let evals: Vec<f64> = group
+                .iter()
+                .filter_map(|r| r.eval.as_ref().map(|e| e.mean_return))
+                .collect();
             let some_mean = |v: &[f64]| (!v.is_empty()).then(|| mean_std(v).0);
             out.push_str(&format!(
-                "{:<40} {:>5} {:>8.0} {:>8} {:>9.0} {:>10} {:>10} {:>9.2} {:>7.3} {:>8.2} {:>8.1}\n",
+                "{:<40} {:>5} {:>8.0} {:>8} {:>9.0} {:>10} {:>10} {:>9.2} {:>7.3} {:>8.2} {:>8.1} {:>8}\n",
                 format!("  mean of {} ({} reached)", group.len(), reached.len()),
                 "",
                 mean_std(&col(|r| r.steps as f64)).0,
@@ -248,6 +274,7 @@ pub fn table(results: &[BenchResult]) -> String {
                 mean_std(&col(|r| r.advantage_s)).0,
                 mean_std(&col(|r| r.update_s)).0,
                 mean_std(&col(|r| r.final_return_mean)).0,
+                fmt_opt(some_mean(&evals), 1),
             ));
         }
         i += group.len();
@@ -284,6 +311,7 @@ mod tests {
             steps_to_threshold: reached,
             time_to_threshold_s: reached.map(|s| s as f64 / 1000.0),
             final_return_mean: 480.0,
+            eval: None,
         }
     }
 
@@ -303,6 +331,11 @@ mod tests {
         assert!(lines[3].contains(" 400 "), "{t}");
         assert!(lines[4].starts_with("b.toml"), "{t}");
         assert!(lines[2].contains(" - "), "unreached shows '-': {t}");
+        assert!(lines[0].trim_end().ends_with("eval"), "{t}");
+        assert!(
+            lines[1].trim_end().ends_with(" -"),
+            "no evaluation shows '-': {t}"
+        );
     }
 
     #[test]
@@ -323,6 +356,9 @@ mod tests {
             crate::config::load(&default_configs()[0], &sets, Some(3), &registry).expect("loads");
         let r = bench_one(&c, &registry).expect("runs");
         assert_eq!((r.steps, r.updates, r.seed), (512, 2, 3));
+        // the final evaluation of `klrl train`: run.eval_episodes (10), seed + 10⁶
+        let e = r.eval.as_ref().expect("evaluated");
+        assert_eq!((e.episodes, e.seed, e.deterministic), (10, 1_000_003, true));
         assert_eq!(r.algo, "ppo-clip");
         assert!(r.wall_s > 0.0 && r.rollout_s > 0.0 && r.update_s > 0.0);
         assert!(r.rollout_s + r.advantage_s + r.update_s <= r.wall_s);
