@@ -23,7 +23,7 @@ use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{diagnostics_from, measure_update};
 use crate::reference::{self, RefTerm};
 use crate::rollout::candle_err;
-use crate::value_fit::value_loss_and_grad;
+use crate::value_fit::alongside_value_grad;
 
 /// Vanilla policy gradient: the configuration and one Adam over the policy
 /// and value parameters.
@@ -101,7 +101,7 @@ impl VanillaPg {
     /// [`trainable_vars`] for a separate value network, without candle's
     /// backward through either network: the policy part by
     /// [`Policy::dist_with_pullback`], the value part by
-    /// [`value_loss_and_grad`] (the same gradient as a backward of
+    /// [`crate::value_fit::value_loss_and_grad`], alongside (the same gradient as a backward of
     /// [`VanillaPg::loss`]'s total).
     fn loss_and_grad_separate(
         &self,
@@ -110,14 +110,19 @@ impl VanillaPg {
         mb: &MiniBatch,
     ) -> Result<([f64; 3], Vec<f64>)> {
         let c = &self.config;
-        let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
-        let (objective, policy_loss, _) = self.policy_terms(&dist, mb)?;
-        let (v_loss, v_grad) = value_loss_and_grad(value, &mb.obs, &mb.returns)?;
-        let host = scalars_to_host(&[&objective, &policy_loss])?;
-        let grads = objective
-            .backward()
-            .map_err(candle_err("policy-gradient backward"))?;
-        let mut grad = pullback.flat_grad(&grads)?;
+        // The policy's gradient on this thread, the value network's alongside.
+        let (policy_part, value_part) =
+            alongside_value_grad(value, &mb.obs, &mb.returns, || -> Result<_> {
+                let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
+                let (objective, policy_loss, _) = self.policy_terms(&dist, mb)?;
+                let host = scalars_to_host(&[&objective, &policy_loss])?;
+                let grads = objective
+                    .backward()
+                    .map_err(candle_err("policy-gradient backward"))?;
+                Ok((host, pullback.flat_grad(&grads)?))
+            });
+        let (host, mut grad) = policy_part?;
+        let (v_loss, v_grad) = value_part?;
         grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
         Ok(([host[0] + c.vf_coef * v_loss, host[1], v_loss], grad))
     }

@@ -43,7 +43,7 @@ use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
 use crate::reference::{self, RefTerm};
 use crate::rollout::candle_err;
-use crate::value_fit::value_loss_and_grad;
+use crate::value_fit::alongside_value_grad;
 
 /// PPO: the configuration, one Adam over the policy and value parameters, and
 /// the KL-penalty coefficient β that the adaptive objectives carry from one
@@ -245,7 +245,8 @@ impl Ppo {
     /// loss is built on the leaves of [`Policy::dist_with_pullback`] (candle
     /// differentiates the distribution head only, the MLP's reverse pass does
     /// the rest) and the value part, c_v ∇ Ê[(R − V)²], comes from
-    /// [`value_loss_and_grad`]. The gradient is the same (the two networks
+    /// [`crate::value_fit::value_loss_and_grad`], computed alongside on a
+    /// second thread when the pool has one. The gradient is the same (the two networks
     /// share no parameter) at well under half the cost. A shared trunk or a
     /// clipped value loss takes one backward through the whole loss.
     fn minibatch_step(
@@ -260,36 +261,74 @@ impl Ppo {
         let c = &self.config;
         let want_kl =
             args.stop_above.is_some() || args.stop_predicted_above.is_some() || args.measure_kl;
-        let separate_value = !value.is_shared() && c.clip_vf.is_none();
-        let (objective, value_part, pullback, terms) = if separate_value {
-            let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
-            let p = self.policy_terms(&dist, mb, old, args.clip_eps, want_kl)?;
-            let (v_loss, v_grad) = value_loss_and_grad(value, &mb.obs, &mb.returns)?;
-            (
-                p.objective.clone(),
-                Some((v_loss, v_grad)),
-                Some(pullback),
-                (p.policy, None, p.kl, p.clip_frac),
-            )
-        } else {
+        if value.is_shared() || c.clip_vf.is_some() {
+            // One backward through the whole loss.
             let l = self.loss(policy, value, mb, old, args.clip_eps, want_kl)?;
-            (
-                l.total,
-                None,
-                None,
-                (l.policy, Some(l.value), l.kl, l.clip_frac),
-            )
+            let terms = (l.policy, Some(l.value), l.kl, l.clip_frac);
+            let Some(h) = self.step_host(&l.total, &terms, want_kl, args)? else {
+                return Ok(None);
+            };
+            let grads = l.total.backward().map_err(candle_err("PPO backward"))?;
+            let grad_norm =
+                self.adam
+                    .step_vars(vars, &grads, args.lr, c.max_grad_norm, args.update)?;
+            return Ok(Some(h.stats(grad_norm)));
+        }
+        // The policy's gradient on this thread, the value network's alongside.
+        let (policy_part, value_part) =
+            alongside_value_grad(value, &mb.obs, &mb.returns, || -> Result<_> {
+                let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
+                let p = self.policy_terms(&dist, mb, old, args.clip_eps, want_kl)?;
+                let terms = (p.policy, None, p.kl, p.clip_frac);
+                let Some(h) = self.step_host(&p.objective, &terms, want_kl, args)? else {
+                    return Ok(None);
+                };
+                let grads = p.objective.backward().map_err(candle_err("PPO backward"))?;
+                Ok(Some((h, pullback.flat_grad(&grads)?)))
+            });
+        let Some((mut h, mut grad)) = policy_part? else {
+            return Ok(None);
         };
+        let (v_loss, v_grad) = value_part?;
+        // total = policy objective + c_v · value loss
+        h.total += c.vf_coef * v_loss;
+        h.value_loss = v_loss;
+        if !h.total.is_finite() {
+            return Err(OptimError::NonFinite {
+                what: "loss",
+                update: args.update,
+            });
+        }
+        grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
+        let grad_norm = self
+            .adam
+            .step_flat(vars, grad, args.lr, c.max_grad_norm, args.update)?;
+        Ok(Some(h.stats(grad_norm)))
+    }
+
+    /// The minibatch's losses on the host, and the stop rules: `None` when
+    /// the step is to be skipped (its KL is above `args.stop_above`, or the KL
+    /// it predicts above `args.stop_predicted_above`); an error when the loss
+    /// is not finite. `terms` = (policy loss, value loss if in the graph, KL,
+    /// clip fraction).
+    fn step_host(
+        &self,
+        objective: &Tensor,
+        terms: &(Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>),
+        want_kl: bool,
+        args: &StepArgs,
+    ) -> Result<Option<StepHost>> {
         let (policy_loss, value_tensor, kl, clip_frac) = terms;
-        let mut report = vec![&objective, &policy_loss];
+        let mut report = vec![objective, policy_loss];
         report.extend(value_tensor.as_ref());
         report.extend(clip_frac.as_ref());
         report.extend(kl.as_ref().filter(|_| want_kl));
         let host = scalars_to_host(&report)?;
         let mut next = host[2..].iter().copied();
-        let (total, value_loss) = match &value_part {
-            Some((v, _)) => (host[0] + c.vf_coef * v, *v),
-            None => (host[0], next.next().unwrap_or(f64::NAN)),
+        let value_loss = if value_tensor.is_some() {
+            next.next().unwrap_or(f64::NAN)
+        } else {
+            f64::NAN
         };
         let clip_frac = if clip_frac.is_some() {
             next.next().unwrap_or(f64::NAN)
@@ -307,31 +346,41 @@ impl Ppo {
                 return Ok(None);
             }
         }
-        if !total.is_finite() {
+        // The value part, when computed apart, is checked once it is added.
+        if !(host[0].is_finite() && (value_tensor.is_none() || value_loss.is_finite())) {
             return Err(OptimError::NonFinite {
                 what: "loss",
                 update: args.update,
             });
         }
-        let grads = objective.backward().map_err(candle_err("PPO backward"))?;
-        let grad_norm = match (value_part, pullback) {
-            (Some((_, v_grad)), Some(pullback)) => {
-                let mut grad = pullback.flat_grad(&grads)?;
-                grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
-                self.adam
-                    .step_flat(vars, grad, args.lr, c.max_grad_norm, args.update)?
-            }
-            _ => self
-                .adam
-                .step_vars(vars, &grads, args.lr, c.max_grad_norm, args.update)?,
-        };
-        Ok(Some(StepStats {
+        Ok(Some(StepHost {
+            total: host[0],
             policy_loss: host[1],
             value_loss,
             clip_frac,
-            grad_norm,
             kl_before,
         }))
+    }
+}
+
+/// What [`Ppo::step_host`] read back before a step.
+struct StepHost {
+    total: f64,
+    policy_loss: f64,
+    value_loss: f64,
+    clip_frac: f64,
+    kl_before: Option<f64>,
+}
+
+impl StepHost {
+    fn stats(&self, grad_norm: f64) -> StepStats {
+        StepStats {
+            policy_loss: self.policy_loss,
+            value_loss: self.value_loss,
+            clip_frac: self.clip_frac,
+            grad_norm,
+            kl_before: self.kl_before,
+        }
     }
 }
 

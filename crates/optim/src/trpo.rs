@@ -326,66 +326,67 @@ impl Trpo {
             .map_err(candle_err("Fisher subsample"))?;
         Ok(policy.fisher(&obs, mask.as_ref())?)
     }
+}
 
-    /// Step 7: fit V to the returns by Adam on mean (R − V)², `vf_epochs`
-    /// passes of shuffled minibatches of `vf_minibatch_size`. Only the value
-    /// network's own parameters move (with a shared trunk, the head), so the
-    /// fit cannot change the policy. No gradient clipping (as sb3-contrib's
-    /// TRPO). A minibatch step whose loss, gradient or new parameters are
-    /// not finite is skipped (parameters and Adam state untouched) and
-    /// counted. Returns the mean loss over the last epoch's applied steps
-    /// (NaN when `vf_epochs` is 0 or none was applied) and the number of
-    /// skipped steps.
-    fn fit_value(
-        &mut self,
-        value: &ValueNet,
-        mb: &MiniBatch,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<(f64, u64)> {
-        let c = &self.config;
-        let vars = value.unshared_vars();
-        let n = mb.len;
-        let size = c.vf_minibatch_size.clamp(1, n.max(1));
-        let dtype = value.mlp().dtype();
-        let e = candle_err("value fit");
-        let obs = mb.obs.to_dtype(dtype).map_err(&e)?;
-        let returns = mb.returns.to_dtype(dtype).map_err(&e)?;
-        let mut order: Vec<usize> = (0..n).collect();
-        let limit = crate::adam::largest_value(&vars);
-        let (mut last_epoch_loss, mut skipped) = (f64::NAN, 0u64);
-        for _ in 0..c.vf_epochs {
-            order.shuffle(rng);
-            let (mut sum, mut count) = (0.0, 0usize);
-            for chunk in order.chunks(size) {
-                let (o, r) = if chunk.len() == n {
-                    // One minibatch holds the whole batch: no gather needed.
-                    (obs.clone(), returns.clone())
-                } else {
-                    let idx = index_tensor(chunk, &obs)?;
-                    (
-                        obs.index_select(&idx, 0).map_err(&e)?,
-                        returns.index_select(&idx, 0).map_err(&e)?,
-                    )
-                };
-                let (loss, grad) = value_loss_and_grad(value, &o, &r)?;
-                let mut theta = klrl_policy::flat::get_flat(&vars)?;
-                let finite = loss.is_finite() && grad.iter().all(|g| g.is_finite());
-                if !(finite && self.vf_adam.try_step(&mut theta, &grad, c.vf_lr, limit)) {
-                    skipped += 1;
-                    continue;
-                }
-                klrl_policy::flat::set_flat(&vars, &theta)?;
-                sum += loss;
-                count += 1;
-            }
-            last_epoch_loss = if count > 0 {
-                sum / count as f64
+/// Step 7: fit V to the returns by Adam on mean (R − V)², `vf_epochs`
+/// passes of shuffled minibatches of `vf_minibatch_size`. Only the value
+/// network's own parameters move (with a shared trunk, the head), so the
+/// fit cannot change the policy. No gradient clipping (as sb3-contrib's
+/// TRPO). A minibatch step whose loss, gradient or new parameters are
+/// not finite is skipped (parameters and Adam state untouched) and
+/// counted. Returns the mean loss over the last epoch's applied steps
+/// (NaN when `vf_epochs` is 0 or none was applied) and the number of
+/// skipped steps.
+fn fit_value(
+    adam: &mut Adam,
+    c: &TrpoConfig,
+    value: &ValueNet,
+    obs: &Tensor,
+    returns: &Tensor,
+    rng: &mut ChaCha8Rng,
+) -> Result<(f64, u64)> {
+    let vars = value.unshared_vars();
+    let n = obs.dims().first().copied().unwrap_or(0);
+    let size = c.vf_minibatch_size.clamp(1, n.max(1));
+    let dtype = value.mlp().dtype();
+    let e = candle_err("value fit");
+    let obs = obs.to_dtype(dtype).map_err(&e)?;
+    let returns = returns.to_dtype(dtype).map_err(&e)?;
+    let mut order: Vec<usize> = (0..n).collect();
+    let limit = crate::adam::largest_value(&vars);
+    let (mut last_epoch_loss, mut skipped) = (f64::NAN, 0u64);
+    for _ in 0..c.vf_epochs {
+        order.shuffle(rng);
+        let (mut sum, mut count) = (0.0, 0usize);
+        for chunk in order.chunks(size) {
+            let (o, r) = if chunk.len() == n {
+                // One minibatch holds the whole batch: no gather needed.
+                (obs.clone(), returns.clone())
             } else {
-                f64::NAN
+                let idx = index_tensor(chunk, &obs)?;
+                (
+                    obs.index_select(&idx, 0).map_err(&e)?,
+                    returns.index_select(&idx, 0).map_err(&e)?,
+                )
             };
+            let (loss, grad) = value_loss_and_grad(value, &o, &r)?;
+            let mut theta = klrl_policy::flat::get_flat(&vars)?;
+            let finite = loss.is_finite() && grad.iter().all(|g| g.is_finite());
+            if !(finite && adam.try_step(&mut theta, &grad, c.vf_lr, limit)) {
+                skipped += 1;
+                continue;
+            }
+            klrl_policy::flat::set_flat(&vars, &theta)?;
+            sum += loss;
+            count += 1;
         }
-        Ok((last_epoch_loss, skipped))
+        last_epoch_loss = if count > 0 {
+            sum / count as f64
+        } else {
+            f64::NAN
+        };
     }
+    Ok((last_epoch_loss, skipped))
 }
 
 /// The value loss and its gradient by the value network's reverse pass,
@@ -486,35 +487,79 @@ impl Algorithm for Trpo {
         // The reference constraint: ε_ref and D_ref(θ_old) on this batch
         // (crate::reference).
         let ref_check = reference::check(self.reference.as_mut(), &old, reference)?;
-        // 2.–6. The policy step.
-        let (step, new) = self.policy_step(
-            policy,
-            &mb,
-            &dist,
-            &old_log_probs,
-            ref_check,
-            rng,
-            batch.update,
-        )?;
-        let (mut new, mut new_log_probs) =
-            new.unwrap_or_else(|| (old.clone(), old_log_probs.clone()));
-        if self.line_search {
-            // Started outside the reference ball on this batch: restore (NPG
-            // restores inside its step).
-            if let Some(r) = reference::restore_if_outside(policy, &mb, reference, ref_check)? {
-                if r.steps > 0 {
-                    new = policy.dist(&mb.obs, mask)?.detach();
-                    new_log_probs = new.log_prob(&mb.actions)?;
+        // 2.–6. The policy step, measured.
+        let mut policy_part = |rng: &mut ChaCha8Rng| -> Result<_> {
+            let (step, new) = self.policy_step(
+                policy,
+                &mb,
+                &dist,
+                &old_log_probs,
+                ref_check,
+                rng,
+                batch.update,
+            )?;
+            let (mut new, mut new_log_probs) =
+                new.unwrap_or_else(|| (old.clone(), old_log_probs.clone()));
+            if self.line_search {
+                // Started outside the reference ball on this batch: restore (NPG
+                // restores inside its step).
+                if let Some(r) = reference::restore_if_outside(policy, &mb, reference, ref_check)? {
+                    if r.steps > 0 {
+                        new = policy.dist(&mb.obs, mask)?.detach();
+                        new_log_probs = new.log_prob(&mb.actions)?;
+                    }
                 }
             }
-        }
-        let kl = kl_stats(&old, &new, &old_log_probs, &new_log_probs)?;
-        let kl_ref = match reference {
-            Some(r) => per_state_kl(&new, r)?,
-            None => Vec::new(),
+            let kl = kl_stats(&old, &new, &old_log_probs, &new_log_probs)?;
+            let kl_ref = match reference {
+                Some(r) => per_state_kl(&new, r)?,
+                None => Vec::new(),
+            };
+            Ok((step, kl, kl_ref))
         };
-        // 7. The value function, fitted separately.
-        let (value_loss, skipped) = self.fit_value(value, &mb, rng)?;
+        // 7. The value function, fitted separately: alongside steps 2–6, as a
+        //    task of the pool (on a second thread when `train.threads` ≥ 2),
+        //    when that changes nothing — the value network shares no
+        //    parameter with the policy and steps 2–6 draw no random number
+        //    (no Fisher subsampling), so the fit gets the run's RNG exactly as
+        //    it would after them. Otherwise after them, as written.
+        let (config, obs, returns) = (&self.config, &mb.obs, &mb.returns);
+        let mut vf_adam = self.vf_adam.clone();
+        let alongside = !value.is_shared() && config.fvp_subsample >= 1.0;
+        let value_net: &ValueNet = value;
+        let (policy_result, value_result) = if alongside {
+            let mut unused = rng.clone();
+            let mut fit = None;
+            let p = rayon::in_place_scope(|s| {
+                s.spawn(|_| {
+                    fit = Some(fit_value(
+                        &mut vf_adam,
+                        config,
+                        value_net,
+                        obs,
+                        returns,
+                        rng,
+                    ));
+                });
+                policy_part(&mut unused)
+            });
+            let fit = fit.unwrap_or_else(|| {
+                Err(OptimError::Mismatch(
+                    "the value-fit task did not run".into(),
+                ))
+            });
+            (p, fit)
+        } else {
+            let p = policy_part(rng);
+            let fit = match &p {
+                Ok(_) => fit_value(&mut vf_adam, config, value_net, obs, returns, rng),
+                Err(_) => Ok((f64::NAN, 0)),
+            };
+            (p, fit)
+        };
+        let (step, kl, kl_ref) = policy_result?;
+        let (value_loss, skipped) = value_result?;
+        self.vf_adam = vf_adam;
         let mut d = diagnostics_from(&kl);
         d.policy_loss = -step.surrogate;
         d.value_loss = value_loss;

@@ -51,3 +51,29 @@ pub fn value_loss_and_grad(
     }
     Ok((loss, grad))
 }
+
+/// `policy_part()` on this thread while [`value_loss_and_grad`] runs as a
+/// task of the current rayon pool: with `train.threads` ≥ 2 the policy's and
+/// the value network's gradients are computed at the same time on two
+/// threads (the networks share no parameter, so neither waits for the
+/// other); on one thread the value task runs after `policy_part`. Both
+/// compute exactly what they compute alone: results are bit-identical for
+/// any thread count.
+pub fn alongside_value_grad<R>(
+    value: &ValueNet,
+    obs: &Tensor,
+    returns: &Tensor,
+    policy_part: impl FnOnce() -> R,
+) -> (R, Result<(f64, Vec<f64>)>) {
+    let mut value_part = None;
+    let r = rayon::in_place_scope(|s| {
+        s.spawn(|_| value_part = Some(value_loss_and_grad(value, obs, returns)));
+        policy_part()
+    });
+    let value_part = value_part.unwrap_or_else(|| {
+        Err(crate::error::OptimError::Mismatch(
+            "the value-gradient task did not run".into(),
+        ))
+    });
+    (r, value_part)
+}
