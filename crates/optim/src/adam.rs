@@ -68,12 +68,19 @@ impl Adam {
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
         let step_size = lr / bc1;
-        for i in 0..theta.len() {
-            let g = grad[i];
-            self.m[i] = self.beta1 * self.m[i] + (1.0 - self.beta1) * g;
-            self.v[i] = self.beta2 * self.v[i] + (1.0 - self.beta2) * g * g;
-            let denom = self.v[i].sqrt() / bc2_sqrt + self.eps;
-            theta[i] -= step_size * self.m[i] / denom;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        // One pass of independent lanes (zipped slices, no bounds checks): the
+        // compiler vectorises it.
+        for (((t, &g), m), v) in theta
+            .iter_mut()
+            .zip(grad)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let denom = v.sqrt() / bc2_sqrt + eps;
+            *t -= step_size * *m / denom;
         }
     }
 }
@@ -81,9 +88,16 @@ impl Adam {
 impl Adam {
     /// [`Adam::step`] only if every new parameter is finite and at most
     /// `limit` in magnitude (the largest value the network's dtype holds, see
-    /// [`largest_value`]): a first pass computes the new parameters without
-    /// changing anything, the second applies the step. Returns whether the
-    /// step was taken; if not, `theta` and the moments are untouched.
+    /// [`largest_value`]). Returns whether the step was taken; if not,
+    /// `theta` and the moments are untouched.
+    ///
+    /// Each coordinate moves by step_size · |m′| / (√v̂′ + ε) ≤ step_size ·
+    /// (β₁|m| + (1 − β₁)|g|) / ε, so when Σ|θ| + step_size · (β₁ Σ|m| +
+    /// (1 − β₁) Σ|g|) / ε ≤ `limit` (three sums, in which a NaN or ∞
+    /// propagates) every new parameter fits and the step is taken at once.
+    /// Otherwise — absurd learning rates, parameters near the limit — a
+    /// first pass computes the new parameters without changing anything and
+    /// the step is taken only if they all fit.
     pub fn try_step(&mut self, theta: &mut [f64], grad: &[f64], lr: f64, limit: f64) -> bool {
         assert_eq!(theta.len(), self.len(), "Adam: parameter length");
         assert_eq!(grad.len(), self.len(), "Adam: gradient length");
@@ -91,6 +105,13 @@ impl Adam {
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
         let step_size = lr / bc1;
+        let l1 = |x: &[f64]| x.iter().map(|x| x.abs()).sum::<f64>();
+        let bound = l1(theta)
+            + step_size * (self.beta1 * l1(&self.m) + (1.0 - self.beta1) * l1(grad)) / self.eps;
+        if bound <= limit {
+            self.step(theta, grad, lr);
+            return true;
+        }
         let fits = (0..theta.len()).all(|i| {
             let g = grad[i];
             let m = self.beta1 * self.m[i] + (1.0 - self.beta1) * g;
