@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{OptimError, Result};
 
 /// Adam's state and hyperparameters for one flat parameter vector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Adam {
     /// β₁, decay of the first-moment estimate; default 0.9.
     pub beta1: f64,
@@ -29,6 +29,25 @@ pub struct Adam {
     pub v: Vec<f64>,
     /// Steps taken (t in the paper).
     pub t: u64,
+    /// Where [`Adam::try_step`] writes the new moments before it commits them
+    /// (not state: excluded from equality and serialisation).
+    #[serde(skip)]
+    scratch: (Vec<f64>, Vec<f64>, Vec<f64>),
+}
+
+/// Equal hyperparameters and state (the scratch space is not compared).
+impl PartialEq for Adam {
+    fn eq(&self, other: &Self) -> bool {
+        (self.beta1, self.beta2, self.eps, self.t, &self.m, &self.v)
+            == (
+                other.beta1,
+                other.beta2,
+                other.eps,
+                other.t,
+                &other.m,
+                &other.v,
+            )
+    }
 }
 
 impl Adam {
@@ -41,6 +60,7 @@ impl Adam {
             m: vec![0.0; n],
             v: vec![0.0; n],
             t: 0,
+            scratch: (Vec::new(), Vec::new(), Vec::new()),
         }
     }
 
@@ -64,65 +84,52 @@ impl Adam {
         assert_eq!(theta.len(), self.len(), "Adam: parameter length");
         assert_eq!(grad.len(), self.len(), "Adam: gradient length");
         self.t += 1;
-        let t = self.t as i32;
-        let bc1 = 1.0 - self.beta1.powi(t);
-        let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
-        let step_size = lr / bc1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        // One pass of independent lanes (zipped slices, no bounds checks): the
-        // compiler vectorises it.
-        for (((t, &g), m), v) in theta
-            .iter_mut()
-            .zip(grad)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            let denom = v.sqrt() / bc2_sqrt + eps;
-            *t -= step_size * *m / denom;
+        let k = self.coefs(self.t, lr);
+        adam_in_place(theta, grad, &mut self.m, &mut self.v, &k);
+    }
+
+    /// The step's constants at step `t`.
+    fn coefs(&self, t: u64, lr: f64) -> Coefs {
+        let t = t.min(i32::MAX as u64) as i32;
+        Coefs {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            // bias corrections 1 − β₁ᵗ (folded into the step size) and √(1 − β₂ᵗ)
+            step_size: lr / (1.0 - self.beta1.powi(t)),
+            bc2_sqrt: (1.0 - self.beta2.powi(t)).sqrt(),
         }
     }
 }
 
 impl Adam {
-    /// [`Adam::step`] only if every new parameter is finite and at most
-    /// `limit` in magnitude (the largest value the network's dtype holds, see
-    /// [`largest_value`]). Returns whether the step was taken; if not,
-    /// `theta` and the moments are untouched.
-    ///
-    /// Each coordinate moves by step_size · |m′| / (√v̂′ + ε) ≤ step_size ·
-    /// (β₁|m| + (1 − β₁)|g|) / ε, so when Σ|θ| + step_size · (β₁ Σ|m| +
-    /// (1 − β₁) Σ|g|) / ε ≤ `limit` (three sums, in which a NaN or ∞
-    /// propagates) every new parameter fits and the step is taken at once.
-    /// Otherwise — absurd learning rates, parameters near the limit — a
-    /// first pass computes the new parameters without changing anything and
-    /// the step is taken only if they all fit.
-    pub fn try_step(&mut self, theta: &mut [f64], grad: &[f64], lr: f64, limit: f64) -> bool {
+    /// [`Adam::step`] from the parameters `theta`, only if every new
+    /// parameter is finite and at most `limit` in magnitude (the largest
+    /// value the network's dtype holds, see [`largest_value`]): returns the
+    /// new parameters, or `None` with the moments untouched. One vectorised
+    /// pass writes the new moments and parameters to scratch space and checks
+    /// them; the moments are then committed by a swap.
+    pub fn try_step(&mut self, theta: &[f64], grad: &[f64], lr: f64, limit: f64) -> Option<&[f64]> {
         assert_eq!(theta.len(), self.len(), "Adam: parameter length");
         assert_eq!(grad.len(), self.len(), "Adam: gradient length");
-        let t = (self.t + 1) as i32;
-        let bc1 = 1.0 - self.beta1.powi(t);
-        let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
-        let step_size = lr / bc1;
-        let l1 = |x: &[f64]| x.iter().map(|x| x.abs()).sum::<f64>();
-        let bound = l1(theta)
-            + step_size * (self.beta1 * l1(&self.m) + (1.0 - self.beta1) * l1(grad)) / self.eps;
-        if bound <= limit {
-            self.step(theta, grad, lr);
-            return true;
+        let k = self.coefs(self.t + 1, lr);
+        let n = self.len();
+        let (m_new, v_new, theta_new) = &mut self.scratch;
+        for buf in [&mut *m_new, &mut *v_new, &mut *theta_new] {
+            buf.resize(n, 0.0);
         }
-        let fits = (0..theta.len()).all(|i| {
-            let g = grad[i];
-            let m = self.beta1 * self.m[i] + (1.0 - self.beta1) * g;
-            let v = self.beta2 * self.v[i] + (1.0 - self.beta2) * g * g;
-            let next = theta[i] - step_size * m / (v.sqrt() / bc2_sqrt + self.eps);
-            next.is_finite() && next.abs() <= limit
-        });
-        if fits {
-            self.step(theta, grad, lr);
+        let next = Next {
+            m: m_new,
+            v: v_new,
+            theta: theta_new,
+        };
+        if !adam_checked(theta, grad, &self.m, &self.v, next, &k, limit) {
+            return None;
         }
-        fits
+        std::mem::swap(&mut self.m, m_new);
+        std::mem::swap(&mut self.v, v_new);
+        self.t += 1;
+        Some(theta_new)
     }
 
     /// One Adam step on network variables from the gradients of a backward
@@ -162,14 +169,16 @@ impl Adam {
                 update,
             });
         }
-        let mut theta = flat::get_flat(vars)?;
-        if !self.try_step(&mut theta, &grad, lr, largest_value(vars)) {
-            return Err(OptimError::NonFinite {
-                what: "new parameters",
-                update,
-            });
+        let theta = flat::get_flat(vars)?;
+        match self.try_step(&theta, &grad, lr, largest_value(vars)) {
+            Some(next) => flat::set_flat(vars, next)?,
+            None => {
+                return Err(OptimError::NonFinite {
+                    what: "new parameters",
+                    update,
+                })
+            }
         }
-        flat::set_flat(vars, &theta)?;
         Ok(norm)
     }
 }
@@ -197,6 +206,137 @@ pub fn clip_grad_norm(grad: &mut [f64], max_norm: f64) -> f64 {
         }
     }
     norm
+}
+
+/// The constants of one Adam step.
+struct Coefs {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    step_size: f64,
+    bc2_sqrt: f64,
+}
+
+/// One coordinate: (m′, v′, θ′) from (θ, g, m, v), PyTorch's form.
+#[inline(always)]
+fn coordinate(t: f64, g: f64, m: f64, v: f64, k: &Coefs) -> (f64, f64, f64) {
+    let m = k.beta1 * m + (1.0 - k.beta1) * g;
+    let v = k.beta2 * v + (1.0 - k.beta2) * g * g;
+    let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+    (m, v, t - k.step_size * m / denom)
+}
+
+/// The in-place step over every coordinate, on the widest vector unit the
+/// CPU has (the same IEEE operations in the same order on each: the result
+/// does not depend on the unit).
+fn adam_in_place(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
+    #[inline(always)]
+    fn body(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
+        for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m).zip(v) {
+            (*m, *v, *t) = coordinate(*t, g, *m, *v, k);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
+            body(theta, grad, m, v, k)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
+            body(theta, grad, m, v, k)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512(theta, grad, m, v, k) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2(theta, grad, m, v, k) };
+        }
+    }
+    body(theta, grad, m, v, k)
+}
+
+/// Where [`adam_checked`] writes the new moments and parameters.
+struct Next<'a> {
+    m: &'a mut [f64],
+    v: &'a mut [f64],
+    theta: &'a mut [f64],
+}
+
+/// The step from (θ, m, v) into `next`; returns whether every new parameter
+/// is at most `limit` in magnitude (NaN never is). One pass on the widest
+/// vector unit the CPU has.
+fn adam_checked(
+    theta: &[f64],
+    grad: &[f64],
+    m: &[f64],
+    v: &[f64],
+    next: Next,
+    k: &Coefs,
+    limit: f64,
+) -> bool {
+    #[inline(always)]
+    fn body(
+        theta: &[f64],
+        grad: &[f64],
+        m: &[f64],
+        v: &[f64],
+        next: Next,
+        k: &Coefs,
+        limit: f64,
+    ) -> bool {
+        let mut fits = true;
+        let out = next
+            .m
+            .iter_mut()
+            .zip(next.v.iter_mut())
+            .zip(next.theta.iter_mut());
+        for (((&t, &g), (&m, &v)), ((m_new, v_new), t_new)) in
+            theta.iter().zip(grad).zip(m.iter().zip(v)).zip(out)
+        {
+            (*m_new, *v_new, *t_new) = coordinate(t, g, m, v, k);
+            fits &= t_new.abs() <= limit;
+        }
+        fits
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(
+            theta: &[f64],
+            grad: &[f64],
+            m: &[f64],
+            v: &[f64],
+            next: Next,
+            k: &Coefs,
+            limit: f64,
+        ) -> bool {
+            body(theta, grad, m, v, next, k, limit)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(
+            theta: &[f64],
+            grad: &[f64],
+            m: &[f64],
+            v: &[f64],
+            next: Next,
+            k: &Coefs,
+            limit: f64,
+        ) -> bool {
+            body(theta, grad, m, v, next, k, limit)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512(theta, grad, m, v, next, k, limit) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2(theta, grad, m, v, next, k, limit) };
+        }
+    }
+    body(theta, grad, m, v, next, k, limit)
 }
 
 #[cfg(test)]
@@ -243,16 +383,22 @@ mod tests {
         let mut adam = Adam::new(2, 1e-8);
         adam.step(&mut vec![0.0, 0.0], &[0.3, -0.2], 0.1);
         let before = adam.clone();
-        let mut theta = vec![f64::from(f32::MAX) * 0.999, 1.0];
-        let kept = theta.clone();
-        assert!(!adam.try_step(&mut theta, &[-1.0, 1.0], 1e36, f64::from(f32::MAX)));
-        assert_eq!((theta, &adam), (kept, &before));
-        let mut huge_lr = vec![1.0, 1.0];
-        assert!(!adam.try_step(&mut huge_lr, &[1.0, 1.0], f64::INFINITY, f64::MAX));
+        let theta = vec![f64::from(f32::MAX) * 0.999, 1.0];
+        assert!(adam
+            .try_step(&theta, &[-1.0, 1.0], 1e36, f64::from(f32::MAX))
+            .is_none());
         assert_eq!(adam, before);
-        let (mut a, mut b) = (vec![1.0, 2.0], vec![1.0, 2.0]);
+        assert!(adam
+            .try_step(&[1.0, 1.0], &[1.0, 1.0], f64::INFINITY, f64::MAX)
+            .is_none());
+        assert_eq!(adam, before);
+        // Taken: the same parameters and moments as `step`, bit for bit.
+        let mut b = vec![1.0, 2.0];
         let mut twin = adam.clone();
-        assert!(adam.try_step(&mut a, &[0.5, 0.5], 0.01, f64::MAX));
+        let a = adam
+            .try_step(&[1.0, 2.0], &[0.5, 0.5], 0.01, f64::MAX)
+            .unwrap()
+            .to_vec();
         twin.step(&mut b, &[0.5, 0.5], 0.01);
         assert_eq!((a, adam), (b, twin));
     }

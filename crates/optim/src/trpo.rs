@@ -370,13 +370,19 @@ fn fit_value(
                 )
             };
             let (loss, grad) = value_loss_and_grad(value, &o, &r)?;
-            let mut theta = klrl_policy::flat::get_flat(&vars)?;
+            let theta = klrl_policy::flat::get_flat(&vars)?;
             let finite = loss.is_finite() && grad.iter().all(|g| g.is_finite());
-            if !(finite && adam.try_step(&mut theta, &grad, c.vf_lr, limit)) {
-                skipped += 1;
-                continue;
+            // A non-finite loss or gradient never reaches Adam's moments.
+            let next = finite
+                .then(|| adam.try_step(&theta, &grad, c.vf_lr, limit))
+                .flatten();
+            match next {
+                Some(next) => klrl_policy::flat::set_flat(&vars, next)?,
+                None => {
+                    skipped += 1;
+                    continue;
+                }
             }
-            klrl_policy::flat::set_flat(&vars, &theta)?;
             sum += loss;
             count += 1;
         }

@@ -41,12 +41,7 @@ pub fn value_loss_and_grad(
     let mut grad = Vec::with_capacity(value.num_params());
     for layer in &layers[layers.len() - own..] {
         for t in [&layer.weight, &layer.bias] {
-            grad.extend(
-                t.flatten_all()
-                    .and_then(|t| t.to_dtype(DType::F64))
-                    .and_then(|t| t.to_vec1::<f64>())
-                    .map_err(&e)?,
-            );
+            klrl_policy::flat::extend_f64(&mut grad, t)?;
         }
     }
     Ok((loss, grad))

@@ -42,7 +42,7 @@ use candle_core::Tensor;
 
 use crate::categorical::{ActionMask, CategoricalMetric};
 use crate::error::{check_finite, Context, PolicyError, Result};
-use crate::flat::{tensor_from_f64, tensor_to_f64};
+use crate::flat::{extend_f64, tensor_from_f64};
 use crate::gaussian::DiagGaussianMetric;
 use crate::gsde::GsdeLinearization;
 use crate::mlp::MlpLinearization;
@@ -225,8 +225,8 @@ impl FisherOperator {
         let u = self.lin.jvp(&tangents)?;
         let mu = self.metric_times(&u)?;
         for g in &self.lin.vjp(&mu)? {
-            out.extend(tensor_to_f64(&g.weight)?);
-            out.extend(tensor_to_f64(&g.bias)?);
+            extend_f64(&mut out, &g.weight)?;
+            extend_f64(&mut out, &g.bias)?;
         }
         // log σ block of a Gaussian: 2 v_logσ (the mean over states of a constant).
         out.extend(
@@ -263,10 +263,10 @@ impl FisherOperator {
         let (g_param, g_features) = head.vjp(&u_log_std)?;
         let mut out = Vec::with_capacity(v.len());
         for g in &self.lin.vjp_with_features(&u_mean, g_features.as_ref())? {
-            out.extend(tensor_to_f64(&g.weight)?);
-            out.extend(tensor_to_f64(&g.bias)?);
+            extend_f64(&mut out, &g.weight)?;
+            extend_f64(&mut out, &g.bias)?;
         }
-        out.extend(tensor_to_f64(&g_param)?);
+        extend_f64(&mut out, &g_param)?;
         Ok(out)
     }
 

@@ -10,7 +10,7 @@
 //! Values are exchanged as f64 whatever the network's dtype; writing into an
 //! f32 network rounds to nearest, and reading f32 values back is exact.
 
-use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
+use candle_core::{backprop::GradStore, CpuStorage, DType, Device, Storage, Tensor, Var};
 
 use crate::error::{check_finite, Context, PolicyError, Result};
 
@@ -25,7 +25,7 @@ pub fn flat_len(vars: &[Var]) -> usize {
 pub fn get_flat(vars: &[Var]) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(flat_len(vars));
     for v in vars {
-        out.extend(tensor_to_f64(v.as_tensor())?);
+        extend_f64(&mut out, v.as_tensor())?;
     }
     Ok(out)
 }
@@ -92,7 +92,7 @@ pub fn flat_grad_from_store(vars: &[Var], grads: &GradStore) -> Result<Vec<f64>>
     let mut out = Vec::with_capacity(flat_len(vars));
     for v in vars {
         match grads.get(v.as_tensor()) {
-            Some(g) => out.extend(tensor_to_f64(g)?),
+            Some(g) => extend_f64(&mut out, g)?,
             None => out.extend(std::iter::repeat_n(0.0, v.elem_count())),
         }
     }
@@ -115,6 +115,32 @@ pub(crate) fn tensor_from_f64(
         other => return Err(unsupported_dtype(other)),
     };
     t.ctx("building a tensor from f64 values")
+}
+
+/// Append all elements of `t`, row-major, converted to f64, to `out`: for a
+/// contiguous f32 or f64 CPU tensor straight from its storage (one pass, no
+/// intermediate buffer), otherwise through [`tensor_to_f64`].
+///
+/// Errors: [`PolicyError::Candle`] if the tensor cannot be read back.
+pub fn extend_f64(out: &mut Vec<f64>, t: &Tensor) -> Result<()> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            match cpu {
+                CpuStorage::F32(d) => {
+                    out.extend(d[start..end].iter().map(|&x| f64::from(x)));
+                    return Ok(());
+                }
+                CpuStorage::F64(d) => {
+                    out.extend_from_slice(&d[start..end]);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+    out.extend(tensor_to_f64(t)?);
+    Ok(())
 }
 
 /// All elements of `t`, row-major, converted to f64.

@@ -21,7 +21,7 @@
 use candle_core::{backprop::GradStore, Tensor, Var};
 
 use crate::error::{Context, PolicyError, Result};
-use crate::flat::tensor_to_f64;
+use crate::flat::extend_f64;
 use crate::gsde::GsdeLinearization;
 use crate::mlp::MlpLinearization;
 
@@ -136,8 +136,8 @@ impl OutputPullback {
         match d_outputs {
             Some(u) => {
                 for g in self.lin.vjp(u)? {
-                    out.extend(tensor_to_f64(&g.weight)?);
-                    out.extend(tensor_to_f64(&g.bias)?);
+                    extend_f64(&mut out, &g.weight)?;
+                    extend_f64(&mut out, &g.bias)?;
                 }
             }
             None => out.resize(self.lin.num_params(), 0.0),
@@ -151,7 +151,7 @@ impl OutputPullback {
                         got: g.dims().to_vec(),
                     });
                 }
-                out.extend(tensor_to_f64(g)?);
+                extend_f64(&mut out, g)?;
             }
             (Some(v), None) => out.resize(out.len() + v.elem_count(), 0.0),
             (None, Some(g)) => {
@@ -209,14 +209,14 @@ impl OutputPullback {
         match u {
             Some(u) => {
                 for g in self.lin.vjp_with_features(u, g_features.as_ref())? {
-                    out.extend(tensor_to_f64(&g.weight)?);
-                    out.extend(tensor_to_f64(&g.bias)?);
+                    extend_f64(&mut out, &g.weight)?;
+                    extend_f64(&mut out, &g.bias)?;
                 }
             }
             None => out.resize(self.lin.num_params(), 0.0),
         }
         match g_param {
-            Some(g) => out.extend(tensor_to_f64(&g)?),
+            Some(g) => extend_f64(&mut out, &g)?,
             None => out.resize(out.len() + head.param_len(), 0.0),
         }
         Ok(out)
