@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn try_step_refuses_parameters_out_of_range_and_changes_nothing() {
         let mut adam = Adam::new(2, 1e-8);
-        adam.step(&mut vec![0.0, 0.0], &[0.3, -0.2], 0.1);
+        adam.step(&mut [0.0, 0.0], &[0.3, -0.2], 0.1);
         let before = adam.clone();
         let theta = vec![f64::from(f32::MAX) * 0.999, 1.0];
         assert!(adam
