@@ -116,7 +116,7 @@ pub use episode_statistics::RecordEpisodeStatistics;
 pub use error::EnvError;
 pub use mountain_car::{MountainCar, MountainCarParams};
 pub use pendulum::{Pendulum, PendulumParams};
-pub use registry::{parse_params, EnvSpec, Factory, Registry};
+pub use registry::{parse_params, EnvSpec, Factory, Registry, MAX_EPISODE_STEPS};
 pub use space::{Action, OwnedAction, Space};
 pub use tabular::{ChainParams, TabularMdp};
 pub use time_limit::TimeLimit;

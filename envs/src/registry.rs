@@ -96,7 +96,8 @@ impl Registry {
 
     /// Build the environment `name` with `params`, wrapped in its
     /// [`TimeLimit`] when it has one. The parameter `max_episode_steps`
-    /// (an integer ≥ 1) overrides the registered limit.
+    /// (an integer in [1, [`MAX_EPISODE_STEPS`]]) overrides the registered
+    /// limit.
     pub fn make(&self, name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
         let spec = self.get(name).ok_or_else(|| EnvError::UnknownEnv {
             name: name.into(),
@@ -111,12 +112,12 @@ impl Registry {
         let limit = match params.remove("max_episode_steps") {
             None => spec.max_episode_steps,
             Some(v) => match v.as_integer() {
-                Some(n) if n >= 1 => Some(n as u64),
+                Some(n) if (1..=MAX_EPISODE_STEPS as i64).contains(&n) => Some(n as u64),
                 _ => {
                     return Err(EnvError::param(
                         name,
                         "max_episode_steps",
-                        format!("must be an integer >= 1, got {v}"),
+                        format!("must be an integer in [1, {MAX_EPISODE_STEPS}], got {v}"),
                     ))
                 }
             },
@@ -137,6 +138,11 @@ impl Registry {
 }
 
 /// Build an [`EnvSpec`] (used by [`Registry::register`] and the built-ins).
+/// The largest `max_episode_steps` a config may set: a million steps, 1000
+/// times the longest registered limit, so that a typo cannot make an
+/// episode (and the evaluation that waits for it) endless.
+pub const MAX_EPISODE_STEPS: u64 = 1_000_000;
+
 pub(crate) fn spec(
     name: &str,
     description: &str,

@@ -70,7 +70,7 @@ fn bad_command_lines_never_panic_or_hang() {
 }
 
 #[test]
-#[ignore = "bug: an --out that is a file, lies under a file or cannot be created exits 1 (RunnerError::Io), not 2"]
+
 fn bad_command_lines_exit_2_naming_the_argument() {
     command_results().assert_reported();
 }
@@ -86,7 +86,7 @@ fn damaged_metrics_never_panic_or_hang() {
 }
 
 #[test]
-#[ignore = "bug: a damaged metrics.csv exits 1 (RunnerError::Metrics or Io, not usage errors) from train --resume and compare --plot-only"]
+
 fn damaged_metrics_exit_2_naming_the_file() {
     metrics_results().assert_reported();
 }
@@ -102,7 +102,7 @@ fn damaged_checkpoints_never_panic_or_hang() {
 }
 
 #[test]
-#[ignore = "bug: missing or unreadable checkpoint files exit 1 (RunnerError::Io); bad optimiser state exits 1 without naming the checkpoint"]
+
 fn damaged_checkpoints_exit_2_naming_the_checkpoint() {
     checkpoint_results().assert_reported();
 }
@@ -151,7 +151,7 @@ fn ten_thousand_bad_inputs_and_no_panic_or_hang() {
 /// update 0 inside the checkpoint directory (exit 0). It must be refused
 /// (exit 2) and leave the checkpoint as it was.
 #[test]
-#[ignore = "bug: train --resume RUN/checkpoints/update-N retrains from scratch inside the checkpoint (exit 0)"]
+
 fn resuming_a_checkpoint_directory_is_refused() {
     let work = scratch_dir("resume-checkpoint");
     let run = train_run(&work, "run", TINY_PPO);
@@ -174,7 +174,7 @@ fn resuming_a_checkpoint_directory_is_refused() {
 /// not. Expected: refused when the config is loaded (exit 2 naming the
 /// field), or an evaluation that ends.
 #[test]
-#[ignore = "bug: env.params.max_episode_steps is unbounded; a huge one hangs the final evaluation"]
+
 fn an_episode_limit_beyond_reach_does_not_hang_the_evaluation() {
     let work = scratch_dir("endless-episode");
     let config =

@@ -498,7 +498,7 @@ fn compare_killed_at_random_moments_resumes_to_the_uninterrupted_tables() {
 /// handles the same state: a run directory without config.toml is removed
 /// and started again.) Expected: one of the two proceeds.
 #[test]
-#[ignore = "bug: train killed before config.toml is in place leaves a directory neither --out nor --resume accepts"]
+
 fn a_run_killed_before_its_config_is_written_can_start_again() {
     let dir = temp_dir("kill-before-config");
     std::fs::write(

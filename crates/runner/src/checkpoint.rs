@@ -163,10 +163,10 @@ pub fn list(checkpoints: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let entries = match fs::read_dir(checkpoints) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(RunnerError::io(checkpoints, e)),
+        Err(e) => return Err(RunnerError::checkpoint(checkpoints, e.to_string())),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| RunnerError::io(checkpoints, e))?;
+        let entry = entry.map_err(|e| RunnerError::checkpoint(checkpoints, e.to_string()))?;
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(n) = name.strip_prefix("update-") {
             if let Ok(n) = n.parse::<u64>() {
@@ -198,7 +198,8 @@ pub fn clean_temporaries(checkpoints: &Path) {
 /// Read `state.json` of a checkpoint.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let path = dir.join("state.json");
-    let text = fs::read_to_string(&path).map_err(|e| RunnerError::io(&path, e))?;
+    let text = fs::read_to_string(&path)
+        .map_err(|e| RunnerError::checkpoint(dir, format!("state.json: {e}")))?;
     let meta: CheckpointMeta = serde_json::from_str(&text)
         .map_err(|e| RunnerError::checkpoint(dir, format!("state.json: {e}")))?;
     if meta.format != FORMAT {
@@ -556,7 +557,7 @@ pub fn write_bag(path: &Path, bag: &BTreeMap<String, Vec<f64>>) -> Result<()> {
 
 /// Read a file written by [`write_bag`].
 pub fn read_bag(path: &Path) -> Result<BTreeMap<String, Vec<f64>>> {
-    let data = fs::read(path).map_err(|e| RunnerError::io(path, e))?;
+    let data = fs::read(path).map_err(|e| RunnerError::checkpoint(path, e.to_string()))?;
     let st = SafeTensors::deserialize(&data)
         .map_err(|e| RunnerError::checkpoint(path, e.to_string()))?;
     let mut bag = BTreeMap::new();

@@ -392,7 +392,9 @@ fn sweep(
         // Another shard may be writing compare.json right now: its
         // temporary file is no reason to refuse.
         let foreign = std::fs::read_dir(out)
-            .map_err(|e| RunnerError::io(out, e))?
+            .map_err(|e| {
+                RunnerError::Usage(format!("--out {}: not a directory ({e})", out.display()))
+            })?
             .flatten()
             .any(|e| {
                 !e.file_name()
@@ -425,7 +427,9 @@ fn sweep(
             )));
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| RunnerError::io(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| {
+        RunnerError::Usage(format!("--out {}: cannot be created ({e})", out.display()))
+    })?;
     if !existing {
         let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
         crate::checkpoint::write_atomic(&out.join("compare.json"), json.as_bytes())?;

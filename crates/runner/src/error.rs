@@ -49,14 +49,14 @@ pub enum RunnerError {
         /// What differs or what is broken.
         reason: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. (The OS error is part of the
+    /// message and not a separate cause, so that it is printed once.)
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Training or evaluation failed.
     #[error(transparent)]
@@ -67,7 +67,8 @@ pub enum RunnerError {
     /// A network could not be saved or loaded.
     #[error(transparent)]
     Policy(#[from] klrl_policy::PolicyError),
-    /// A metrics file could not be read or written.
+    /// A metrics.csv or compare.json is damaged (unreadable, a header or
+    /// row that does not fit).
     #[error("{path}: {reason}")]
     Metrics {
         /// The file.
@@ -97,7 +98,8 @@ pub enum RunnerError {
 
 impl RunnerError {
     /// Whether the error is in the user's input (config, arguments, a
-    /// checkpoint for something else): the `klrl` program exits with status 2
+    /// checkpoint that is damaged or made for something else, a damaged
+    /// metrics.csv or compare.json): the `klrl` program exits with status 2
     /// for these and 1 for failures while running.
     pub fn is_usage(&self) -> bool {
         match self {
@@ -109,6 +111,7 @@ impl RunnerError {
                     | RunnerError::BadSet { .. }
                     | RunnerError::Usage(_)
                     | RunnerError::Checkpoint { .. }
+                    | RunnerError::Metrics { .. }
             ),
         }
     }
@@ -130,7 +133,7 @@ impl RunnerError {
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         RunnerError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         }
     }
 

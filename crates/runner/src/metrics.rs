@@ -110,7 +110,13 @@ impl MetricsWriter {
     pub fn resume(path: &Path, with_regret: bool, updates: u64) -> Result<Self> {
         let keep = match std::fs::read_to_string(path) {
             Ok(text) => {
-                let mut lines = text.lines();
+                // A last line without its newline was cut by a kill mid-write
+                // (its update is after the checkpoint): dropped.
+                let complete = match text.rfind('\n') {
+                    Some(end) => &text[..=end],
+                    None => text.as_str(),
+                };
+                let mut lines = complete.lines();
                 let head = lines.next().unwrap_or_default();
                 let columns = header(with_regret);
                 // Where each of this run's columns is in the file (None: a
@@ -127,17 +133,28 @@ impl MetricsWriter {
                         reason: "its header does not match this run's columns".into(),
                     });
                 }
-                let rows: Vec<&str> = lines
-                    .filter(|l| {
-                        l.split(',')
-                            .next()
-                            .and_then(|u| u.parse::<u64>().ok())
-                            .is_some_and(|u| u < updates)
-                    })
-                    .collect();
                 let mut keep = String::new();
-                for row in rows {
+                for (i, row) in lines.enumerate() {
                     let cells: Vec<&str> = row.split(',').collect();
+                    // Every row a klrl wrote: the file's column count, an
+                    // update number, numbers or empty cells.
+                    let number = |c: &&str| c.is_empty() || c.parse::<f64>().is_ok();
+                    let update = cells[0].parse::<u64>();
+                    if update.as_ref().is_ok_and(|&u| u >= updates) {
+                        // Written after the checkpoint: the resumed run writes it again.
+                        continue;
+                    }
+                    if cells.len() != old.len() || update.is_err() || !cells.iter().all(number) {
+                        return Err(RunnerError::Metrics {
+                            path: path.display().to_string(),
+                            reason: format!(
+                                "line {}: not a row of {} numbers (damaged; restore the file \
+                                 or delete it to keep no metrics from before the resume)",
+                                i + 2,
+                                old.len()
+                            ),
+                        });
+                    }
                     let line: Vec<&str> = at
                         .iter()
                         .map(|i| i.and_then(|i| cells.get(i).copied()).unwrap_or(""))
@@ -148,7 +165,12 @@ impl MetricsWriter {
                 keep
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(RunnerError::io(path, e)),
+            Err(e) => {
+                return Err(RunnerError::Metrics {
+                    path: path.display().to_string(),
+                    reason: format!("cannot be read: {e}"),
+                })
+            }
         };
         // Rewrite through a temporary file so a crash now loses nothing.
         let tmp = path.with_extension("csv.tmp");

@@ -136,23 +136,35 @@ impl Run {
         let reference_config = load_saved_reference(&config, &mut trainer, registry)?;
         let dir = match dir {
             RunDir::Exactly(d) => {
-                if d.exists()
-                    && std::fs::read_dir(&d)
-                        .map_err(|e| RunnerError::io(&d, e))?
-                        .next()
-                        .is_some()
-                {
-                    return Err(RunnerError::Usage(format!(
-                        "{}: exists and is not empty; run directories are never reused \
-                         (resume with --resume {0})",
-                        d.display()
-                    )));
+                if d.exists() {
+                    let entries = std::fs::read_dir(&d).map_err(|e| {
+                        RunnerError::Usage(format!("--out {}: not a directory ({e})", d.display()))
+                    })?;
+                    // A start killed before config.toml was in place leaves
+                    // only write_atomic's temporary: the run never began.
+                    let names: Vec<String> = entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .collect();
+                    if names.iter().all(|n| n.starts_with(".config.toml.tmp-")) {
+                        for n in &names {
+                            let _ = std::fs::remove_file(d.join(n));
+                        }
+                    } else {
+                        return Err(RunnerError::Usage(format!(
+                            "{}: exists and is not empty; run directories are never reused \
+                             (resume with --resume {0})",
+                            d.display()
+                        )));
+                    }
                 }
                 d
             }
             RunDir::Under(parent) => unique_dir(&parent, &default_name(&config)),
         };
-        std::fs::create_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            RunnerError::Usage(format!("--out {}: cannot be created ({e})", dir.display()))
+        })?;
         let config_toml = config.to_toml();
         checkpoint::write_atomic(&dir.join("config.toml"), config_toml.as_bytes())?;
         if let Some((policy, obs_norm)) = trainer.reference().and_then(|r| r.as_network()) {
@@ -210,6 +222,13 @@ impl Run {
                 dir.display()
             )));
         }
+        if dir.join("state.json").exists() {
+            return Err(RunnerError::Usage(format!(
+                "{}: a checkpoint, not a run directory; resume the run it belongs to \
+                 (klrl train --resume RUN_DIR), or start a new run from it with --init-from",
+                dir.display()
+            )));
+        }
         let config = if sets.is_empty() {
             config::load_saved(dir, registry)?
         } else {
@@ -236,6 +255,15 @@ impl Run {
             trainer.rejected_in_a_row = 0;
         }
         let total = config.experiment.train.total_steps;
+        if total < trainer.env_steps && sets.is_empty() {
+            return Err(RunnerError::checkpoint(
+                latest.as_deref().unwrap_or(dir),
+                format!(
+                    "it has taken {} steps, more than the run's train.total_steps = {total}",
+                    trainer.env_steps
+                ),
+            ));
+        }
         if total < trainer.env_steps {
             let arg = sets
                 .iter()
