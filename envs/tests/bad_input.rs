@@ -267,11 +267,13 @@ fn bad_parameter_tables() {
         "max_episode_steps = 0",
         "max_episode_steps = -5",
         "max_episode_steps = 'x'",
+        "max_episode_steps = 1000001",
+        "max_episode_steps = 9000000000000000000",
     ] {
         let err = registry.make("CartPole-v1", &table(bad)).err().unwrap();
         assert!(
             err.to_string().starts_with(
-                "CartPole-v1: invalid parameter `max_episode_steps`: must be an integer >= 1"
+                "CartPole-v1: invalid parameter `max_episode_steps`: must be an integer in [1, 1000000]"
             ),
             "{bad}: {err}"
         );
