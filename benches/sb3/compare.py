@@ -3,10 +3,10 @@ sitting on one machine. Run through run.sh (which builds klrl and the venv).
 
 For each work (a klrl config and its SB3 equivalent in sb3_run.WORKS):
   1. `klrl bench CONFIG --seed-start S --seeds 1 --eval-episodes E --json`
-     per seed (default threading), the whole process timed from outside; for
+     --set train.threads=T per seed, the whole process timed from outside; for
      Pendulum E = 10, the deterministic evaluation after training (untimed
      inside the process: not in `wall_s`), else 0;
-  2. `python sb3_run.py WORK --seed S` per seed (1 torch thread), the whole
+  2. `python sb3_run.py WORK --seed S --threads T` per seed (T torch threads), the whole
      process timed from outside, model.learn() and train() timed inside; it
      evaluates Pendulum the same way.
 Writes a markdown table (results.md, or results-quick.md with --quick) and
@@ -69,22 +69,24 @@ def header_info(root, klrl):
 
 def klrl_env():
     env = dict(os.environ)
-    for k in ("RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"):  # klrl on its default threading
+    for k in ("RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"):  # klrl's own threading (train.threads)
         env.pop(k, None)
     return env
 
 
-def sb3_env():
+def sb3_env(threads):
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # and torch.set_num_threads(1) inside
+    # and torch.set_num_threads(threads) inside
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
-def run_klrl_bench(klrl, root, config, seed, steps, eval_episodes):
+def run_klrl_bench(klrl, root, config, seed, steps, eval_episodes, threads):
     """One seed in one process (as SB3's), its record from `--json` with the
     process time added; `eval` holds the evaluation when eval_episodes > 0."""
     cmd = [klrl, "bench", config, "--seed-start", str(seed), "--seeds", "1",
-           "--eval-episodes", str(eval_episodes), "--json"]
+           "--eval-episodes", str(eval_episodes), "--json",
+           "--set", f"train.threads={threads}"]
     if steps:
         cmd += ["--set", f"train.total_steps={steps}"]
     t = time.perf_counter()
@@ -96,13 +98,13 @@ def run_klrl_bench(klrl, root, config, seed, steps, eval_episodes):
     return r
 
 
-def run_sb3(work, seed, steps, eval_episodes):
+def run_sb3(work, seed, steps, eval_episodes, threads):
     cmd = [sys.executable, os.path.join(HERE, "sb3_run.py"), work, "--seed", str(seed),
-           "--eval-episodes", str(eval_episodes)]
+           "--eval-episodes", str(eval_episodes), "--threads", str(threads)]
     if steps:
         cmd += ["--steps", str(steps)]
     t = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=sb3_env())
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=sb3_env(threads))
     process_s = time.perf_counter() - t
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["process_s"] = process_s
@@ -157,10 +159,10 @@ def build_tables(info, rows, seeds, quick):
     h.append(f"- machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB; "
              f"load average at start {info['loadavg_start']}, at end {info['loadavg_end']}")
     h.append(f"- klrl {info['klrl_commit']} (`{info['klrl_binary']}`, release), {info['rustc']}, "
-             "default threading")
+             f"train.threads = {info['threads']}")
     h.append(f"- Python {info['python']}, stable-baselines3 {v['stable-baselines3']}, "
              f"sb3-contrib {v['sb3-contrib']}, gymnasium {v['gymnasium']}, torch {v['torch']} "
-             f"(CPU, 1 thread), numpy {v['numpy']}")
+             f"(CPU, {info['threads']} thread(s)), numpy {v['numpy']}")
     h.append(f"- seeds {', '.join(map(str, range(seeds)))}; whole run took {info['total_s']:.0f} s; "
              "`benches/sb3/run.sh" + (" --quick" if quick else "") + "`")
     h.append("")
@@ -228,6 +230,9 @@ def main():
     p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per run, seed 0 only")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3, quick 1)")
     p.add_argument("--only", default=None, help="comma-separated work keys (default all)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="compute threads of each side: klrl's train.threads and SB3's torch "
+                        "threads (default 2, both cores of the reference machine)")
     a = p.parse_args()
     root = os.path.abspath(a.root)
     klrl = os.path.abspath(a.klrl or os.path.join(root, "target", "release", "klrl"))
@@ -239,6 +244,7 @@ def main():
 
     t0 = time.perf_counter()
     info = header_info(root, klrl)
+    info["threads"] = a.threads
     rows = []
     for work, label, kind in works:
         config = WORKS[work]["klrl"]
@@ -248,10 +254,11 @@ def main():
         for s in range(seeds):
             print(f"[{time.perf_counter() - t0:6.0f} s] {work}: klrl bench {config} --seed-start {s}",
                   file=sys.stderr, flush=True)
-            row["klrl"].append(run_klrl_bench(klrl, root, config, s, steps, eval_episodes))
+            row["klrl"].append(run_klrl_bench(klrl, root, config, s, steps, eval_episodes,
+                                              a.threads))
         for s in range(seeds):
             print(f"[{time.perf_counter() - t0:6.0f} s] {work}: SB3 seed {s}", file=sys.stderr, flush=True)
-            row["sb3"].append(run_sb3(work, s, steps, eval_episodes))
+            row["sb3"].append(run_sb3(work, s, steps, eval_episodes, a.threads))
         rows.append(row)
     with open("/proc/loadavg") as f:
         info["loadavg_end"] = " ".join(f.read().split()[:3])

@@ -125,10 +125,11 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="total steps (default: the work's)")
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (as klrl's train.threads)")
     a = p.parse_args()
     w = WORKS[a.work]
     steps = a.steps or w["steps"]
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
 
     t_setup = time.perf_counter()
     env = make_vec_env(w["env"], n_envs=w["n_envs"], seed=a.seed)
