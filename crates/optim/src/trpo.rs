@@ -9,7 +9,8 @@
 //! 2. the surrogate L(θ) = Ê[r_θ Â], r_θ = π_θ(a|s) / π_old(a|s) (eq. 14), and
 //!    its gradient g = ∇L(θ_old);
 //! 3. Fisher-vector products (F + λI) v of the mean KL (Appendix C) from
-//!    [`Policy::fisher`], optionally on a random subset of the states;
+//!    [`PolicyFisher::fisher`], optionally on a random subset of the
+//!    states;
 //! 4. conjugate gradient for (F + λI) x = g, x ≈ (F + λI)⁻¹ g, the natural
 //!    gradient (Appendix C);
 //! 5. the full step s = √(2δ / xᵀ(F + λI)x) · x, which has ½ sᵀ(F + λI)s = δ,

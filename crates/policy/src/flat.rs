@@ -119,7 +119,7 @@ pub(crate) fn tensor_from_f64(
 
 /// Append all elements of `t`, row-major, converted to f64, to `out`: for a
 /// contiguous f32 or f64 CPU tensor straight from its storage (one pass, no
-/// intermediate buffer), otherwise through [`tensor_to_f64`].
+/// intermediate buffer), otherwise by reading the tensor back.
 ///
 /// Errors: [`PolicyError::Candle`] if the tensor cannot be read back.
 pub fn extend_f64(out: &mut Vec<f64>, t: &Tensor) -> Result<()> {
