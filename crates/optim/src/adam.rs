@@ -226,36 +226,44 @@ fn coordinate(t: f64, g: f64, m: f64, v: f64, k: &Coefs) -> (f64, f64, f64) {
     (m, v, t - k.step_size * m / denom)
 }
 
-/// The in-place step over every coordinate, on the widest vector unit the
-/// CPU has (the same IEEE operations in the same order on each: the result
-/// does not depend on the unit).
-fn adam_in_place(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
-    #[inline(always)]
-    fn body(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
-        for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m).zip(v) {
-            (*m, *v, *t) = coordinate(*t, g, *m, *v, k);
-        }
-    }
+/// `f()` compiled for the widest vector unit the CPU has (AVX-512F, AVX2,
+/// or the baseline): `f` is inlined into a function built with that target
+/// feature, so its loops are vectorised for it. The element-wise IEEE
+/// operations are the same on every unit: so is the result.
+#[inline(always)]
+fn on_widest_unit<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
-            body(theta, grad, m, v, k)
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
         }
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
-            body(theta, grad, m, v, k)
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512(theta, grad, m, v, k) };
+            return unsafe { avx512(f) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { avx2(theta, grad, m, v, k) };
+            return unsafe { avx2(f) };
         }
     }
-    body(theta, grad, m, v, k)
+    f()
+}
+
+/// The in-place step over every coordinate.
+fn adam_in_place(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], k: &Coefs) {
+    on_widest_unit(
+        #[inline(always)]
+        || {
+            for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m).zip(v) {
+                (*m, *v, *t) = coordinate(*t, g, *m, *v, k);
+            }
+        },
+    )
 }
 
 /// Where [`adam_checked`] writes the new moments and parameters.
@@ -266,8 +274,7 @@ struct Next<'a> {
 }
 
 /// The step from (θ, m, v) into `next`; returns whether every new parameter
-/// is at most `limit` in magnitude (NaN never is). One pass on the widest
-/// vector unit the CPU has.
+/// is at most `limit` in magnitude (NaN never is). One pass.
 fn adam_checked(
     theta: &[f64],
     grad: &[f64],
@@ -277,66 +284,24 @@ fn adam_checked(
     k: &Coefs,
     limit: f64,
 ) -> bool {
-    #[inline(always)]
-    fn body(
-        theta: &[f64],
-        grad: &[f64],
-        m: &[f64],
-        v: &[f64],
-        next: Next,
-        k: &Coefs,
-        limit: f64,
-    ) -> bool {
-        let mut fits = true;
-        let out = next
-            .m
-            .iter_mut()
-            .zip(next.v.iter_mut())
-            .zip(next.theta.iter_mut());
-        for (((&t, &g), (&m, &v)), ((m_new, v_new), t_new)) in
-            theta.iter().zip(grad).zip(m.iter().zip(v)).zip(out)
-        {
-            (*m_new, *v_new, *t_new) = coordinate(t, g, m, v, k);
-            fits &= t_new.abs() <= limit;
-        }
-        fits
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(
-            theta: &[f64],
-            grad: &[f64],
-            m: &[f64],
-            v: &[f64],
-            next: Next,
-            k: &Coefs,
-            limit: f64,
-        ) -> bool {
-            body(theta, grad, m, v, next, k, limit)
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(
-            theta: &[f64],
-            grad: &[f64],
-            m: &[f64],
-            v: &[f64],
-            next: Next,
-            k: &Coefs,
-            limit: f64,
-        ) -> bool {
-            body(theta, grad, m, v, next, k, limit)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512(theta, grad, m, v, next, k, limit) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { avx2(theta, grad, m, v, next, k, limit) };
-        }
-    }
-    body(theta, grad, m, v, next, k, limit)
+    on_widest_unit(
+        #[inline(always)]
+        || {
+            let mut fits = true;
+            let out = next
+                .m
+                .iter_mut()
+                .zip(next.v.iter_mut())
+                .zip(next.theta.iter_mut());
+            for (((&t, &g), (&m, &v)), ((m_new, v_new), t_new)) in
+                theta.iter().zip(grad).zip(m.iter().zip(v)).zip(out)
+            {
+                (*m_new, *v_new, *t_new) = coordinate(t, g, m, v, k);
+                fits &= t_new.abs() <= limit;
+            }
+            fits
+        },
+    )
 }
 
 #[cfg(test)]
