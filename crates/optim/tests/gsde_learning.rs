@@ -7,7 +7,7 @@
 //! The bar: a deterministic evaluation over 10 episodes (episode k reset
 //! with seed 10 000 + k) of at least −200 on every seed (the goal for
 //! TRPO on the mean of seeds 0–2). A random policy gets about −1200, the
-//! state-independent-σ PPO of `pendulum-ppo-kl-adaptive.toml` −772 (seed 0);
+//! state-independent-σ PPO of `pendulum-ppo-kl-adaptive.toml` −666 (seed 0);
 //! measured here on 2026-12-02: −132 / −132 / −132 (PPO) and −129 / −127 /
 //! −129 (TRPO). Seeds run in parallel threads (2 cores): about 35 s in all.
 
