@@ -2,7 +2,8 @@
 //! rl-baselines3-zoo CartPole settings (`configs/bench/*.toml`), plus the
 //! rollout that collects the batch; and the cost of the KL limits: the same
 //! PPO update with and without the hard limit `max_kl`, and with the
-//! trust-region projection, each from the same parameters every iteration.
+//! trust-region projection, each from the same parameters every iteration;
+//! and the parallel paths, one update on a pool of 1 and of 2 threads.
 //! The end-to-end numbers (whole 100k-step runs) come from `klrl bench`.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench -p klrl-optim --bench update`.
@@ -222,5 +223,35 @@ fn reference(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, update, kl_limits, reference);
+/// The parallel paths: one update on a pool of 1 and of 2 threads (the
+/// value network's gradient alongside the policy's for PPO, TRPO's critic fit
+/// alongside its policy step), the same computation bit for bit.
+fn threads(c: &mut Criterion) {
+    for (label, config) in [
+        ("threads: ppo-zoo (batch 256, 20 epochs)", "cartpole-ppo-zoo.toml"),
+        ("threads: trpo-zoo (batch 1024, 20 critic epochs)", "cartpole-trpo-zoo.toml"),
+        ("threads: ppo-sb3-default (2048, 10 epochs of 64)", "cartpole-ppo-sb3-default.toml"),
+        ("threads: ppo 256-256 (2048, 10 epochs of 64)", "pendulum-ppo-256.toml"),
+    ] {
+        let mut t = trainer(config);
+        let batch = one_batch(&mut t);
+        let mut g = c.benchmark_group(label);
+        g.sample_size(10);
+        for n in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+            g.bench_function(format!("{n} thread(s)"), |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        t.algo
+                            .update(t.policy.as_mut(), &mut t.value, &batch, &mut t.rng)
+                            .unwrap()
+                    })
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, update, kl_limits, reference, threads);
 criterion_main!(benches);
