@@ -228,17 +228,32 @@ fn reference(c: &mut Criterion) {
 /// alongside its policy step), the same computation bit for bit.
 fn threads(c: &mut Criterion) {
     for (label, config) in [
-        ("threads: ppo-zoo (batch 256, 20 epochs)", "cartpole-ppo-zoo.toml"),
-        ("threads: trpo-zoo (batch 1024, 20 critic epochs)", "cartpole-trpo-zoo.toml"),
-        ("threads: ppo-sb3-default (2048, 10 epochs of 64)", "cartpole-ppo-sb3-default.toml"),
-        ("threads: ppo 256-256 (2048, 10 epochs of 64)", "pendulum-ppo-256.toml"),
+        (
+            "threads: ppo-zoo (batch 256, 20 epochs)",
+            "cartpole-ppo-zoo.toml",
+        ),
+        (
+            "threads: trpo-zoo (batch 1024, 20 critic epochs)",
+            "cartpole-trpo-zoo.toml",
+        ),
+        (
+            "threads: ppo-sb3-default (2048, 10 epochs of 64)",
+            "cartpole-ppo-sb3-default.toml",
+        ),
+        (
+            "threads: ppo 256-256 (2048, 10 epochs of 64)",
+            "pendulum-ppo-256.toml",
+        ),
     ] {
         let mut t = trainer(config);
         let batch = one_batch(&mut t);
         let mut g = c.benchmark_group(label);
         g.sample_size(10);
         for n in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
             g.bench_function(format!("{n} thread(s)"), |b| {
                 b.iter(|| {
                     pool.install(|| {
