@@ -4,13 +4,12 @@
 //! uninterrupted one (every rollout draws its noise matrices afresh from the
 //! checkpointed RNG, so no noise state needs saving).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{klrl, run, temp_dir, text};
+use common::{checkpoint_tensors, klrl, run, temp_dir, text};
 
 /// A small Pendulum PPO config with gSDE: 2 envs × 32 steps per update, the
 /// noise redrawn every 4 steps.
@@ -92,26 +91,6 @@ fn bad_gsde_settings_exit_2_naming_the_field_and_write_nothing() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Parameters and optimiser state of a checkpoint, as raw bytes per tensor.
-fn checkpoint_tensors(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for file in [
-        "policy.safetensors",
-        "value.safetensors",
-        "state.safetensors",
-    ] {
-        let data = std::fs::read(dir.join(file)).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
-        for (name, view) in st.tensors() {
-            if name == "run.wall_s" {
-                continue;
-            }
-            out.insert(format!("{file}/{name}"), view.data().to_vec());
-        }
-    }
-    out
 }
 
 fn checkpoint_names(dir: &Path) -> Vec<String> {

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{klrl, temp_dir, text};
+use common::{checkpoint_tensors, klrl, temp_dir, text};
 use seeded::Rng;
 
 /// A CartPole PPO run of 60 updates with a checkpoint every third (so a kill
@@ -201,20 +201,7 @@ fn metrics_rows(path: &Path) -> usize {
 /// the run's wall clock), and state.json without the count of TensorBoard
 /// segments (one per process that worked on the run).
 fn checkpoint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for file in [
-        "policy.safetensors",
-        "value.safetensors",
-        "state.safetensors",
-    ] {
-        let data = std::fs::read(dir.join(file)).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
-        for (name, view) in st.tensors() {
-            if name != "run.wall_s" {
-                out.insert(format!("{file}/{name}"), view.data().to_vec());
-            }
-        }
-    }
+    let mut out = checkpoint_tensors(dir);
     let mut meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
     meta.as_object_mut().unwrap().remove("tb_segments");

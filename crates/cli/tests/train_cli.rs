@@ -3,13 +3,13 @@
 //! independent TFRecord/protobuf reader, checkpoints, SIGKILL and resume to
 //! bit-identical parameters, Ctrl-C, and every class of bad config.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{klrl, run, temp_dir, text};
+use common::{checkpoint_tensors, klrl, run, temp_dir, text};
 
 /// A small CartPole PPO config: 2 envs × 64 steps per update.
 const SMALL: &str = r#"
@@ -547,26 +547,6 @@ fn tensorboard_holds_every_scalar_of_metrics_csv() {
     assert_eq!(rows, 10);
     assert!(checked > 10 * 15, "{checked}");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Parameters and optimiser state of a checkpoint, as raw bytes per tensor.
-fn checkpoint_tensors(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for file in [
-        "policy.safetensors",
-        "value.safetensors",
-        "state.safetensors",
-    ] {
-        let data = std::fs::read(dir.join(file)).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
-        for (name, view) in st.tensors() {
-            if name == "run.wall_s" {
-                continue;
-            }
-            out.insert(format!("{file}/{name}"), view.data().to_vec());
-        }
-    }
-    out
 }
 
 /// metrics.csv without the wall-clock column.

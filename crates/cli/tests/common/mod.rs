@@ -4,6 +4,7 @@
 //! own crate).
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,4 +42,24 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Bytes of output as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
+}
+
+/// Parameters and optimiser state of a checkpoint, as raw bytes per tensor
+/// (every tensor of its safetensors files but the run's wall clock).
+pub fn checkpoint_tensors(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for file in [
+        "policy.safetensors",
+        "value.safetensors",
+        "state.safetensors",
+    ] {
+        let data = std::fs::read(dir.join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+        for (name, view) in st.tensors() {
+            if name != "run.wall_s" {
+                out.insert(format!("{file}/{name}"), view.data().to_vec());
+            }
+        }
+    }
+    out
 }
