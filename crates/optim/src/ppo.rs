@@ -534,7 +534,8 @@ impl Algorithm for Ppo {
         };
         let mut order: Vec<usize> = (0..n).collect();
         let mut steps = 0usize;
-        let mut rejected: Vec<&'static str> = Vec::new();
+        // Skipped steps, and the quantity that was not finite in the last.
+        let (mut skipped, mut last_fault) = (0usize, None);
         let (mut last_policy, mut last_value, mut grad_norm) = (f64::NAN, f64::NAN, f64::NAN);
         let mut clip_frac_sum = 0.0;
         // kl_dual: √KL at the previous measurement, for the predicted stop.
@@ -592,7 +593,8 @@ impl Algorithm for Ppo {
                     // A step whose loss, gradient or new parameters are not
                     // finite is skipped: nothing moved (Adam::step_flat).
                     Err(OptimError::NonFinite { what, .. }) => {
-                        rejected.push(what);
+                        skipped += 1;
+                        last_fault = Some(what);
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -609,7 +611,7 @@ impl Algorithm for Ppo {
             }
         }
 
-        if let (0, Some(&what)) = (steps, rejected.last()) {
+        if let (0, Some(what)) = (steps, last_fault) {
             // Every step tried was rejected: the update as a whole is (the
             // trainer restores β and the rest of the state).
             return Err(OptimError::NonFinite {
@@ -665,7 +667,7 @@ impl Algorithm for Ppo {
         d.kl_limit = c.kl_limit().map_or(f64::NAN, |l| l.value);
         d.lr = lr;
         d.epochs_run = steps as f64 / per_epoch as f64;
-        d.rejected_steps = rejected.len() as f64;
+        d.rejected_steps = skipped as f64;
         if let Some(term) = &mut self.reference {
             term.finish(&mut d, &kl_ref, outcome.map(|o| o.proposed_ref));
         }
