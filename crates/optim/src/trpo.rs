@@ -41,6 +41,7 @@ use crate::kl_limit::{ref_limit, Guard};
 use crate::measure::{diagnostics_from, kl_stats, mean, per_state_kl};
 use crate::reference::{self, RefCheck, RefTerm};
 use crate::rollout::candle_err;
+use crate::value_fit::alongside;
 
 /// TRPO or NPG, with the Adam state of the separately fitted value function.
 #[derive(Debug, Clone)]
@@ -532,30 +533,14 @@ impl Algorithm for Trpo {
         //    it would after them. Otherwise after them, as written.
         let (config, obs, returns) = (&self.config, &mb.obs, &mb.returns);
         let mut vf_adam = self.vf_adam.clone();
-        let alongside = !value.is_shared() && config.fvp_subsample >= 1.0;
+        let concurrent = !value.is_shared() && config.fvp_subsample >= 1.0;
         let value_net: &ValueNet = value;
-        let (policy_result, value_result) = if alongside {
+        let (policy_result, value_result) = if concurrent {
             let mut unused = rng.clone();
-            let mut fit = None;
-            let p = rayon::in_place_scope(|s| {
-                s.spawn(|_| {
-                    fit = Some(fit_value(
-                        &mut vf_adam,
-                        config,
-                        value_net,
-                        obs,
-                        returns,
-                        rng,
-                    ));
-                });
-                policy_part(&mut unused)
-            });
-            let fit = fit.unwrap_or_else(|| {
-                Err(OptimError::Mismatch(
-                    "the value-fit task did not run".into(),
-                ))
-            });
-            (p, fit)
+            alongside(
+                || fit_value(&mut vf_adam, config, value_net, obs, returns, rng),
+                || policy_part(&mut unused),
+            )
         } else {
             let p = policy_part(rng);
             let fit = match &p {

@@ -47,28 +47,29 @@ pub fn value_loss_and_grad(
     Ok((loss, grad))
 }
 
-/// `policy_part()` on this thread while [`value_loss_and_grad`] runs as a
-/// task of the current rayon pool: with `train.threads` ≥ 2 the policy's and
-/// the value network's gradients are computed at the same time on two
-/// threads (the networks share no parameter, so neither waits for the
-/// other); on one thread the value task runs after `policy_part`. Both
-/// compute exactly what they compute alone: results are bit-identical for
-/// any thread count.
+/// `main()` on this thread while `side()` runs as a task of the current
+/// rayon pool: on a second thread when the pool has one (the trainer's
+/// `train.threads` ≥ 2), after `main` on one thread. For two computations
+/// that share nothing each computes exactly what it computes alone, so the
+/// results are bit-identical for any thread count.
+pub fn alongside<A, B: Send>(side: impl FnOnce() -> B + Send, main: impl FnOnce() -> A) -> (A, B) {
+    let mut out = None;
+    let a = rayon::in_place_scope(|s| {
+        s.spawn(|_| out = Some(side()));
+        main()
+    });
+    // in_place_scope returns only after every task it spawned has run.
+    (a, out.expect("the scope ran its task"))
+}
+
+/// `policy_part()` on this thread while [`value_loss_and_grad`] runs
+/// [`alongside`]: the policy's and the value network's gradients at the same
+/// time on two threads (the networks share no parameter).
 pub fn alongside_value_grad<R>(
     value: &ValueNet,
     obs: &Tensor,
     returns: &Tensor,
     policy_part: impl FnOnce() -> R,
 ) -> (R, Result<(f64, Vec<f64>)>) {
-    let mut value_part = None;
-    let r = rayon::in_place_scope(|s| {
-        s.spawn(|_| value_part = Some(value_loss_and_grad(value, obs, returns)));
-        policy_part()
-    });
-    let value_part = value_part.unwrap_or_else(|| {
-        Err(crate::error::OptimError::Mismatch(
-            "the value-gradient task did not run".into(),
-        ))
-    });
-    (r, value_part)
+    alongside(|| value_loss_and_grad(value, obs, returns), policy_part)
 }
