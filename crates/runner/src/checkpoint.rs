@@ -585,6 +585,13 @@ pub fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| RunnerError::io(path, e))
 }
 
+/// The start of the names [`write_atomic`] gives its temporary files for
+/// the file `name` (`.NAME.tmp-`): what a crash in the middle of writing
+/// `name` may leave next to it.
+pub fn temporary_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
 /// Replace `path` atomically: write a temporary file beside it (a name no
 /// other process, on this machine or another sharing the directory, picks),
 /// fsync it, rename it over `path` and fsync the directory. Readers and a
@@ -598,7 +605,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     // RandomState is seeded from the OS's randomness per process.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{:016x}", h.finish()));
+    let tmp = path.with_file_name(format!("{}{:016x}", temporary_prefix(&name), h.finish()));
     write_synced(&tmp, data)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);

@@ -391,16 +391,13 @@ fn sweep(
     } else if out.exists() {
         // Another shard may be writing compare.json right now: its
         // temporary file is no reason to refuse.
+        let temporary = crate::checkpoint::temporary_prefix("compare.json");
         let foreign = std::fs::read_dir(out)
             .map_err(|e| {
                 RunnerError::Usage(format!("--out {}: not a directory ({e})", out.display()))
             })?
             .flatten()
-            .any(|e| {
-                !e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".compare.json.tmp-")
-            });
+            .any(|e| !e.file_name().to_string_lossy().starts_with(&temporary));
         if foreign {
             return Err(RunnerError::Usage(format!(
                 "{}: exists, is not empty and is not a comparison; choose a new --out \

@@ -133,12 +133,12 @@ impl MetricsWriter {
                         reason: "its header does not match this run's columns".into(),
                     });
                 }
+                // Every row a klrl wrote: the file's column count, an update
+                // number, numbers or empty cells.
+                let number = |c: &&str| c.is_empty() || c.parse::<f64>().is_ok();
                 let mut keep = String::new();
                 for (i, row) in lines.enumerate() {
                     let cells: Vec<&str> = row.split(',').collect();
-                    // Every row a klrl wrote: the file's column count, an
-                    // update number, numbers or empty cells.
-                    let number = |c: &&str| c.is_empty() || c.parse::<f64>().is_ok();
                     let update = cells[0].parse::<u64>();
                     if update.as_ref().is_ok_and(|&u| u >= updates) {
                         // Written after the checkpoint: the resumed run writes it again.

@@ -146,7 +146,8 @@ impl Run {
                         .flatten()
                         .map(|e| e.file_name().to_string_lossy().to_string())
                         .collect();
-                    if names.iter().all(|n| n.starts_with(".config.toml.tmp-")) {
+                    let temporary = checkpoint::temporary_prefix("config.toml");
+                    if names.iter().all(|n| n.starts_with(&temporary)) {
                         for n in &names {
                             let _ = std::fs::remove_file(d.join(n));
                         }
