@@ -169,17 +169,60 @@ impl Adam {
                 update,
             });
         }
-        let theta = flat::get_flat(vars)?;
-        match self.try_step(&theta, &grad, lr, largest_value(vars)) {
-            Some(next) => flat::set_flat(vars, next)?,
-            None => {
-                return Err(OptimError::NonFinite {
-                    what: "new parameters",
-                    update,
-                })
-            }
+        if !self.try_step_vars(vars, &grad, lr, largest_value(vars))? {
+            return Err(OptimError::NonFinite {
+                what: "new parameters",
+                update,
+            });
         }
         Ok(norm)
+    }
+
+    /// [`Adam::try_step`] on the variables themselves: θ is read from their
+    /// storage and the new values are written back in place
+    /// ([`flat::set_flat_in_place`]), with no flat copy of θ and no new
+    /// tensors. The same arithmetic, so the same bits. Returns whether the
+    /// step was taken (every new parameter finite and within `limit`);
+    /// otherwise nothing changed.
+    ///
+    /// Errors: a variable that cannot be read or written.
+    fn try_step_vars(&mut self, vars: &[Var], grad: &[f64], lr: f64, limit: f64) -> Result<bool> {
+        let n = self.len();
+        if flat::flat_len(vars) != n || grad.len() != n {
+            return Err(OptimError::Mismatch(format!(
+                "Adam over {n} parameters got {} variables' worth and a gradient of {}",
+                flat::flat_len(vars),
+                grad.len()
+            )));
+        }
+        let k = self.coefs(self.t + 1, lr);
+        let (m_new, v_new, theta_new) = &mut self.scratch;
+        for buf in [&mut *m_new, &mut *v_new, &mut *theta_new] {
+            buf.resize(n, 0.0);
+        }
+        let mut offset = 0;
+        for var in vars {
+            let r = offset..offset + var.elem_count();
+            offset = r.end;
+            let next = Next {
+                m: &mut m_new[r.clone()],
+                v: &mut v_new[r.clone()],
+                theta: &mut theta_new[r.clone()],
+            };
+            let (g, m, v) = (&grad[r.clone()], &self.m[r.clone()], &self.v[r]);
+            let fits = flat::with_values(var.as_tensor(), |theta| match theta {
+                flat::HostValues::F32(t) => adam_checked(t, g, m, v, next, &k, limit),
+                flat::HostValues::F64(t) => adam_checked(t, g, m, v, next, &k, limit),
+            })?;
+            if !fits {
+                return Ok(false);
+            }
+        }
+        flat::set_flat_in_place(vars, theta_new)?;
+        std::mem::swap(&mut self.m, m_new);
+        std::mem::swap(&mut self.v, v_new);
+        self.t += 1;
+        Ok(true)
     }
 }
 
@@ -275,8 +318,8 @@ struct Next<'a> {
 
 /// The step from (θ, m, v) into `next`; returns whether every new parameter
 /// is at most `limit` in magnitude (NaN never is). One pass.
-fn adam_checked(
-    theta: &[f64],
+fn adam_checked<T: Copy + Into<f64>>(
+    theta: &[T],
     grad: &[f64],
     m: &[f64],
     v: &[f64],
@@ -296,7 +339,7 @@ fn adam_checked(
             for (((&t, &g), (&m, &v)), ((m_new, v_new), t_new)) in
                 theta.iter().zip(grad).zip(m.iter().zip(v)).zip(out)
             {
-                (*m_new, *v_new, *t_new) = coordinate(t, g, m, v, k);
+                (*m_new, *v_new, *t_new) = coordinate(t.into(), g, m, v, k);
                 fits &= t_new.abs() <= limit;
             }
             fits

@@ -36,14 +36,11 @@ pub fn value_loss_and_grad(
         .map_err(&e)?;
     let loss = diff_host.iter().map(|d| d * d).sum::<f64>() / b;
     let u = diff.affine(2.0 / b, 0.0).map_err(&e)?;
-    let layers = lin.vjp(&u)?;
-    let own = value.unshared_vars().len() / 2;
-    let mut grad = Vec::with_capacity(value.num_params());
-    for layer in &layers[layers.len() - own..] {
-        for t in [&layer.weight, &layer.bias] {
-            klrl_policy::flat::extend_f64(&mut grad, t)?;
-        }
-    }
+    let mut grad = Vec::with_capacity(lin.num_params());
+    lin.vjp_flat_into(&u, None, &mut grad)?;
+    // A shared trunk's part is the policy's: keep the head's (the tail).
+    let own = klrl_policy::flat::flat_len(&value.unshared_vars());
+    grad.drain(..grad.len() - own);
     Ok((loss, grad))
 }
 

@@ -221,13 +221,9 @@ impl FisherOperator {
             return self.apply_gsde(v, inv_var_over_n, head);
         }
         let mut out = Vec::with_capacity(v.len());
-        let tangents = self.lin.tangents_from_flat(&v[..self.mlp_params])?;
-        let u = self.lin.jvp(&tangents)?;
+        let (u, _) = self.lin.jvp_flat(&v[..self.mlp_params])?;
         let mu = self.metric_times(&u)?;
-        for g in &self.lin.vjp(&mu)? {
-            extend_f64(&mut out, &g.weight)?;
-            extend_f64(&mut out, &g.bias)?;
-        }
+        self.lin.vjp_flat_into(&mu, None, &mut out)?;
         // log σ block of a Gaussian: 2 v_logσ (the mean over states of a constant).
         out.extend(
             v[self.mlp_params..]
@@ -247,8 +243,7 @@ impl FisherOperator {
     ) -> Result<Vec<f64>> {
         let c = "fisher gsde";
         let n = self.batch_size() as f64;
-        let tangents = self.lin.tangents_from_flat(&v[..self.mlp_params])?;
-        let (d_mean, d_features) = self.lin.jvp_with_features(&tangents)?;
+        let (d_mean, d_features) = self.lin.jvp_flat(&v[..self.mlp_params])?;
         let d_param = tensor_from_f64(
             &v[self.mlp_params..],
             head.param_dims(),
@@ -262,10 +257,8 @@ impl FisherOperator {
             .ctx(c)?;
         let (g_param, g_features) = head.vjp(&u_log_std)?;
         let mut out = Vec::with_capacity(v.len());
-        for g in &self.lin.vjp_with_features(&u_mean, g_features.as_ref())? {
-            extend_f64(&mut out, &g.weight)?;
-            extend_f64(&mut out, &g.bias)?;
-        }
+        self.lin
+            .vjp_flat_into(&u_mean, g_features.as_ref(), &mut out)?;
         extend_f64(&mut out, &g_param)?;
         Ok(out)
     }

@@ -271,7 +271,7 @@ impl Policy for DiagGaussianPolicy {
             }
             StdParams::Gsde { log_std, config } => {
                 let head = GsdeLinearization::new(
-                    lin.features(),
+                    &lin.features()?,
                     log_std.as_tensor(),
                     self.action_dim,
                     config,

@@ -1,6 +1,7 @@
 //! A multilayer perceptron built from candle [`Var`]s it owns, with a
 //! forward-mode tangent pass (J·v) and a hand-written reverse pass (Jᵀ·u)
-//! used by the Fisher-vector product.
+//! used by the Fisher-vector product and the policy gradients (through
+//! [`MlpLinearization`]).
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -8,6 +9,7 @@ use rand::Rng;
 use crate::error::{Context, PolicyError, Result};
 use crate::flat::{check_float_dtype, tensor_from_f64};
 use crate::init::{orthogonal, GAIN_HIDDEN};
+pub use crate::linearization::MlpLinearization;
 
 /// The nonlinearity between hidden layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -381,45 +383,7 @@ impl Mlp {
     /// (e.g. during a line search).
     pub fn linearize(&self, x: &Tensor) -> Result<(Tensor, MlpLinearization)> {
         self.check_input(x)?;
-        let c = "mlp linearize";
-        let weights = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok((
-                    l.weight.as_detached_tensor().copy().ctx(c)?,
-                    l.bias.as_detached_tensor().copy().ctx(c)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let last = weights.len() - 1;
-        let mut inputs = Vec::with_capacity(weights.len());
-        let mut dact = Vec::with_capacity(last);
-        let mut h = x.detach();
-        for (i, (w, b)) in weights.iter().enumerate() {
-            let z = h
-                .matmul(&w.t().ctx(c)?)
-                .and_then(|z| z.broadcast_add(b))
-                .ctx(c)?;
-            inputs.push(h);
-            h = if i < last {
-                let a = activate(&z, self.activation).ctx(c)?;
-                dact.push(activation_derivative(&z, &a, self.activation).ctx(c)?);
-                a
-            } else {
-                z
-            };
-        }
-        let ones = Tensor::ones((1, x.dims()[0]), self.dtype, &self.device).ctx(c)?;
-        Ok((
-            h,
-            MlpLinearization {
-                weights,
-                inputs,
-                dact,
-                ones,
-            },
-        ))
+        MlpLinearization::new(&self.layers, self.activation, x)
     }
 
     /// Forward-mode tangent pass: the output `f(x; θ)` and its directional
@@ -447,7 +411,7 @@ impl Mlp {
 }
 
 /// Splits `flat` into one [`LinearTangent`] per `(weight shape, bias shape)`.
-fn split_flat(
+pub(crate) fn split_flat(
     flat: &[f64],
     shapes: &[(&[usize], &[usize])],
     dtype: DType,
@@ -482,198 +446,8 @@ fn split_flat(
         .collect()
 }
 
-/// The MLP linearised at fixed parameters and inputs: everything the
-/// Jacobian-vector product `J v` and the vector-Jacobian product `Jᵀ u` need,
-/// where `J = ∂f(x; θ)/∂θ` stacks the Jacobians of all N rows.
-///
-/// Built by [`Mlp::linearize`]; reusable for many products (conjugate
-/// gradient calls it ~10 times per TRPO update).
-#[derive(Debug, Clone)]
-pub struct MlpLinearization {
-    /// `(W_l, b_l)` copied at linearisation time.
-    weights: Vec<(Tensor, Tensor)>,
-    /// Input of each layer: `h_0 = x`, `h_l = σ(z_l)`.
-    inputs: Vec<Tensor>,
-    /// `σ'(z_l)` of each hidden layer: `1 − h²` (tanh) or `[z ≥ 0]` (relu).
-    dact: Vec<Tensor>,
-    /// `[1, N]` of ones, for row sums by matmul.
-    ones: Tensor,
-}
-
-impl MlpLinearization {
-    /// Number of rows N of the linearisation's input.
-    pub fn batch_size(&self) -> usize {
-        self.inputs[0].dims()[0]
-    }
-
-    /// Splits a flat vector (order of [`Mlp::vars`]) into per-layer tangents
-    /// matching this linearisation.
-    ///
-    /// Errors: [`PolicyError::FlatLength`] for a wrong length.
-    pub fn tangents_from_flat(&self, flat: &[f64]) -> Result<Vec<LinearTangent>> {
-        let shapes: Vec<(&[usize], &[usize])> = self
-            .weights
-            .iter()
-            .map(|(w, b)| (w.dims(), b.dims()))
-            .collect();
-        let w = &self.weights[0].0;
-        split_flat(flat, &shapes, w.dtype(), w.device())
-    }
-
-    /// Number of parameters of the linearised network.
-    pub fn num_params(&self) -> usize {
-        self.weights
-            .iter()
-            .map(|(w, b)| w.elem_count() + b.elem_count())
-            .sum()
-    }
-
-    /// The head's input `z` at the linearisation point, `[N, features]` (see
-    /// [`Mlp::forward_with_features`]).
-    pub fn features(&self) -> &Tensor {
-        &self.inputs[self.inputs.len() - 1]
-    }
-
-    /// `J v`: propagates the parameter tangent `tangents` forward.
-    ///
-    /// Per layer (Baydin et al. 2018, "Automatic differentiation in machine
-    /// learning: a survey", §3.1): `dz_l = dh_{l−1} W_lᵀ + h_{l−1} dW_lᵀ + db_l`
-    /// with `dh_0 = 0` (the input does not depend on θ), then `dh_l = σ'(z_l) ⊙ dz_l`:
-    /// `(1 − h_l²) ⊙ dz_l` for tanh, `[z_l ≥ 0] ⊙ dz_l` for relu. Returns
-    /// `dz` of the head, shape `[N, out_dim]`.
-    ///
-    /// Errors: [`PolicyError::Shape`] if the tangents do not match the layers.
-    pub fn jvp(&self, tangents: &[LinearTangent]) -> Result<Tensor> {
-        self.jvp_with_features(tangents).map(|(d_out, _)| d_out)
-    }
-
-    /// [`MlpLinearization::jvp`] that also returns the tangent of the
-    /// features `dz` (`[N, features]`), or `None` when there is no hidden
-    /// layer (the features are then the observations, whose tangent is 0).
-    ///
-    /// Errors: as [`MlpLinearization::jvp`].
-    pub fn jvp_with_features(
-        &self,
-        tangents: &[LinearTangent],
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        self.check_tangents(tangents)?;
-        let c = "mlp jvp";
-        let last = self.weights.len() - 1;
-        let mut d: Option<Tensor> = None;
-        let mut d_features = None;
-        for (l, ((w, _), t)) in self.weights.iter().zip(tangents).enumerate() {
-            let mut dz = self.inputs[l]
-                .matmul(&t.weight.t().ctx(c)?)
-                .and_then(|z| z.broadcast_add(&t.bias))
-                .ctx(c)?;
-            if let Some(dh) = d {
-                dz = dh.matmul(&w.t().ctx(c)?).and_then(|x| x + dz).ctx(c)?;
-                if l == last {
-                    d_features = Some(dh);
-                }
-            }
-            if l < last {
-                dz = (dz * &self.dact[l]).ctx(c)?;
-            }
-            d = Some(dz);
-        }
-        // weights is non-empty (an Mlp has at least one layer).
-        let d_out = d.ok_or_else(|| PolicyError::InvalidParameter {
-            param: "layers",
-            reason: "empty MLP".to_string(),
-        })?;
-        Ok((d_out, d_features))
-    }
-
-    /// `Jᵀ u`: back-propagates the output cotangent `u [N, out_dim]` to the parameters.
-    ///
-    /// Per layer, from the head down, with `δ_L = u`: `∂W_l = δ_lᵀ h_{l−1}`,
-    /// `∂b_l = Σ_rows δ_l`, `δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1})`. This is the
-    /// gradient of `Σ f(x; θ) ⊙ u` that `backward()` would give, computed
-    /// without building a graph.
-    ///
-    /// Errors: [`PolicyError::Shape`] if `u` is not `[N, out_dim]`.
-    pub fn vjp(&self, u: &Tensor) -> Result<Vec<LinearTangent>> {
-        self.vjp_with_features(u, None)
-    }
-
-    /// `Jᵀ u + J_zᵀ g`: [`MlpLinearization::vjp`] with an extra cotangent
-    /// `g [N, features]` at the features (the head's input), added to
-    /// `δ_L W_L` before the last hidden layer's `σ'` (a function of the
-    /// outputs and the features, as gSDE's variance with `learn_features`).
-    /// With no hidden layer the features are the observations and `g` is
-    /// dropped.
-    ///
-    /// Errors: [`PolicyError::Shape`] if `u` is not `[N, out_dim]` or `g`
-    /// not `[N, features]`.
-    pub fn vjp_with_features(&self, u: &Tensor, g: Option<&Tensor>) -> Result<Vec<LinearTangent>> {
-        let n = self.batch_size();
-        let out = self.weights[self.weights.len() - 1].0.dims()[0];
-        if u.dims() != [n, out] {
-            return Err(PolicyError::Shape {
-                what: "vjp cotangent",
-                expected: format!("[{n}, {out}]"),
-                got: u.dims().to_vec(),
-            });
-        }
-        if let Some(g) = g {
-            let f = self.features().dims()[1];
-            if g.dims() != [n, f] {
-                return Err(PolicyError::Shape {
-                    what: "vjp feature cotangent",
-                    expected: format!("[{n}, {f}]"),
-                    got: g.dims().to_vec(),
-                });
-            }
-        }
-        let c = "mlp vjp";
-        let last = self.weights.len() - 1;
-        let mut grads = Vec::with_capacity(self.weights.len());
-        let mut delta = u.clone();
-        for l in (0..self.weights.len()).rev() {
-            let gw = delta.t().and_then(|d| d.matmul(&self.inputs[l])).ctx(c)?;
-            // Σ_rows δ as ones[1, N] · δ: candle's sum over dim 0 is strided
-            // and ~40× slower than this matmul for N = 2048.
-            let gb = self.ones.matmul(&delta).and_then(|g| g.squeeze(0)).ctx(c)?;
-            if l > 0 {
-                let mut back = delta.matmul(&self.weights[l].0).ctx(c)?;
-                if let (true, Some(g)) = (l == last, g) {
-                    back = (back + g).ctx(c)?;
-                }
-                delta = (back * &self.dact[l - 1]).ctx(c)?;
-            }
-            grads.push(LinearTangent {
-                weight: gw,
-                bias: gb,
-            });
-        }
-        grads.reverse();
-        Ok(grads)
-    }
-
-    fn check_tangents(&self, tangents: &[LinearTangent]) -> Result<()> {
-        if tangents.len() != self.weights.len() {
-            return Err(PolicyError::Shape {
-                what: "mlp tangents",
-                expected: format!("{} layers", self.weights.len()),
-                got: vec![tangents.len()],
-            });
-        }
-        for ((w, b), t) in self.weights.iter().zip(tangents) {
-            if t.weight.dims() != w.dims() || t.bias.dims() != b.dims() {
-                return Err(PolicyError::Shape {
-                    what: "mlp tangent",
-                    expected: format!("weight {:?}, bias {:?}", w.dims(), b.dims()),
-                    got: t.weight.dims().to_vec(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
 /// `σ(z)`.
-fn activate(z: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+pub(crate) fn activate(z: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
     match activation {
         Activation::Tanh => crate::tanh::tanh(z),
         Activation::Relu => z.relu(),
@@ -681,7 +455,7 @@ fn activate(z: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
 }
 
 /// `σ'(z)` given `z` and `a = σ(z)`.
-fn activation_derivative(
+pub(crate) fn activation_derivative(
     z: &Tensor,
     a: &Tensor,
     activation: Activation,

@@ -134,12 +134,7 @@ impl OutputPullback {
         }
         let mut out = Vec::with_capacity(self.num_params());
         match d_outputs {
-            Some(u) => {
-                for g in self.lin.vjp(u)? {
-                    extend_f64(&mut out, &g.weight)?;
-                    extend_f64(&mut out, &g.bias)?;
-                }
-            }
+            Some(u) => self.lin.vjp_flat_into(u, None, &mut out)?,
             None => out.resize(self.lin.num_params(), 0.0),
         }
         match (&self.log_std, d_log_std) {
@@ -207,12 +202,7 @@ impl OutputPullback {
             (None, None) => None,
         };
         match u {
-            Some(u) => {
-                for g in self.lin.vjp_with_features(u, g_features.as_ref())? {
-                    extend_f64(&mut out, &g.weight)?;
-                    extend_f64(&mut out, &g.bias)?;
-                }
-            }
+            Some(u) => self.lin.vjp_flat_into(u, g_features.as_ref(), &mut out)?,
             None => out.resize(self.lin.num_params(), 0.0),
         }
         match g_param {

@@ -1,0 +1,181 @@
+//! The MLP's linearisation on host memory (CPU networks): the detached
+//! forward pass, `J v` and `Jᵀ u` of [`crate::MlpLinearization`] computed by
+//! [`crate::host`]'s matrix products and fused element-wise passes. The
+//! recurrences are those documented on [`crate::MlpLinearization`]; every
+//! operation is the one the tensor implementation does, in the same order,
+//! so the results are the same bits.
+
+use crate::host::{matmul, HostFloat, View};
+use crate::mlp::Activation;
+
+/// One layer's parameters (or a tangent / gradient of them) on the host:
+/// `w [out, in]` row-major and `b [out]`.
+#[derive(Debug, Clone)]
+pub(crate) struct HostLayer<T> {
+    pub w: Vec<T>,
+    pub b: Vec<T>,
+}
+
+/// The linearisation of an MLP at fixed parameters and inputs.
+#[derive(Debug, Clone)]
+pub(crate) struct HostLinearization<T> {
+    /// Widths: `sizes[0]` the input, `sizes[l + 1]` the output of layer l.
+    pub sizes: Vec<usize>,
+    /// Rows N.
+    pub n: usize,
+    /// `(W_l, b_l)` copied at linearisation time.
+    pub layers: Vec<HostLayer<T>>,
+    /// Input of each layer, `[N, sizes[l]]`: `h_0 = x`, `h_l = σ(z_l)`.
+    pub inputs: Vec<Vec<T>>,
+    /// `σ'(z_l)` of each hidden layer, `[N, sizes[l + 1]]`.
+    pub dact: Vec<Vec<T>>,
+}
+
+impl<T: HostFloat> HostLinearization<T> {
+    /// The forward pass at `x [N, sizes[0]]`: returns the output `[N, out]`
+    /// and the linearisation. Per layer `z = h Wᵀ` then, in one pass, `z + b`
+    /// and for hidden layers `σ(z + b)` and `σ'`: `1 − h²` for tanh (candle's
+    /// `sqr` then `affine(−1, 1)`), `[z ≥ 0]` for relu (candle's convention).
+    pub fn new(
+        x: Vec<T>,
+        n: usize,
+        layers: Vec<HostLayer<T>>,
+        activation: Activation,
+    ) -> (Vec<T>, Self) {
+        let mut sizes = vec![x.len() / n.max(1)];
+        sizes.extend(layers.iter().map(|l| l.b.len()));
+        let last = layers.len() - 1;
+        let mut inputs = Vec::with_capacity(layers.len());
+        let mut dact = Vec::with_capacity(last);
+        let mut h = x;
+        for (l, layer) in layers.iter().enumerate() {
+            let (fan_in, out) = (sizes[l], sizes[l + 1]);
+            let mut z = matmul(
+                View::new(&h, n, fan_in),
+                View::new(&layer.w, out, fan_in).t(),
+            );
+            add_bias(&mut z, &layer.b);
+            inputs.push(h);
+            h = if l < last {
+                dact.push(activate_in_place(&mut z, activation));
+                z
+            } else {
+                z
+            };
+        }
+        (
+            h,
+            HostLinearization {
+                sizes,
+                n,
+                layers,
+                inputs,
+                dact,
+            },
+        )
+    }
+
+    /// `J v` for the parameter tangent `t` (one [`HostLayer`] per layer):
+    /// `dz_l = (dh_{l−1} W_lᵀ) + ((h_{l−1} dW_lᵀ) + db_l)`, `dh_l = dz_l ⊙ σ'_l`.
+    /// Returns `dz` of the head `[N, out]` and the tangent of the head's
+    /// input (`None` without a hidden layer).
+    pub fn jvp(&self, t: &[HostLayer<T>]) -> (Vec<T>, Option<Vec<T>>) {
+        let (n, last) = (self.n, self.layers.len() - 1);
+        let mut d: Option<Vec<T>> = None;
+        let mut d_features = None;
+        for (l, (layer, tl)) in self.layers.iter().zip(t).enumerate() {
+            let (fan_in, out) = (self.sizes[l], self.sizes[l + 1]);
+            let mut dz = matmul(
+                View::new(&self.inputs[l], n, fan_in),
+                View::new(&tl.w, out, fan_in).t(),
+            );
+            add_bias(&mut dz, &tl.b);
+            if let Some(dh) = d.take() {
+                let through = matmul(
+                    View::new(&dh, n, fan_in),
+                    View::new(&layer.w, out, fan_in).t(),
+                );
+                for (z, p) in dz.iter_mut().zip(&through) {
+                    *z = *p + *z;
+                }
+                if l == last {
+                    d_features = Some(dh);
+                }
+            }
+            if l < last {
+                for (z, a) in dz.iter_mut().zip(&self.dact[l]) {
+                    *z *= *a;
+                }
+            }
+            d = Some(dz);
+        }
+        (d.unwrap_or_default(), d_features)
+    }
+
+    /// `Jᵀ u + J_zᵀ g` for the output cotangent `u [N, out]` and an optional
+    /// cotangent `g [N, features]` at the head's input: from the head down,
+    /// `∂W_l = δ_lᵀ h_{l−1}`, `∂b_l = 1ᵀ δ_l` (a `[1, N]` product, as the
+    /// tensor path), `δ_{l−1} = ((δ_l W_l) + g) ⊙ σ'_{l−1}`. Returns the
+    /// gradients in layer order.
+    pub fn vjp(&self, u: Vec<T>, g: Option<&[T]>) -> Vec<HostLayer<T>> {
+        let (n, last) = (self.n, self.layers.len() - 1);
+        let ones = vec![T::ONE; n];
+        let mut grads = Vec::with_capacity(self.layers.len());
+        let mut delta = u;
+        for l in (0..self.layers.len()).rev() {
+            let (fan_in, out) = (self.sizes[l], self.sizes[l + 1]);
+            let delta_v = View::new(&delta, n, out);
+            let w = matmul(delta_v.t(), View::new(&self.inputs[l], n, fan_in));
+            let b = matmul(View::new(&ones, 1, n), delta_v);
+            if l > 0 {
+                let mut back = matmul(delta_v, View::new(&self.layers[l].w, out, fan_in));
+                if let (true, Some(g)) = (l == last, g) {
+                    for (x, y) in back.iter_mut().zip(g) {
+                        *x += *y;
+                    }
+                }
+                for (x, a) in back.iter_mut().zip(&self.dact[l - 1]) {
+                    *x *= *a;
+                }
+                delta = back;
+            }
+            grads.push(HostLayer { w, b });
+        }
+        grads.reverse();
+        grads
+    }
+}
+
+/// `z[r, j] += b[j]` for every row r.
+fn add_bias<T: HostFloat>(z: &mut [T], b: &[T]) {
+    if b.is_empty() {
+        return;
+    }
+    for row in z.chunks_exact_mut(b.len()) {
+        for (x, &c) in row.iter_mut().zip(b) {
+            *x += c;
+        }
+    }
+}
+
+/// `z ← σ(z)`; returns `σ'(z)` (see [`HostLinearization::new`]).
+fn activate_in_place<T: HostFloat>(z: &mut [T], activation: Activation) -> Vec<T> {
+    match activation {
+        Activation::Tanh => {
+            T::tanh_in_place(z);
+            z.iter()
+                .map(|&a| a * a * T::narrow(-1.0) + T::ONE)
+                .collect()
+        }
+        Activation::Relu => {
+            let d = z
+                .iter()
+                .map(|&x| if x >= T::ZERO { T::ONE } else { T::ZERO })
+                .collect();
+            for x in z.iter_mut() {
+                *x = x.relu();
+            }
+            d
+        }
+    }
+}
