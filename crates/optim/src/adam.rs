@@ -92,6 +92,7 @@ impl Adam {
     fn coefs(&self, t: u64, lr: f64) -> Coefs {
         let t = t.min(i32::MAX as u64) as i32;
         Coefs {
+            grad_scale: 1.0,
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
@@ -149,7 +150,7 @@ impl Adam {
         update: u64,
     ) -> Result<f64> {
         let grad = flat::flat_grad_from_store(vars, grads)?;
-        self.step_flat(vars, grad, lr, max_grad_norm, update)
+        self.step_flat(vars, &grad, lr, max_grad_norm, update)
     }
 
     /// [`Adam::step_vars`] with the gradient already a flat vector (in the
@@ -157,19 +158,22 @@ impl Adam {
     pub fn step_flat(
         &mut self,
         vars: &[Var],
-        mut grad: Vec<f64>,
+        grad: &[f64],
         lr: f64,
         max_grad_norm: f64,
         update: u64,
     ) -> Result<f64> {
-        let norm = clip_grad_norm(&mut grad, max_grad_norm);
+        let norm = grad_norm(grad);
         if !norm.is_finite() {
             return Err(OptimError::NonFinite {
                 what: "gradient",
                 update,
             });
         }
-        if !self.try_step_vars(vars, &grad, lr, largest_value(vars))? {
+        // The clipping scale is applied inside the step (g · s, the same
+        // product clip_grad_norm forms), not in a pass of its own.
+        let scale = clip_scale(norm, max_grad_norm).unwrap_or(1.0);
+        if !self.try_step_vars(vars, grad, scale, lr, largest_value(vars))? {
             return Err(OptimError::NonFinite {
                 what: "new parameters",
                 update,
@@ -178,15 +182,26 @@ impl Adam {
         Ok(norm)
     }
 
-    /// [`Adam::try_step`] on the variables themselves: θ is read from their
-    /// storage and the new values are written back in place
+    /// [`Adam::try_step`] on the variables themselves, for the gradient
+    /// `scale · grad` (`scale` = 1 leaves it as it is, exactly): θ is read
+    /// from their storage and the new values are written back in place
     /// ([`flat::set_flat_in_place`]), with no flat copy of θ and no new
-    /// tensors. The same arithmetic, so the same bits. Returns whether the
-    /// step was taken (every new parameter finite and within `limit`);
-    /// otherwise nothing changed.
+    /// tensors. Variables of at least [`PARALLEL_MIN`] elements are stepped
+    /// in two halves on two threads when the current rayon pool has them
+    /// (the step is element-wise: the same bits). Returns whether the step
+    /// was taken (every new parameter finite and within `limit`); otherwise
+    /// nothing changed.
     ///
-    /// Errors: a variable that cannot be read or written.
-    fn try_step_vars(&mut self, vars: &[Var], grad: &[f64], lr: f64, limit: f64) -> Result<bool> {
+    /// Errors: [`OptimError::Mismatch`] for lengths that do not match the
+    /// optimiser; a variable that cannot be read or written.
+    pub fn try_step_vars(
+        &mut self,
+        vars: &[Var],
+        grad: &[f64],
+        scale: f64,
+        lr: f64,
+        limit: f64,
+    ) -> Result<bool> {
         let n = self.len();
         if flat::flat_len(vars) != n || grad.len() != n {
             return Err(OptimError::Mismatch(format!(
@@ -195,7 +210,10 @@ impl Adam {
                 grad.len()
             )));
         }
-        let k = self.coefs(self.t + 1, lr);
+        let k = Coefs {
+            grad_scale: scale,
+            ..self.coefs(self.t + 1, lr)
+        };
         let (m_new, v_new, theta_new) = &mut self.scratch;
         for buf in [&mut *m_new, &mut *v_new, &mut *theta_new] {
             buf.resize(n, 0.0);
@@ -211,8 +229,8 @@ impl Adam {
             };
             let (g, m, v) = (&grad[r.clone()], &self.m[r.clone()], &self.v[r]);
             let fits = flat::with_values(var.as_tensor(), |theta| match theta {
-                flat::HostValues::F32(t) => adam_checked(t, g, m, v, next, &k, limit),
-                flat::HostValues::F64(t) => adam_checked(t, g, m, v, next, &k, limit),
+                flat::HostValues::F32(t) => adam_checked_split(t, g, m, v, next, &k, limit),
+                flat::HostValues::F64(t) => adam_checked_split(t, g, m, v, next, &k, limit),
             })?;
             if !fits {
                 return Ok(false);
@@ -225,6 +243,10 @@ impl Adam {
         Ok(true)
     }
 }
+
+/// Variables of at least this many elements are stepped on two threads
+/// (below it a thread hand-off costs more than the step).
+pub const PARALLEL_MIN: usize = 1 << 14;
 
 /// The largest magnitude the dtype of `vars` holds (f32's for an f32
 /// network: a larger f64 value would be stored as infinity).
@@ -241,9 +263,8 @@ pub fn largest_value(vars: &[Var]) -> f64 {
 /// `clip_grad_norm_`); returns the norm before clipping. A non-finite
 /// `max_norm` disables clipping.
 pub fn clip_grad_norm(grad: &mut [f64], max_norm: f64) -> f64 {
-    let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
-    if max_norm.is_finite() && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
+    let norm = grad_norm(grad);
+    if let Some(scale) = clip_scale(norm, max_norm) {
         for g in grad.iter_mut() {
             *g *= scale;
         }
@@ -251,8 +272,23 @@ pub fn clip_grad_norm(grad: &mut [f64], max_norm: f64) -> f64 {
     norm
 }
 
+/// The Euclidean norm of `grad`, summed in order (one f64 accumulator: the
+/// result does not depend on the machine or the thread count).
+pub fn grad_norm(grad: &[f64]) -> f64 {
+    grad.iter().map(|g| g * g).sum::<f64>().sqrt()
+}
+
+/// The factor [`clip_grad_norm`] scales a gradient of norm `norm` by, or
+/// `None` when it leaves it alone (`norm ≤ max_norm`, or `max_norm` not
+/// finite): `max_norm / (norm + 1e-6)`, PyTorch's `clip_grad_norm_`.
+pub fn clip_scale(norm: f64, max_norm: f64) -> Option<f64> {
+    (max_norm.is_finite() && norm > max_norm).then(|| max_norm / (norm + 1e-6))
+}
+
 /// The constants of one Adam step.
 struct Coefs {
+    /// The gradient's factor (the clipping scale; 1 for none).
+    grad_scale: f64,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -263,6 +299,8 @@ struct Coefs {
 /// One coordinate: (m′, v′, θ′) from (θ, g, m, v), PyTorch's form.
 #[inline(always)]
 fn coordinate(t: f64, g: f64, m: f64, v: f64, k: &Coefs) -> (f64, f64, f64) {
+    // g · 1 = g exactly (g is finite here), so an unclipped step is unchanged.
+    let g = g * k.grad_scale;
     let m = k.beta1 * m + (1.0 - k.beta1) * g;
     let v = k.beta2 * v + (1.0 - k.beta2) * g * g;
     let denom = v.sqrt() / k.bc2_sqrt + k.eps;
@@ -345,6 +383,62 @@ fn adam_checked<T: Copy + Into<f64>>(
             fits
         },
     )
+}
+
+/// [`adam_checked`] in two halves on two threads when the slice is long
+/// enough and the current rayon pool has a second thread.
+fn adam_checked_split<T: Copy + Into<f64> + Sync>(
+    theta: &[T],
+    grad: &[f64],
+    m: &[f64],
+    v: &[f64],
+    next: Next,
+    k: &Coefs,
+    limit: f64,
+) -> bool {
+    let n = theta.len();
+    if n < PARALLEL_MIN || rayon::current_num_threads() < 2 {
+        return adam_checked(theta, grad, m, v, next, k, limit);
+    }
+    let mid = n / 2;
+    let (m1, m2) = next.m.split_at_mut(mid);
+    let (v1, v2) = next.v.split_at_mut(mid);
+    let (t1, t2) = next.theta.split_at_mut(mid);
+    let (a, b) = rayon::join(
+        || {
+            let next = Next {
+                m: m1,
+                v: v1,
+                theta: t1,
+            };
+            adam_checked(
+                &theta[..mid],
+                &grad[..mid],
+                &m[..mid],
+                &v[..mid],
+                next,
+                k,
+                limit,
+            )
+        },
+        || {
+            let next = Next {
+                m: m2,
+                v: v2,
+                theta: t2,
+            };
+            adam_checked(
+                &theta[mid..],
+                &grad[mid..],
+                &m[mid..],
+                &v[mid..],
+                next,
+                k,
+                limit,
+            )
+        },
+    );
+    a && b
 }
 
 #[cfg(test)]

@@ -111,8 +111,9 @@ impl VanillaPg {
     ) -> Result<([f64; 3], Vec<f64>)> {
         let c = &self.config;
         // The policy's gradient on this thread, the value network's alongside.
+        let mut v_grad = Vec::new();
         let (policy_part, value_part) =
-            alongside_value_grad(value, &mb.obs, &mb.returns, || -> Result<_> {
+            alongside_value_grad(value, &mb.obs, &mb.returns, &mut v_grad, || -> Result<_> {
                 let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
                 let (objective, policy_loss, _) = self.policy_terms(&dist, mb)?;
                 let host = scalars_to_host(&[&objective, &policy_loss])?;
@@ -122,7 +123,7 @@ impl VanillaPg {
                 Ok((host, pullback.flat_grad(&grads)?))
             });
         let (host, mut grad) = policy_part?;
-        let (v_loss, v_grad) = value_part?;
+        let v_loss = value_part?;
         grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
         Ok(([host[0] + c.vf_coef * v_loss, host[1], v_loss], grad))
     }
@@ -194,7 +195,7 @@ impl Algorithm for VanillaPg {
             check_finite_loss(host[0], batch.update)?;
             let norm = self
                 .adam
-                .step_flat(&vars, grad, lr, max_grad_norm, batch.update)?;
+                .step_flat(&vars, &grad, lr, max_grad_norm, batch.update)?;
             (host.to_vec(), norm)
         };
         let outcome = match guard {

@@ -55,6 +55,10 @@ pub struct Ppo {
     beta: f64,
     /// The KL-to-reference term of `[algo.reference]`, with its coefficient.
     reference: Option<RefTerm>,
+    /// The flat gradient of the policy and value parameters and the value
+    /// network's part, kept between minibatch steps so that their memory is
+    /// allocated once (not state).
+    grad_buffers: (Vec<f64>, Vec<f64>),
 }
 
 /// The terms of PPO's loss on one minibatch, as differentiable scalar tensors
@@ -87,6 +91,7 @@ impl Ppo {
             beta: config.beta,
             reference: config.reference.as_ref().map(RefTerm::new),
             config,
+            grad_buffers: (Vec::new(), Vec::new()),
         }
     }
 
@@ -275,8 +280,10 @@ impl Ppo {
             return Ok(Some(h.stats(grad_norm)));
         }
         // The policy's gradient on this thread, the value network's alongside.
+        let (mut grad, mut v_grad) = std::mem::take(&mut self.grad_buffers);
+        grad.clear();
         let (policy_part, value_part) =
-            alongside_value_grad(value, &mb.obs, &mb.returns, || -> Result<_> {
+            alongside_value_grad(value, &mb.obs, &mb.returns, &mut v_grad, || -> Result<_> {
                 let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
                 let p = self.policy_terms(&dist, mb, old, args.clip_eps, want_kl)?;
                 let terms = (p.policy, None, p.kl, p.clip_frac);
@@ -284,26 +291,31 @@ impl Ppo {
                     return Ok(None);
                 };
                 let grads = p.objective.backward().map_err(candle_err("PPO backward"))?;
-                Ok(Some((h, pullback.flat_grad(&grads)?)))
+                pullback.flat_grad_into(&grads, &mut grad)?;
+                Ok(Some(h))
             });
-        let Some((mut h, mut grad)) = policy_part? else {
-            return Ok(None);
-        };
-        let (v_loss, v_grad) = value_part?;
-        // total = policy objective + c_v · value loss
-        h.total += c.vf_coef * v_loss;
-        h.value_loss = v_loss;
-        if !h.total.is_finite() {
-            return Err(OptimError::NonFinite {
-                what: "loss",
-                update: args.update,
-            });
-        }
-        grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
-        let grad_norm = self
-            .adam
-            .step_flat(vars, grad, args.lr, c.max_grad_norm, args.update)?;
-        Ok(Some(h.stats(grad_norm)))
+        let stepped = (|| {
+            let Some(mut h) = policy_part? else {
+                return Ok(None);
+            };
+            let v_loss = value_part?;
+            // total = policy objective + c_v · value loss
+            h.total += c.vf_coef * v_loss;
+            h.value_loss = v_loss;
+            if !h.total.is_finite() {
+                return Err(OptimError::NonFinite {
+                    what: "loss",
+                    update: args.update,
+                });
+            }
+            grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
+            let grad_norm =
+                self.adam
+                    .step_flat(vars, &grad, args.lr, c.max_grad_norm, args.update)?;
+            Ok(Some(h.stats(grad_norm)))
+        })();
+        self.grad_buffers = (grad, v_grad);
+        stepped
     }
 
     /// The minibatch's losses on the host, and the stop rules: `None` when

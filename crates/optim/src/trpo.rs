@@ -372,18 +372,11 @@ fn fit_value(
                 )
             };
             let (loss, grad) = value_loss_and_grad(value, &o, &r)?;
-            let theta = klrl_policy::flat::get_flat(&vars)?;
             let finite = loss.is_finite() && grad.iter().all(|g| g.is_finite());
             // A non-finite loss or gradient never reaches Adam's moments.
-            let next = finite
-                .then(|| adam.try_step(&theta, &grad, c.vf_lr, limit))
-                .flatten();
-            match next {
-                Some(next) => klrl_policy::flat::set_flat(&vars, next)?,
-                None => {
-                    skipped += 1;
-                    continue;
-                }
+            if !(finite && adam.try_step_vars(&vars, &grad, 1.0, c.vf_lr, limit)?) {
+                skipped += 1;
+                continue;
             }
             sum += loss;
             count += 1;

@@ -23,6 +23,19 @@ pub fn value_loss_and_grad(
     obs: &Tensor,
     returns: &Tensor,
 ) -> Result<(f64, Vec<f64>)> {
+    let mut grad = Vec::new();
+    let loss = value_loss_and_grad_into(value, obs, returns, &mut grad)?;
+    Ok((loss, grad))
+}
+
+/// [`value_loss_and_grad`] with the gradient written into `grad` (cleared
+/// first; its capacity is reused, so a step loop allocates it once).
+pub fn value_loss_and_grad_into(
+    value: &ValueNet,
+    obs: &Tensor,
+    returns: &Tensor,
+    grad: &mut Vec<f64>,
+) -> Result<f64> {
     let e = candle_err("value loss");
     let b = obs.dims().first().copied().unwrap_or(0).max(1) as f64;
     let (v, lin) = value.mlp().linearize(obs)?;
@@ -36,12 +49,12 @@ pub fn value_loss_and_grad(
         .map_err(&e)?;
     let loss = diff_host.iter().map(|d| d * d).sum::<f64>() / b;
     let u = diff.affine(2.0 / b, 0.0).map_err(&e)?;
-    let mut grad = Vec::with_capacity(lin.num_params());
-    lin.vjp_flat_into(&u, None, &mut grad)?;
+    grad.clear();
+    lin.vjp_flat_into(&u, None, grad)?;
     // A shared trunk's part is the policy's: keep the head's (the tail).
     let own = klrl_policy::flat::flat_len(&value.unshared_vars());
     grad.drain(..grad.len() - own);
-    Ok((loss, grad))
+    Ok(loss)
 }
 
 /// `main()` on this thread while `side()` runs as a task of the current
@@ -59,14 +72,19 @@ pub fn alongside<A, B: Send>(side: impl FnOnce() -> B + Send, main: impl FnOnce(
     (a, out.expect("the scope ran its task"))
 }
 
-/// `policy_part()` on this thread while [`value_loss_and_grad`] runs
-/// [`alongside`]: the policy's and the value network's gradients at the same
-/// time on two threads (the networks share no parameter).
+/// `policy_part()` on this thread while [`value_loss_and_grad_into`]
+/// (into `value_grad`) runs [`alongside`]: the policy's and the value
+/// network's gradients at the same time on two threads (the networks share
+/// no parameter). Returns the policy part's result and the value loss.
 pub fn alongside_value_grad<R>(
     value: &ValueNet,
     obs: &Tensor,
     returns: &Tensor,
+    value_grad: &mut Vec<f64>,
     policy_part: impl FnOnce() -> R,
-) -> (R, Result<(f64, Vec<f64>)>) {
-    alongside(|| value_loss_and_grad(value, obs, returns), policy_part)
+) -> (R, Result<f64>) {
+    alongside(
+        || value_loss_and_grad_into(value, obs, returns, value_grad),
+        policy_part,
+    )
 }

@@ -113,9 +113,20 @@ impl OutputPullback {
     ///
     /// Errors: [`PolicyError::Candle`] if a gradient cannot be read.
     pub fn flat_grad(&self, grads: &GradStore) -> Result<Vec<f64>> {
+        let mut out = Vec::new();
+        self.flat_grad_into(grads, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`OutputPullback::flat_grad`] appended to `out` (whose capacity a step
+    /// loop can reuse).
+    ///
+    /// Errors: as [`OutputPullback::flat_grad`]; `out` may then hold part of
+    /// the gradient.
+    pub fn flat_grad_into(&self, grads: &GradStore, out: &mut Vec<f64>) -> Result<()> {
         let d_out = grads.get(self.outputs.as_tensor());
         let d_log_std = self.log_std.as_ref().and_then(|v| grads.get(v.as_tensor()));
-        self.flat_grad_from_outputs(d_out, d_log_std)
+        self.flat_grad_from_outputs_into(d_out, d_log_std, out)
     }
 
     /// `∂L/∂θ` as a flat vector from `∂L/∂z` (`d_outputs`, `[N, out]`, of
@@ -129,13 +140,25 @@ impl OutputPullback {
         d_outputs: Option<&Tensor>,
         d_log_std: Option<&Tensor>,
     ) -> Result<Vec<f64>> {
+        let mut out = Vec::new();
+        self.flat_grad_from_outputs_into(d_outputs, d_log_std, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`OutputPullback::flat_grad_from_outputs`] appended to `out`.
+    fn flat_grad_from_outputs_into(
+        &self,
+        d_outputs: Option<&Tensor>,
+        d_log_std: Option<&Tensor>,
+        out: &mut Vec<f64>,
+    ) -> Result<()> {
+        out.reserve(self.num_params());
         if let Some(head) = &self.gsde {
-            return self.gsde_flat_grad(head, d_outputs, d_log_std);
+            return self.gsde_flat_grad(head, d_outputs, d_log_std, out);
         }
-        let mut out = Vec::with_capacity(self.num_params());
         match d_outputs {
-            Some(u) => self.lin.vjp_flat_into(u, None, &mut out)?,
-            None => out.resize(self.lin.num_params(), 0.0),
+            Some(u) => self.lin.vjp_flat_into(u, None, out)?,
+            None => out.resize(out.len() + self.lin.num_params(), 0.0),
         }
         match (&self.log_std, d_log_std) {
             (Some(v), Some(g)) => {
@@ -146,7 +169,7 @@ impl OutputPullback {
                         got: g.dims().to_vec(),
                     });
                 }
-                extend_f64(&mut out, g)?;
+                extend_f64(out, g)?;
             }
             (Some(v), None) => out.resize(out.len() + v.elem_count(), 0.0),
             (None, Some(g)) => {
@@ -158,7 +181,7 @@ impl OutputPullback {
             }
             (None, None) => {}
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -171,7 +194,8 @@ impl OutputPullback {
         head: &GsdeLinearization,
         d_outputs: Option<&Tensor>,
         d_log_std: Option<&Tensor>,
-    ) -> Result<Vec<f64>> {
+        out: &mut Vec<f64>,
+    ) -> Result<()> {
         let c = "gsde pullback";
         let leaf = self
             .log_std
@@ -191,7 +215,6 @@ impl OutputPullback {
             }
             None => (None, None),
         };
-        let mut out = Vec::with_capacity(self.num_params());
         let zeros;
         let u = match (d_outputs, &g_features) {
             (Some(u), _) => Some(u),
@@ -202,14 +225,14 @@ impl OutputPullback {
             (None, None) => None,
         };
         match u {
-            Some(u) => self.lin.vjp_flat_into(u, g_features.as_ref(), &mut out)?,
-            None => out.resize(self.lin.num_params(), 0.0),
+            Some(u) => self.lin.vjp_flat_into(u, g_features.as_ref(), out)?,
+            None => out.resize(out.len() + self.lin.num_params(), 0.0),
         }
         match g_param {
-            Some(g) => extend_f64(&mut out, &g)?,
+            Some(g) => extend_f64(out, &g)?,
             None => out.resize(out.len() + head.param_len(), 0.0),
         }
-        Ok(out)
+        Ok(())
     }
 }
 
