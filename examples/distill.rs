@@ -143,7 +143,7 @@ fn main() -> Result<()> {
             )?;
             epoch_loss += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
             let grad = student.flat_grad(&loss)?;
-            adam.step_flat(&student.vars(), grad, 3e-3, f64::INFINITY, step)?;
+            adam.step_flat(&student.vars(), &grad, 3e-3, f64::INFINITY, step)?;
             step += 1;
         }
         if epoch % 5 == 4 || epoch + 1 == epochs {
