@@ -82,7 +82,7 @@ pub fn evaluate(
                 (Some(m), Some(n)) => Some(ActionMask::new(m.to_vec(), n)?),
                 _ => None,
             };
-            let dist = policy.dist(&obs_t, mask.as_ref())?;
+            let dist = policy.dist_detached(&obs_t, mask.as_ref())?;
             let actions = if deterministic {
                 dist.mode()?
             } else {

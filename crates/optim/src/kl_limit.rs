@@ -124,7 +124,7 @@ struct Measured {
 
 impl Bounds<'_> {
     fn measure(&self, policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<Measured> {
-        let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+        let new = policy.dist_detached(&full.obs, full.mask.as_ref())?;
         let update = match self.update {
             Some(l) => {
                 let kl = per_state_kl(old, &new)?;

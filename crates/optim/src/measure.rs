@@ -115,7 +115,7 @@ pub fn select_rows(dist: &Dist, rows: &[usize]) -> Result<Dist> {
 /// The exact mean KL(π_old ‖ π_θ) over the states of `full` at the current
 /// parameters (one detached forward pass).
 pub fn batch_mean_kl(policy: &dyn Policy, full: &MiniBatch, old: &Dist) -> Result<f64> {
-    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+    let new = policy.dist_detached(&full.obs, full.mask.as_ref())?;
     Ok(mean(&per_state_kl(old, &new)?))
 }
 
@@ -129,7 +129,7 @@ pub fn measure_update(
     old: &Dist,
     reference: Option<&Dist>,
 ) -> Result<(KlStats, Vec<f64>)> {
-    let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+    let new = policy.dist_detached(&full.obs, full.mask.as_ref())?;
     let new_log_probs = new.log_prob(&full.actions)?;
     let stats = kl_stats(old, &new, &full.old_log_probs, &new_log_probs)?;
     let kl_ref = match reference {

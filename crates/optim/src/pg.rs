@@ -163,7 +163,7 @@ impl Algorithm for VanillaPg {
         }
         let explained_var = explained_variance(&batch.old_values, &batch.returns);
         let mut mb = batch.minibatch(policy, None, c.normalize_advantages)?;
-        let old_dist = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
+        let old_dist = policy.dist_detached(&mb.obs, mb.mask.as_ref())?;
         // log π_old(a|s) in the run's dtype (not the collector's f32 copy), for
         // the sample KL estimates k1 and k3.
         mb.old_log_probs = old_dist.log_prob(&mb.actions)?;

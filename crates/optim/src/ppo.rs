@@ -513,7 +513,7 @@ impl Algorithm for Ppo {
         // rows of it. log π_old(a|s) is recomputed from it in the run's dtype
         // (not the collector's f32 copy), so that r(θ_old) = 1 exactly.
         let mut full = batch.minibatch(policy, None, false)?;
-        let old_dist = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+        let old_dist = policy.dist_detached(&full.obs, full.mask.as_ref())?;
         full.old_log_probs = old_dist.log_prob(&full.actions)?;
         let vars = trainable_vars(policy, value);
         // π_ref at the batch states (evaluated by the trainer) and D_ref(θ_old).

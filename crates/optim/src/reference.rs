@@ -186,7 +186,7 @@ impl Reference {
                 if let Some(norm) = obs_norm {
                     norm.normalize(&mut obs);
                 }
-                let d = policy.dist(&policy.obs_tensor(&obs)?, mask)?.detach();
+                let d = policy.dist_detached(&policy.obs_tensor(&obs)?, mask)?;
                 Ok(if policy.dtype() == dtype {
                     d
                 } else {
@@ -421,7 +421,7 @@ pub fn restore_within(
 ) -> Result<Restoration> {
     let e = candle_err("reference restoration");
     let measure = |policy: &dyn Policy| -> Result<f64> {
-        let new = policy.dist(&full.obs, full.mask.as_ref())?.detach();
+        let new = policy.dist_detached(&full.obs, full.mask.as_ref())?;
         Ok(mean(&crate::measure::per_state_kl(&new, reference)?))
     };
     let mut d = measure(policy)?;

@@ -246,7 +246,7 @@ impl Collector {
             let (dist, actions) = match &sde_noise {
                 Some(noise) => policy.sample_with_sde_noise(&obs_t, noise)?,
                 None => {
-                    let dist = policy.dist(&obs_t, mask.as_ref())?;
+                    let dist = policy.dist_detached(&obs_t, mask.as_ref())?;
                     let actions = dist.sample(rng)?;
                     (dist, actions)
                 }

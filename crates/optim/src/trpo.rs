@@ -185,7 +185,7 @@ impl Trpo {
                 step.proposed_ref = Some(outcome.proposed_ref);
             }
             reference::restore_if_outside(policy, mb, mb.reference.as_ref(), ref_check)?;
-            let new = policy.dist(&mb.obs, mask)?.detach();
+            let new = policy.dist_detached(&mb.obs, mask)?;
             let (l, logp) = surrogate(&new, mb, old_log_probs)?;
             step.surrogate = scalar(&l, "surrogate")?;
             if let Some((t, r)) = term {
@@ -435,7 +435,7 @@ fn try_candidate(
     term: Option<(&RefTerm, &Dist)>,
 ) -> Result<(f64, f64, f64, Dist, Tensor)> {
     policy.set_flat(theta)?;
-    let new = policy.dist(&mb.obs, mb.mask.as_ref())?.detach();
+    let new = policy.dist_detached(&mb.obs, mb.mask.as_ref())?;
     let kl = mean(&per_state_kl(old, &new)?);
     let (l, logp) = surrogate(&new, mb, old_log_probs)?;
     let mut l = scalar(&l, "surrogate")?;
@@ -506,7 +506,7 @@ impl Algorithm for Trpo {
                 // restores inside its step).
                 if let Some(r) = reference::restore_if_outside(policy, &mb, reference, ref_check)? {
                     if r.steps > 0 {
-                        new = policy.dist(&mb.obs, mask)?.detach();
+                        new = policy.dist_detached(&mb.obs, mask)?;
                         new_log_probs = new.log_prob(&mb.actions)?;
                     }
                 }

@@ -92,13 +92,11 @@ impl Policy for CategoricalPolicy {
     }
 
     fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
-        let logits = self.mlp.forward(obs)?;
-        let dist = match mask {
-            // the MLP's output is a fresh tensor: no copy needed
-            None => Categorical::from_owned_logits(logits)?,
-            Some(_) => Categorical::from_logits(&logits, mask)?,
-        };
-        Ok(Dist::Categorical(dist))
+        categorical_of(self.mlp.forward(obs)?, mask)
+    }
+
+    fn dist_detached(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
+        categorical_of(self.mlp.forward_detached(obs)?, mask)
     }
 
     fn dist_with_pullback(
@@ -126,4 +124,13 @@ impl Policy for CategoricalPolicy {
     fn vars(&self) -> Vec<Var> {
         self.mlp.vars()
     }
+}
+
+/// The distributions of the logits `logits` (a fresh tensor: not copied).
+fn categorical_of(logits: Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
+    let dist = match mask {
+        None => Categorical::from_owned_logits(logits)?,
+        Some(_) => Categorical::from_logits(&logits, mask)?,
+    };
+    Ok(Dist::Categorical(dist))
 }

@@ -90,6 +90,36 @@ pub struct DiagGaussianPolicy {
 }
 
 impl DiagGaussianPolicy {
+    /// The distributions at `obs`, through [`Mlp::forward`] or (`detached`)
+    /// [`Mlp::forward_detached`], which computes the same values without a
+    /// graph.
+    fn dist_at(&self, obs: &Tensor, detached: bool) -> Result<Dist> {
+        let forward = |x: &Tensor| {
+            if detached {
+                self.mlp.forward_detached(x)
+            } else {
+                self.mlp.forward(x)
+            }
+        };
+        let dist = match &self.std {
+            StdParams::Shared(log_std) => DiagGaussian::new(&forward(obs)?, log_std.as_tensor())?,
+            StdParams::Gsde { log_std, config } => {
+                let (mean, z) = if detached {
+                    self.mlp.forward_with_features_detached(obs)?
+                } else {
+                    self.mlp.forward_with_features(obs)?
+                };
+                let ls = state_log_std(&z, log_std.as_tensor(), self.action_dim, config)?;
+                DiagGaussian::new(&mean, &ls)?
+            }
+            StdParams::Head => {
+                let (mean, ls) = self.split_head(&forward(obs)?)?;
+                DiagGaussian::new(&mean, &ls)?
+            }
+        };
+        Ok(Dist::DiagGaussian(dist))
+    }
+
     /// A policy for observations of width `obs_dim` and actions of dimension
     /// `action_dim`, orthogonally initialised (hidden gain √2, mean head gain
     /// 0.01, biases 0) with a state-independent `log_std = 0`.
@@ -233,22 +263,12 @@ impl Policy for DiagGaussianPolicy {
     /// policy has no discrete actions to mask).
     fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
         reject_mask(mask)?;
-        let dist = match &self.std {
-            StdParams::Shared(log_std) => {
-                let mean = self.mlp.forward(obs)?;
-                DiagGaussian::new(&mean, log_std.as_tensor())?
-            }
-            StdParams::Gsde { log_std, config } => {
-                let (mean, z) = self.mlp.forward_with_features(obs)?;
-                let ls = state_log_std(&z, log_std.as_tensor(), self.action_dim, config)?;
-                DiagGaussian::new(&mean, &ls)?
-            }
-            StdParams::Head => {
-                let (mean, ls) = self.split_head(&self.mlp.forward(obs)?)?;
-                DiagGaussian::new(&mean, &ls)?
-            }
-        };
-        Ok(Dist::DiagGaussian(dist))
+        self.dist_at(obs, false)
+    }
+
+    fn dist_detached(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
+        reject_mask(mask)?;
+        Ok(self.dist_at(obs, true)?.detach())
     }
 
     /// Errors also with [`PolicyError::Mask`] if a mask is given.
@@ -327,8 +347,7 @@ impl Policy for DiagGaussianPolicy {
                 reason: "gSDE noise given to a Gaussian policy without gSDE".to_string(),
             });
         };
-        let (mean, z) = self.mlp.forward_with_features(&obs.detach())?;
-        let (mean, z) = (mean.detach(), z.detach());
+        let (mean, z) = self.mlp.forward_with_features_detached(obs)?;
         let n = mean.dims()[0];
         if noise.copies() != n
             || noise.latent() != self.mlp.feature_dim()

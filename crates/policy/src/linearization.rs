@@ -1,9 +1,9 @@
 //! [`MlpLinearization`]: an MLP linearised at fixed parameters and inputs,
 //! for Jacobian-vector and vector-Jacobian products without candle's graph.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 
-use crate::error::{PolicyError, Result};
+use crate::error::{Context, PolicyError, Result};
 use crate::host::{to_host, to_tensor, HostFloat};
 use crate::mlp::{split_flat, Activation, Linear, LinearTangent};
 use crate::mlp_host::{HostLayer, HostLinearization};
@@ -331,6 +331,59 @@ impl MlpLinearization {
         }
         Ok(())
     }
+}
+
+/// The forward pass of `layers` at `x` (checked) on host memory, reading
+/// the parameters where they are stored: the output and, with
+/// `keep_features`, the head's input; `None` for a network off the CPU.
+pub(crate) fn host_forward(
+    layers: &[Linear],
+    activation: Activation,
+    x: &Tensor,
+    keep_features: bool,
+) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    match (x.dtype(), x.device().is_cpu()) {
+        (DType::F32, true) => host_forward_as::<f32>(layers, activation, x, keep_features).map(Some),
+        (DType::F64, true) => host_forward_as::<f64>(layers, activation, x, keep_features).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn host_forward_as<T: HostFloat>(
+    layers: &[Linear],
+    activation: Activation,
+    x: &Tensor,
+    keep_features: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let c = "mlp forward";
+    let n = x.dims()[0];
+    let guards: Vec<_> = layers
+        .iter()
+        .flat_map(|l| [l.weight().storage_and_layout(), l.bias().storage_and_layout()])
+        .collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(cpu), Some((start, end))) => {
+                Ok(&cpu.as_slice::<T>().ctx(c)?[start..end])
+            }
+            _ => Err(PolicyError::InvalidParameter {
+                param: "layers",
+                reason: "a parameter that is not a contiguous CPU tensor".to_string(),
+            }),
+        })
+        .collect::<Result<Vec<&[T]>>>()?;
+    let pairs: Vec<(&[T], &[T])> = slices.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+    let (out, features) = crate::mlp_host::forward(to_host(x, c)?, n, &pairs, activation, keep_features);
+    drop(guards);
+    let out_dim = layers[layers.len() - 1].out_features();
+    let f = layers[layers.len() - 1].in_features();
+    Ok((
+        to_tensor(out, &[n, out_dim], x.device(), c)?,
+        features
+            .map(|z| to_tensor(z, &[n, f], x.device(), c))
+            .transpose()?,
+    ))
 }
 
 /// The host forward pass: copies the parameters and `x` to host memory.

@@ -9,6 +9,7 @@ use rand::Rng;
 use crate::error::{Context, PolicyError, Result};
 use crate::flat::{check_float_dtype, tensor_from_f64};
 use crate::init::{orthogonal, GAIN_HIDDEN};
+use crate::linearization::host_forward;
 pub use crate::linearization::MlpLinearization;
 
 /// The nonlinearity between hidden layers.
@@ -366,6 +367,34 @@ impl Mlp {
             .and_then(|z| z.broadcast_add(&head.bias))
             .ctx("mlp forward")?;
         Ok((out, h))
+    }
+
+    /// [`Mlp::forward`] without a gradient graph: the same values, bit for
+    /// bit, computed on host memory for a CPU network (no candle op per
+    /// layer), for acting, evaluating and measuring KL.
+    ///
+    /// Errors: as [`Mlp::forward`].
+    pub fn forward_detached(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        match host_forward(&self.layers, self.activation, x, false)? {
+            Some((out, _)) => Ok(out),
+            None => Ok(self.forward(x)?.detach()),
+        }
+    }
+
+    /// [`Mlp::forward_with_features`] without a gradient graph (see
+    /// [`Mlp::forward_detached`]).
+    ///
+    /// Errors: as [`Mlp::forward`].
+    pub fn forward_with_features_detached(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.check_input(x)?;
+        match host_forward(&self.layers, self.activation, x, true)? {
+            Some((out, Some(features))) => Ok((out, features)),
+            _ => {
+                let (out, features) = self.forward_with_features(x)?;
+                Ok((out.detach(), features.detach()))
+            }
+        }
     }
 
     /// Width of the head's input (the features of

@@ -33,9 +33,7 @@ pub(crate) struct HostLinearization<T> {
 
 impl<T: HostFloat> HostLinearization<T> {
     /// The forward pass at `x [N, sizes[0]]`: returns the output `[N, out]`
-    /// and the linearisation. Per layer `z = h Wᵀ` then, in one pass, `z + b`
-    /// and for hidden layers `σ(z + b)` and `σ'`: `1 − h²` for tanh (candle's
-    /// `sqr` then `affine(−1, 1)`), `[z ≥ 0]` for relu (candle's convention).
+    /// and the linearisation (each layer by [`layer_forward`]).
     pub fn new(
         x: Vec<T>,
         n: usize,
@@ -49,19 +47,10 @@ impl<T: HostFloat> HostLinearization<T> {
         let mut dact = Vec::with_capacity(last);
         let mut h = x;
         for (l, layer) in layers.iter().enumerate() {
-            let (fan_in, out) = (sizes[l], sizes[l + 1]);
-            let mut z = matmul(
-                View::new(&h, n, fan_in),
-                View::new(&layer.w, out, fan_in).t(),
-            );
-            add_bias(&mut z, &layer.b);
+            let (z, d) = layer_forward(&h, n, &layer.w, &layer.b, hidden(l, last, activation), true);
             inputs.push(h);
-            h = if l < last {
-                dact.push(activate_in_place(&mut z, activation));
-                z
-            } else {
-                z
-            };
+            dact.extend(d);
+            h = z;
         }
         (
             h,
@@ -146,6 +135,58 @@ impl<T: HostFloat> HostLinearization<T> {
     }
 }
 
+/// The forward pass alone at `x [n, in]` through `layers` (`(W, b)` as
+/// stored, no copy): the output and, with `keep_features`, the head's input.
+/// The same operations as [`HostLinearization::new`], without keeping what
+/// the derivatives need.
+pub(crate) fn forward<T: HostFloat>(
+    x: Vec<T>,
+    n: usize,
+    layers: &[(&[T], &[T])],
+    activation: Activation,
+    keep_features: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let last = layers.len() - 1;
+    let mut h = x;
+    let mut features = None;
+    for (l, (w, b)) in layers.iter().enumerate() {
+        let (z, _) = layer_forward(&h, n, w, b, hidden(l, last, activation), false);
+        if l == last && keep_features {
+            features = Some(h);
+        }
+        h = z;
+    }
+    (h, features)
+}
+
+/// The activation after layer `l` of `last + 1`: none after the head.
+fn hidden(l: usize, last: usize, activation: Activation) -> Option<Activation> {
+    (l < last).then_some(activation)
+}
+
+/// One layer at `h [n, in]`: `z = h Wᵀ`, then in one pass `z + b` and, for
+/// a hidden layer, `σ(z + b)` and (with `want_dact`) `σ'`: `1 − h²` for
+/// tanh (candle's `sqr` then `affine(−1, 1)`), `[z ≥ 0]` for relu (candle's
+/// convention).
+fn layer_forward<T: HostFloat>(
+    h: &[T],
+    n: usize,
+    w: &[T],
+    b: &[T],
+    activation: Option<Activation>,
+    want_dact: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let out = b.len();
+    let fan_in = if out == 0 { 0 } else { w.len() / out };
+    let mut z = matmul(View::new(h, n, fan_in), View::new(w, out, fan_in).t());
+    add_bias(&mut z, b);
+    let dact = match activation {
+        Some(a) => activate_in_place(&mut z, a, want_dact),
+        None => None,
+    };
+    (z, dact)
+}
+
 /// `z[r, j] += b[j]` for every row r.
 fn add_bias<T: HostFloat>(z: &mut [T], b: &[T]) {
     if b.is_empty() {
@@ -158,20 +199,23 @@ fn add_bias<T: HostFloat>(z: &mut [T], b: &[T]) {
     }
 }
 
-/// `z ← σ(z)`; returns `σ'(z)` (see [`HostLinearization::new`]).
-fn activate_in_place<T: HostFloat>(z: &mut [T], activation: Activation) -> Vec<T> {
+/// `z ← σ(z)`; returns `σ'(z)` when asked for (see [`layer_forward`]).
+fn activate_in_place<T: HostFloat>(
+    z: &mut [T],
+    activation: Activation,
+    want_dact: bool,
+) -> Option<Vec<T>> {
     match activation {
         Activation::Tanh => {
             T::tanh_in_place(z);
-            z.iter()
-                .map(|&a| a * a * T::narrow(-1.0) + T::ONE)
-                .collect()
+            want_dact.then(|| z.iter().map(|&a| a * a * T::narrow(-1.0) + T::ONE).collect())
         }
         Activation::Relu => {
-            let d = z
-                .iter()
-                .map(|&x| if x >= T::ZERO { T::ONE } else { T::ZERO })
-                .collect();
+            let d = want_dact.then(|| {
+                z.iter()
+                    .map(|&x| if x >= T::ZERO { T::ONE } else { T::ZERO })
+                    .collect()
+            });
             for x in z.iter_mut() {
                 *x = x.relu();
             }

@@ -246,6 +246,16 @@ pub trait Policy {
     /// given to a Gaussian policy.
     fn dist(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist>;
 
+    /// [`Policy::dist`] without a gradient graph (`dist(..)?.detach()`, the
+    /// same values bit for bit): for acting, evaluating and measuring KL.
+    /// The policies of this crate compute it without candle's per-layer ops
+    /// on the CPU ([`crate::Mlp::forward_detached`]).
+    ///
+    /// Errors: as [`Policy::dist`].
+    fn dist_detached(&self, obs: &Tensor, mask: Option<&ActionMask>) -> Result<Dist> {
+        Ok(self.dist(obs, mask)?.detach())
+    }
+
     /// The action distributions at `obs` as [`Policy::dist`] gives them, but
     /// built on leaf copies of the network's outputs (and of `log σ` for a
     /// Gaussian), with the [`OutputPullback`] that turns the gradients of a
