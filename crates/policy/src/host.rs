@@ -151,13 +151,16 @@ pub(crate) fn matmul<T: HostFloat>(a: View<T>, b: View<T>) -> Vec<T> {
     assert_eq!(a.cols, b.rows, "host matmul: inner sizes");
     assert!(a.in_bounds() && b.in_bounds(), "host matmul: view bounds");
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    let mut dst = vec![T::ZERO; m * n];
     if m == 0 || n == 0 || k == 0 {
-        return dst;
+        return vec![T::ZERO; m * n];
     }
-    // SAFETY: dst holds m × n elements at row stride n; every element of a
-    // and b the strides address is inside its slice (checked above); the
-    // three do not overlap (dst is fresh).
+    // Not zeroed: with `read_dst` false and α = 0, gemm writes every element
+    // of dst without reading it.
+    let mut dst: Vec<T> = Vec::with_capacity(m * n);
+    // SAFETY: dst has room for m × n elements at row stride n; every element
+    // of a and b the strides address is inside its slice (checked above);
+    // the three do not overlap (dst is fresh). gemm writes all m × n
+    // elements (α = 0, read_dst false), so the length can then be set.
     unsafe {
         gemm::gemm(
             m,
@@ -180,6 +183,7 @@ pub(crate) fn matmul<T: HostFloat>(a: View<T>, b: View<T>) -> Vec<T> {
             false,
             gemm::Parallelism::None,
         );
+        dst.set_len(m * n);
     }
     dst
 }

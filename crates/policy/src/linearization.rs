@@ -343,8 +343,12 @@ pub(crate) fn host_forward(
     keep_features: bool,
 ) -> Result<Option<(Tensor, Option<Tensor>)>> {
     match (x.dtype(), x.device().is_cpu()) {
-        (DType::F32, true) => host_forward_as::<f32>(layers, activation, x, keep_features).map(Some),
-        (DType::F64, true) => host_forward_as::<f64>(layers, activation, x, keep_features).map(Some),
+        (DType::F32, true) => {
+            host_forward_as::<f32>(layers, activation, x, keep_features).map(Some)
+        }
+        (DType::F64, true) => {
+            host_forward_as::<f64>(layers, activation, x, keep_features).map(Some)
+        }
         _ => Ok(None),
     }
 }
@@ -359,22 +363,30 @@ fn host_forward_as<T: HostFloat>(
     let n = x.dims()[0];
     let guards: Vec<_> = layers
         .iter()
-        .flat_map(|l| [l.weight().storage_and_layout(), l.bias().storage_and_layout()])
+        .flat_map(|l| {
+            [
+                l.weight().storage_and_layout(),
+                l.bias().storage_and_layout(),
+            ]
+        })
         .collect();
     let slices = guards
         .iter()
-        .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(cpu), Some((start, end))) => {
-                Ok(&cpu.as_slice::<T>().ctx(c)?[start..end])
-            }
-            _ => Err(PolicyError::InvalidParameter {
-                param: "layers",
-                reason: "a parameter that is not a contiguous CPU tensor".to_string(),
-            }),
-        })
+        .map(
+            |(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
+                (Storage::Cpu(cpu), Some((start, end))) => {
+                    Ok(&cpu.as_slice::<T>().ctx(c)?[start..end])
+                }
+                _ => Err(PolicyError::InvalidParameter {
+                    param: "layers",
+                    reason: "a parameter that is not a contiguous CPU tensor".to_string(),
+                }),
+            },
+        )
         .collect::<Result<Vec<&[T]>>>()?;
     let pairs: Vec<(&[T], &[T])> = slices.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-    let (out, features) = crate::mlp_host::forward(to_host(x, c)?, n, &pairs, activation, keep_features);
+    let (out, features) =
+        crate::mlp_host::forward(to_host(x, c)?, n, &pairs, activation, keep_features);
     drop(guards);
     let out_dim = layers[layers.len() - 1].out_features();
     let f = layers[layers.len() - 1].in_features();

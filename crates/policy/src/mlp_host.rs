@@ -47,7 +47,8 @@ impl<T: HostFloat> HostLinearization<T> {
         let mut dact = Vec::with_capacity(last);
         let mut h = x;
         for (l, layer) in layers.iter().enumerate() {
-            let (z, d) = layer_forward(&h, n, &layer.w, &layer.b, hidden(l, last, activation), true);
+            let (z, d) =
+                layer_forward(&h, n, &layer.w, &layer.b, hidden(l, last, activation), true);
             inputs.push(h);
             dact.extend(d);
             h = z;
@@ -177,7 +178,7 @@ fn layer_forward<T: HostFloat>(
     want_dact: bool,
 ) -> (Vec<T>, Option<Vec<T>>) {
     let out = b.len();
-    let fan_in = if out == 0 { 0 } else { w.len() / out };
+    let fan_in = w.len().checked_div(out).unwrap_or(0);
     let mut z = matmul(View::new(h, n, fan_in), View::new(w, out, fan_in).t());
     add_bias(&mut z, b);
     let dact = match activation {
@@ -208,7 +209,11 @@ fn activate_in_place<T: HostFloat>(
     match activation {
         Activation::Tanh => {
             T::tanh_in_place(z);
-            want_dact.then(|| z.iter().map(|&a| a * a * T::narrow(-1.0) + T::ONE).collect())
+            want_dact.then(|| {
+                z.iter()
+                    .map(|&a| a * a * T::narrow(-1.0) + T::ONE)
+                    .collect()
+            })
         }
         Activation::Relu => {
             let d = want_dact.then(|| {
