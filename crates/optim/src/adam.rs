@@ -186,7 +186,7 @@ impl Adam {
     /// `scale · grad` (`scale` = 1 leaves it as it is, exactly): θ is read
     /// from their storage and the new values are written back in place
     /// ([`flat::set_flat_in_place`]), with no flat copy of θ and no new
-    /// tensors. Variables of at least [`PARALLEL_MIN`] elements are stepped
+    /// tensors. Variables of at least [`flat::PARALLEL_MIN`] elements are stepped
     /// in two halves on two threads when the current rayon pool has them
     /// (the step is element-wise: the same bits). Returns whether the step
     /// was taken (every new parameter finite and within `limit`); otherwise
@@ -243,10 +243,6 @@ impl Adam {
         Ok(true)
     }
 }
-
-/// Variables of at least this many elements are stepped on two threads
-/// (below it a thread hand-off costs more than the step).
-pub const PARALLEL_MIN: usize = 1 << 14;
 
 /// The largest magnitude the dtype of `vars` holds (f32's for an f32
 /// network: a larger f64 value would be stored as infinity).
@@ -397,7 +393,7 @@ fn adam_checked_split<T: Copy + Into<f64> + Sync>(
     limit: f64,
 ) -> bool {
     let n = theta.len();
-    if n < PARALLEL_MIN || rayon::current_num_threads() < 2 {
+    if n < flat::PARALLEL_MIN || rayon::current_num_threads() < 2 {
         return adam_checked(theta, grad, m, v, next, k, limit);
     }
     let mid = n / 2;

@@ -173,6 +173,11 @@ impl<T> Context<T> for std::result::Result<T, candle_core::Error> {
 
 /// Checks that every element of `v` is finite.
 pub(crate) fn check_finite(what: &'static str, v: &[f64]) -> Result<()> {
+    // A branch-free scan first (it vectorises: ~8 values a cycle against
+    // one for `position`); the index only when something is not finite.
+    if v.iter().fold(true, |all, x| all & x.is_finite()) {
+        return Ok(());
+    }
     match v.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
         Some(index) => Err(PolicyError::NonFinite {

@@ -122,12 +122,14 @@ impl candle_core::InplaceOp1 for WriteF64<'_> {
             )));
         }
         match storage {
-            CpuStorage::F32(d) => {
-                for (x, &y) in d[start..end].iter_mut().zip(self.0) {
+            CpuStorage::F32(d) => on_halves(&mut d[start..end], self.0, |dst, src| {
+                for (x, &y) in dst.iter_mut().zip(src) {
                     *x = y as f32;
                 }
-            }
-            CpuStorage::F64(d) => d[start..end].copy_from_slice(self.0),
+            }),
+            CpuStorage::F64(d) => on_halves(&mut d[start..end], self.0, |dst, src| {
+                dst.copy_from_slice(src)
+            }),
             _ => {
                 return Err(candle_core::Error::Msg(
                     "set_flat: only f32 and f64 variables are supported".to_string(),
@@ -137,6 +139,24 @@ impl candle_core::InplaceOp1 for WriteF64<'_> {
         Ok(())
     }
 }
+
+/// `f(dst, src)` over the two slices, in two halves on two threads when
+/// they hold at least [`PARALLEL_MIN`] elements and the current rayon pool
+/// has a second thread (an element-wise copy: the same result either way).
+fn on_halves<T: Send>(dst: &mut [T], src: &[f64], f: impl Fn(&mut [T], &[f64]) + Sync) {
+    if dst.len() < PARALLEL_MIN || rayon::current_num_threads() < 2 {
+        return f(dst, src);
+    }
+    let mid = dst.len() / 2;
+    let (d1, d2) = dst.split_at_mut(mid);
+    let (s1, s2) = src.split_at(mid);
+    rayon::join(|| f(d1, s1), || f(d2, s2));
+}
+
+/// Element counts from which [`set_flat_in_place`] (and klrl-optim's Adam)
+/// work on a variable on two threads: below it a thread hand-off costs more
+/// than the pass.
+pub const PARALLEL_MIN: usize = 1 << 14;
 
 /// A variable's elements as they are stored.
 #[derive(Debug, Clone, Copy)]
