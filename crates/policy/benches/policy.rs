@@ -1,7 +1,8 @@
 //! Benchmarks of the policy crate on the CartPole-sized network (4 inputs,
 //! 64-64 tanh, 2 actions, f32), and of gSDE and the state-dependent log-std
 //! head against the plain Gaussian policy on the Pendulum-sized one
-//! (`gaussian_std/…`).
+//! (`gaussian_std/…`), and the MLP's host passes against the tensor ops
+//! they replaced (`linearize_vjp/…`).
 //!
 //! Run single-threaded as the README reports:
 //! `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 cargo bench -p klrl-policy`.
@@ -217,6 +218,69 @@ fn gsde_vs_plain(c: &mut Criterion) {
     g.finish();
 }
 
+/// The MLP's linearisation (forward keeping what the derivatives need, then
+/// `Jᵀ u` into a flat f64 gradient, as a PPO minibatch step does) by the
+/// host passes (`host`) against the candle tensor ops they replaced
+/// (`tensor ops`; the same bits, `tests/host_linearization.rs`), for the
+/// CartPole network at PPO-zoo's minibatch (4 → 64-64 → 2, N = 256) and a
+/// 256-256 network at minibatch 64 (3 → 256-256 → 1).
+fn linearization(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linearize_vjp");
+    for (label, in_dim, hidden, out_dim, n) in [
+        ("64-64 N=256", 4, vec![64, 64], 2, 256),
+        ("256-256 N=64", 3, vec![256, 256], 1, 64),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let config = MlpConfig {
+            hidden,
+            ..MlpConfig::default()
+        };
+        let mlp = klrl_policy::Mlp::new(
+            in_dim,
+            out_dim,
+            &config,
+            1.0,
+            DType::F32,
+            &Device::Cpu,
+            &mut rng,
+        )
+        .expect("mlp");
+        let x: Vec<f32> = (0..n * in_dim)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let x = Tensor::from_vec(x, (n, in_dim), &Device::Cpu).expect("x");
+        let u: Vec<f32> = (0..n * out_dim)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let u = Tensor::from_vec(u, (n, out_dim), &Device::Cpu).expect("u");
+        g.bench_function(BenchmarkId::new("host", label), |b| {
+            b.iter(|| {
+                let (_, lin) = mlp.linearize(&x).expect("lin");
+                let mut out = Vec::new();
+                lin.vjp_flat_into(&u, None, &mut out).expect("vjp");
+                black_box(out)
+            })
+        });
+        g.bench_function(BenchmarkId::new("tensor ops", label), |b| {
+            b.iter(|| {
+                let (_, lin) = klrl_policy::MlpLinearization::with_tensor_ops(
+                    mlp.layers(),
+                    mlp.activation(),
+                    &x,
+                )
+                .expect("lin");
+                let mut out = Vec::new();
+                for l in lin.vjp(&u).expect("vjp") {
+                    klrl_policy::flat::extend_f64(&mut out, &l.weight).expect("w");
+                    klrl_policy::flat::extend_f64(&mut out, &l.bias).expect("b");
+                }
+                black_box(out)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -227,6 +291,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain
+    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain, linearization
 }
 criterion_main!(benches);
