@@ -185,7 +185,7 @@ impl Adam {
     /// [`Adam::try_step`] on the variables themselves, for the gradient
     /// `scale · grad` (`scale` = 1 leaves it as it is, exactly): θ is read
     /// from their storage and the new values are written back in place
-    /// ([`flat::set_flat_in_place`]), with no flat copy of θ and no new
+    /// ([`flat::set_flat`]), with no flat copy of θ and no new
     /// tensors. Variables of at least [`flat::PARALLEL_MIN`] elements are stepped
     /// in two halves on two threads when the current rayon pool has them
     /// (the step is element-wise: the same bits). Returns whether the step
@@ -236,7 +236,7 @@ impl Adam {
                 return Ok(false);
             }
         }
-        flat::set_flat_in_place(vars, theta_new)?;
+        flat::set_flat(vars, theta_new)?;
         std::mem::swap(&mut self.m, m_new);
         std::mem::swap(&mut self.v, v_new);
         self.t += 1;
@@ -400,37 +400,36 @@ fn adam_checked_split<T: Copy + Into<f64> + Sync>(
     let (m1, m2) = next.m.split_at_mut(mid);
     let (v1, v2) = next.v.split_at_mut(mid);
     let (t1, t2) = next.theta.split_at_mut(mid);
+    let half = |r: std::ops::Range<usize>, next: Next| {
+        adam_checked(
+            &theta[r.clone()],
+            &grad[r.clone()],
+            &m[r.clone()],
+            &v[r],
+            next,
+            k,
+            limit,
+        )
+    };
     let (a, b) = rayon::join(
         || {
-            let next = Next {
-                m: m1,
-                v: v1,
-                theta: t1,
-            };
-            adam_checked(
-                &theta[..mid],
-                &grad[..mid],
-                &m[..mid],
-                &v[..mid],
-                next,
-                k,
-                limit,
+            half(
+                0..mid,
+                Next {
+                    m: m1,
+                    v: v1,
+                    theta: t1,
+                },
             )
         },
         || {
-            let next = Next {
-                m: m2,
-                v: v2,
-                theta: t2,
-            };
-            adam_checked(
-                &theta[mid..],
-                &grad[mid..],
-                &m[mid..],
-                &v[mid..],
-                next,
-                k,
-                limit,
+            half(
+                mid..n,
+                Next {
+                    m: m2,
+                    v: v2,
+                    theta: t2,
+                },
             )
         },
     );

@@ -33,7 +33,10 @@ pub fn get_flat(vars: &[Var]) -> Result<Vec<f64>> {
 /// Overwrites `vars` with the values of `flat` (same order as [`get_flat`]).
 ///
 /// All checks happen before the first variable is written: on error the
-/// variables are unchanged.
+/// variables are unchanged. f32 and f64 CPU variables are written in place,
+/// straight into their storage (no tensor is built: an optimiser does this
+/// 10⁴ times per run), large ones on two threads when the current rayon
+/// pool has them; others through a tensor of their dtype and `Var::set`.
 ///
 /// Errors: [`PolicyError::FlatLength`] when `flat.len()` differs from
 /// [`flat_len`]; [`PolicyError::NonFinite`] for a NaN or infinite value.
@@ -47,6 +50,17 @@ pub fn set_flat(vars: &[Var], flat: &[f64]) -> Result<()> {
         });
     }
     check_finite("set_flat", flat)?;
+    let on_host = |v: &Var| v.device().is_cpu() && matches!(v.dtype(), DType::F32 | DType::F64);
+    if vars.iter().all(on_host) {
+        let mut offset = 0;
+        for v in vars {
+            let k = v.elem_count();
+            v.inplace_op1(&WriteF64(&flat[offset..offset + k]))
+                .ctx("set_flat")?;
+            offset += k;
+        }
+        return Ok(());
+    }
     let mut values = Vec::with_capacity(vars.len());
     let mut offset = 0;
     for v in vars {
@@ -61,36 +75,6 @@ pub fn set_flat(vars: &[Var], flat: &[f64]) -> Result<()> {
     }
     for (v, t) in vars.iter().zip(&values) {
         v.set(t).ctx("set_flat")?;
-    }
-    Ok(())
-}
-
-/// [`set_flat`] writing straight into the variables' storage: for f32 and
-/// f64 CPU variables no tensor is built (what an optimiser step does 10⁴
-/// times per run); other variables go through [`set_flat`]. The same values
-/// and the same checks, all before the first variable is written.
-///
-/// Errors: as [`set_flat`].
-pub fn set_flat_in_place(vars: &[Var], flat: &[f64]) -> Result<()> {
-    let n = flat_len(vars);
-    if flat.len() != n {
-        return Err(PolicyError::FlatLength {
-            what: "set_flat",
-            expected: n,
-            got: flat.len(),
-        });
-    }
-    check_finite("set_flat", flat)?;
-    let on_host = |v: &Var| v.device().is_cpu() && matches!(v.dtype(), DType::F32 | DType::F64);
-    if !vars.iter().all(on_host) {
-        return set_flat(vars, flat);
-    }
-    let mut offset = 0;
-    for v in vars {
-        let k = v.elem_count();
-        v.inplace_op1(&WriteF64(&flat[offset..offset + k]))
-            .ctx("set_flat")?;
-        offset += k;
     }
     Ok(())
 }
@@ -153,7 +137,7 @@ fn on_halves<T: Send>(dst: &mut [T], src: &[f64], f: impl Fn(&mut [T], &[f64]) +
     rayon::join(|| f(d1, s1), || f(d2, s2));
 }
 
-/// Element counts from which [`set_flat_in_place`] (and klrl-optim's Adam)
+/// Element counts from which [`set_flat`] (and klrl-optim's Adam)
 /// work on a variable on two threads: below it a thread hand-off costs more
 /// than the pass.
 pub const PARALLEL_MIN: usize = 1 << 14;

@@ -58,9 +58,7 @@ impl MlpLinearization {
         activation: Activation,
         x: &Tensor,
     ) -> Result<(Tensor, Self)> {
-        let n = x.dims()[0];
-        let mut sizes = vec![x.dims()[1]];
-        sizes.extend(layers.iter().map(Linear::out_features));
+        let (n, sizes) = shape_of(layers, x);
         let device = x.device();
         let out_shape = [n, sizes[sizes.len() - 1]];
         let (out, imp) = match (x.dtype(), device.is_cpu()) {
@@ -88,9 +86,7 @@ impl MlpLinearization {
         activation: Activation,
         x: &Tensor,
     ) -> Result<(Tensor, Self)> {
-        let n = x.dims()[0];
-        let mut sizes = vec![x.dims()[1]];
-        sizes.extend(layers.iter().map(Linear::out_features));
+        let (n, sizes) = shape_of(layers, x);
         let (out, t) = TensorLinearization::new(layers, activation, x)?;
         Ok((
             out,
@@ -396,6 +392,13 @@ fn host_forward_as<T: HostFloat>(
             .map(|z| to_tensor(z, &[n, f], x.device(), c))
             .transpose()?,
     ))
+}
+
+/// The rows N of `x` and the widths: the input's, then each layer's output.
+fn shape_of(layers: &[Linear], x: &Tensor) -> (usize, Vec<usize>) {
+    let mut sizes = vec![x.dims()[1]];
+    sizes.extend(layers.iter().map(Linear::out_features));
+    (x.dims()[0], sizes)
 }
 
 /// The host forward pass: copies the parameters and `x` to host memory.
