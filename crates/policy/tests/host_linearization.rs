@@ -3,7 +3,8 @@
 //! features' tangent and cotangent, per-layer and flat) must be the same
 //! bits, for f32 and f64, tanh and relu, linear models, one-wide layers and
 //! batches from 1 to 2049 rows. The tensor path is itself tested against
-//! finite differences and candle's backward (`tests/fisher.rs`).
+//! finite differences and candle's backward (`tests/fisher.rs`). The
+//! detached forward passes are checked against `Mlp::forward` the same way.
 
 use candle_core::{DType, Device, Tensor};
 use klrl_policy::{Activation, LinearTangent, Mlp, MlpConfig, MlpLinearization};
