@@ -15,6 +15,7 @@ pub mod batch;
 pub mod beta;
 pub mod build;
 pub mod cg;
+pub mod clip_head;
 pub mod config;
 pub mod diagnostics;
 pub mod error;

@@ -35,7 +35,8 @@ use crate::adam::Adam;
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::beta::{AdaptiveBeta, DualBeta};
-use crate::config::PpoConfig;
+use crate::clip_head::{self, clip_head};
+use crate::config::{PpoConfig, PpoObjective};
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
 use crate::kl_limit::Guard;
@@ -148,7 +149,7 @@ impl Ppo {
 
     /// The policy's part of the loss: −L (+ β KL) − c_e S, for π_θ's
     /// distributions `dist` at the minibatch's states.
-    fn policy_terms(
+    pub(crate) fn policy_terms(
         &self,
         dist: &Dist,
         mb: &MiniBatch,
@@ -267,6 +268,11 @@ impl Ppo {
     /// second thread when the pool has one. The gradient is the same (the two networks
     /// share no parameter) at well under half the cost. A shared trunk or a
     /// clipped value loss takes one backward through the whole loss.
+    ///
+    /// For the plain `clip` objective on a categorical policy with nothing
+    /// added to it ([`Ppo::host_clip_head`]) not even the head goes through
+    /// candle: [`crate::clip_head`] computes the loss, the clip fraction and
+    /// ∂L/∂logits on host memory, the same bits as the graph.
     fn minibatch_step(
         &mut self,
         policy: &dyn Policy,
@@ -295,8 +301,38 @@ impl Ppo {
         // The policy's gradient on this thread, the value network's alongside.
         let (mut grad, mut v_grad) = std::mem::take(&mut self.grad_buffers);
         grad.clear();
+        let host_head = self.host_clip_head(policy, mb, want_kl);
         let (policy_part, value_part) =
             alongside_value_grad(value, &mb.obs, &mb.returns, &mut v_grad, || -> Result<_> {
+                if host_head {
+                    if let Some((logits, pullback)) = policy.logits_with_pullback(&mb.obs)? {
+                        // The clipped surrogate and ∂/∂logits on host memory,
+                        // the same bits as the graph below (crate::clip_head).
+                        let head = clip_head(
+                            &logits,
+                            &mb.actions,
+                            &mb.old_log_probs,
+                            &mb.advantages,
+                            args.clip_eps,
+                        )?;
+                        let read = HostTerms {
+                            objective: head.policy_loss,
+                            policy: head.policy_loss,
+                            value: None,
+                            clip_frac: Some(head.clip_frac),
+                            kl: None,
+                        };
+                        let Some(h) = self.step_checks(read, args)? else {
+                            return Ok(None);
+                        };
+                        pullback.flat_grad_from_outputs_into(
+                            Some(&head.d_logits),
+                            None,
+                            &mut grad,
+                        )?;
+                        return Ok(Some(h));
+                    }
+                }
                 let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
                 let p = self.policy_terms(&dist, mb, old, args.clip_eps, want_kl, false)?;
                 let terms = (p.policy, None, p.kl, p.clip_frac);
@@ -350,17 +386,24 @@ impl Ppo {
         report.extend(kl.as_ref().filter(|_| want_kl));
         let host = scalars_to_host(&report)?;
         let mut next = host[2..].iter().copied();
-        let value_loss = if value_tensor.is_some() {
-            next.next().unwrap_or(f64::NAN)
-        } else {
-            f64::NAN
+        let read = HostTerms {
+            objective: host[0],
+            policy: host[1],
+            value: value_tensor
+                .as_ref()
+                .map(|_| next.next().unwrap_or(f64::NAN)),
+            clip_frac: clip_frac.as_ref().map(|_| next.next().unwrap_or(f64::NAN)),
+            kl: if want_kl { next.next() } else { None },
         };
-        let clip_frac = if clip_frac.is_some() {
-            next.next().unwrap_or(f64::NAN)
-        } else {
-            0.0
-        };
-        let kl_before = if want_kl { next.next() } else { None };
+        self.step_checks(read, args)
+    }
+
+    /// The stop rules and the finiteness check of [`Ppo::step_host`] on the
+    /// losses read back (or computed on the host).
+    fn step_checks(&self, read: HostTerms, args: &StepArgs) -> Result<Option<StepHost>> {
+        let value_loss = read.value.unwrap_or(f64::NAN);
+        let clip_frac = read.clip_frac.unwrap_or(0.0);
+        let kl_before = read.kl;
         if let (Some(limit), Some(kl)) = (args.stop_above, kl_before) {
             if kl > limit {
                 return Ok(None);
@@ -372,20 +415,48 @@ impl Ppo {
             }
         }
         // The value part, when computed apart, is checked once it is added.
-        if !(host[0].is_finite() && (value_tensor.is_none() || value_loss.is_finite())) {
+        if !(read.objective.is_finite() && (read.value.is_none() || value_loss.is_finite())) {
             return Err(OptimError::NonFinite {
                 what: "loss",
                 update: args.update,
             });
         }
         Ok(Some(StepHost {
-            total: host[0],
-            policy_loss: host[1],
+            total: read.objective,
+            policy_loss: read.policy,
             value_loss,
             clip_frac,
             kl_before,
         }))
     }
+
+    /// Whether the minibatch step can take the policy's loss head on the
+    /// host ([`crate::clip_head`]): the plain clipped objective with nothing
+    /// added to it (no entropy bonus, KL penalty, reference term or
+    /// projection), no KL asked for, no action mask, a dtype and device the
+    /// head supports. The policy must further be categorical
+    /// ([`Policy::logits_with_pullback`]).
+    fn host_clip_head(&self, policy: &dyn Policy, mb: &MiniBatch, want_kl: bool) -> bool {
+        let c = &self.config;
+        let reference = self.reference.is_some() && mb.reference.is_some();
+        c.objective == PpoObjective::Clip
+            && c.ent_coef == 0.0
+            && !want_kl
+            && !reference
+            && mb.mask.is_none()
+            && clip_head::supported(policy.dtype(), policy.device())
+    }
+}
+
+/// The scalars of a minibatch step's loss on the host: the objective, the
+/// policy loss, and where they were computed the value loss, the clip
+/// fraction and the KL.
+struct HostTerms {
+    objective: f64,
+    policy: f64,
+    value: Option<f64>,
+    clip_frac: Option<f64>,
+    kl: Option<f64>,
 }
 
 /// What [`Ppo::step_host`] read back before a step.
@@ -456,7 +527,7 @@ struct StepStats {
 }
 
 /// [`PpoLoss`] without the value terms.
-struct PolicyTerms {
+pub(crate) struct PolicyTerms {
     /// `policy − ent_coef · entropy`.
     objective: Tensor,
     policy: Tensor,
@@ -740,3 +811,6 @@ impl Algorithm for Ppo {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod clip_head_tests;

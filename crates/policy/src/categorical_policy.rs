@@ -117,6 +117,15 @@ impl Policy for CategoricalPolicy {
         ))
     }
 
+    fn logits_with_pullback(&self, obs: &Tensor) -> Result<Option<(Tensor, OutputPullback)>> {
+        let (logits, lin) = self.mlp.linearize(obs)?;
+        let leaf = crate::pullback::leaf(&logits)?;
+        Ok(Some((
+            leaf.as_tensor().clone(),
+            OutputPullback::new(lin, leaf, None),
+        )))
+    }
+
     fn named_vars(&self) -> Vec<(String, Var)> {
         self.mlp.named_vars("policy")
     }

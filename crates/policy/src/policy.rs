@@ -274,6 +274,20 @@ pub trait Policy {
         mask: Option<&ActionMask>,
     ) -> Result<(Dist, OutputPullback)>;
 
+    /// For a categorical policy, the raw logits `[N, A]` at `obs` (without
+    /// action mask) as the leaf of an [`OutputPullback`], without building
+    /// the distributions: for a loss head computed outside candle's graph
+    /// (PPO's clipped surrogate on host memory), whose gradient in the
+    /// logits goes to [`OutputPullback::flat_grad_from_outputs`]. The
+    /// logits are those [`Policy::dist_with_pullback`] builds its
+    /// distributions on, bit for bit. `None` for other policies (the
+    /// default).
+    ///
+    /// Errors: as [`Policy::dist`].
+    fn logits_with_pullback(&self, _obs: &Tensor) -> Result<Option<(Tensor, OutputPullback)>> {
+        Ok(None)
+    }
+
     /// gSDE ([`crate::gsde`]): fresh exploration matrices `θ_ε ~ N(0, σ²)`,
     /// one per environment copy, drawn from `rng`; `None` for a policy that
     /// does not explore with gSDE (the default).

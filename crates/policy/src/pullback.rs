@@ -145,8 +145,12 @@ impl OutputPullback {
         Ok(out)
     }
 
-    /// [`OutputPullback::flat_grad_from_outputs`] appended to `out`.
-    fn flat_grad_from_outputs_into(
+    /// [`OutputPullback::flat_grad_from_outputs`] appended to `out` (whose
+    /// capacity a step loop can reuse).
+    ///
+    /// Errors: as [`OutputPullback::flat_grad_from_outputs`]; `out` may then
+    /// hold part of the gradient.
+    pub fn flat_grad_from_outputs_into(
         &self,
         d_outputs: Option<&Tensor>,
         d_log_std: Option<&Tensor>,
