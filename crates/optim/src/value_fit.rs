@@ -76,6 +76,11 @@ pub fn alongside<A, B: Send>(side: impl FnOnce() -> B + Send, main: impl FnOnce(
 /// (into `value_grad`) runs [`alongside`]: the policy's and the value
 /// network's gradients at the same time on two threads (the networks share
 /// no parameter). Returns the policy part's result and the value loss.
+///
+/// Below [`ALONGSIDE_MIN_WORK`] multiply-adds (minibatch rows × value
+/// parameters) both parts run on this thread, one after the other: handing
+/// so little work to another thread costs more than it saves. The results
+/// are the same either way.
 pub fn alongside_value_grad<R>(
     value: &ValueNet,
     obs: &Tensor,
@@ -83,8 +88,22 @@ pub fn alongside_value_grad<R>(
     value_grad: &mut Vec<f64>,
     policy_part: impl FnOnce() -> R,
 ) -> (R, Result<f64>) {
+    let rows = obs.dims().first().copied().unwrap_or(0);
+    if rows.saturating_mul(value.num_params()) < ALONGSIDE_MIN_WORK {
+        let r = policy_part();
+        return (r, value_loss_and_grad_into(value, obs, returns, value_grad));
+    }
     alongside(
         || value_loss_and_grad_into(value, obs, returns, value_grad),
         policy_part,
     )
 }
+
+/// The least work (rows × value parameters) for which
+/// [`alongside_value_grad`] hands the value gradient to a second thread.
+/// Measured on the 2-core machine (criterion, `cargo bench -p klrl-optim
+/// --bench update -- threads`): SB3's default PPO (minibatches of 64 rows,
+/// 64-64 networks, 64 × 4.4k ≈ 0.28M) was 12 % slower on two threads; the
+/// zoo's (256 rows, ≈ 1.1M) and 256-256 networks at 64 rows (≈ 4.3M) gained
+/// 20–25 %.
+pub const ALONGSIDE_MIN_WORK: usize = 1 << 19;
