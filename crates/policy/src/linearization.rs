@@ -18,7 +18,7 @@ use crate::mlp_tensor::TensorLinearization;
 /// of the parameters, so it stays the linearisation at these parameters
 /// even if the variables change later (e.g. during a line search).
 ///
-/// On the CPU the passes run on host memory ([`crate::host`]: direct
+/// On the CPU the passes run on host memory (`host.rs`, `mlp_host.rs`: direct
 /// matrix products, one fused pass per layer for the bias and activation);
 /// elsewhere in candle tensor ops. Both give the same bits.
 #[derive(Debug, Clone)]
