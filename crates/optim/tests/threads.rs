@@ -1,8 +1,8 @@
 //! The trainer's thread count changes where work runs, never what it
 //! computes: with `train.threads = 2` the policy's and the value network's
 //! gradients (PPO, vanilla PG) and TRPO's critic fit and policy step run at
-//! the same time, and the parameters after several updates are bit-identical
-//! to one thread's.
+//! the same time, Adam steps large variables in two halves, and the
+//! parameters after several updates are bit-identical to one thread's.
 
 use klrl_envs::Registry;
 use klrl_optim::{ExperimentConfig, Trainer};
@@ -42,6 +42,17 @@ fn two_threads_give_the_same_parameters_as_one() {
         ("CartPole-v1", "name = \"trpo\"\nvf_epochs = 5"),
         ("Pendulum-v1", "name = \"trpo\"\nfvp_subsample = 0.5"),
         ("MovieRec-v0", "name = \"npg\""),
+        // 256-256 networks: Adam steps and writes back the large variables
+        // in two halves on two threads (klrl_policy::flat::PARALLEL_MIN),
+        // and the value gradient goes to the second thread.
+        (
+            "Pendulum-v1",
+            "name = \"ppo\"\nn_epochs = 2\nminibatch_size = 64\n[policy]\nhidden = [256, 256]",
+        ),
+        (
+            "Pendulum-v1",
+            "name = \"trpo\"\nvf_epochs = 2\n[policy]\nhidden = [256, 256]",
+        ),
     ];
     for (env, algo) in cases {
         let one = params_after(env, algo, 1, 4);
