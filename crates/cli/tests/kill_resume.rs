@@ -132,7 +132,7 @@ fn run_and_kill(
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(File::create(log.with_extension("stdout")).unwrap())
         .stderr(File::create(log).unwrap())
         .spawn()
         .expect("start klrl");
@@ -331,8 +331,9 @@ fn train_killed_at_random_moments_resumes_to_the_uninterrupted_run() {
             let moment = match status {
                 Some(0) => Moment::AfterEnd,
                 Some(c) => panic!(
-                    "klrl {args:?} exited with {c}: {}",
-                    std::fs::read_to_string(&err).unwrap()
+                    "klrl {args:?} exited with {c}: {}\nits standard output (a comparison's failed runs are listed there):\n{}",
+                    std::fs::read_to_string(&err).unwrap(),
+                    std::fs::read_to_string(err.with_extension("stdout")).unwrap_or_default()
                 ),
                 None if !run_dir.join("config.toml").is_file() => Moment::BeforeStart,
                 None => Moment::MidRun,
@@ -431,8 +432,9 @@ fn compare_killed_at_random_moments_resumes_to_the_uninterrupted_tables() {
             let moment = match status {
                 Some(0) => Moment::AfterEnd,
                 Some(c) => panic!(
-                    "klrl {args:?} exited with {c}: {}",
-                    std::fs::read_to_string(&err).unwrap()
+                    "klrl {args:?} exited with {c}: {}\nits standard output (a comparison's failed runs are listed there):\n{}",
+                    std::fs::read_to_string(&err).unwrap(),
+                    std::fs::read_to_string(err.with_extension("stdout")).unwrap_or_default()
                 ),
                 None if !out_dir.join("compare.json").is_file() => Moment::BeforeStart,
                 None => Moment::MidRun,

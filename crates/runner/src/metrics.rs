@@ -112,10 +112,15 @@ impl MetricsWriter {
             Ok(text) => {
                 // A last line without its newline was cut by a kill mid-write
                 // (its update is after the checkpoint): dropped.
+                // No newline at all: killed between creating the file and
+                // writing its header (or in the middle of it): nothing to keep.
                 let complete = match text.rfind('\n') {
                     Some(end) => &text[..=end],
-                    None => text.as_str(),
+                    None => "",
                 };
+                if complete.is_empty() {
+                    return Self::rewrite(path, with_regret, "");
+                }
                 let mut lines = complete.lines();
                 let head = lines.next().unwrap_or_default();
                 let columns = header(with_regret);
@@ -172,7 +177,12 @@ impl MetricsWriter {
                 })
             }
         };
-        // Rewrite through a temporary file so a crash now loses nothing.
+        Self::rewrite(path, with_regret, &keep)
+    }
+
+    /// Rewrite `path` as this run's header and the rows `keep` (through a
+    /// temporary file, so a crash now loses nothing) and open it to append.
+    fn rewrite(path: &Path, with_regret: bool, keep: &str) -> Result<Self> {
         let tmp = path.with_extension("csv.tmp");
         let content = format!("{}\n{keep}", header(with_regret).join(","));
         crate::checkpoint::write_synced(&tmp, content.as_bytes())?;
@@ -252,5 +262,30 @@ impl MetricsTable {
     pub fn column(&self, name: &str) -> Option<Vec<f64>> {
         let j = self.columns.iter().position(|c| c == name)?;
         Some(self.rows.iter().map(|r| r[j]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run killed between creating metrics.csv and writing its header
+    /// (an empty file) or while writing it (no newline yet) resumes with a
+    /// fresh header; a damaged complete header is still refused.
+    #[test]
+    fn resume_after_a_kill_before_the_header_is_complete() {
+        let dir = std::env::temp_dir().join(format!("klrl-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.csv");
+        let full = format!("{}\n", header(false).join(","));
+        for text in ["", "update,env_st", &full[..full.len() - 1]] {
+            std::fs::write(&path, text).unwrap();
+            let w = MetricsWriter::resume(&path, false, 3).expect(text);
+            drop(w);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), full, "{text:?}");
+        }
+        std::fs::write(&path, "update,env_st\n").unwrap();
+        assert!(MetricsWriter::resume(&path, false, 3).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
