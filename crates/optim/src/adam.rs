@@ -29,7 +29,7 @@ pub struct Adam {
     pub v: Vec<f64>,
     /// Steps taken (t in the paper).
     pub t: u64,
-    /// Where [`Adam::try_step`] writes the new moments before it commits them
+    /// Where [`Adam::try_step_vars`] writes the new moments before it commits them
     /// (not state: excluded from equality and serialisation).
     #[serde(skip)]
     scratch: (Vec<f64>, Vec<f64>, Vec<f64>),
@@ -104,35 +104,6 @@ impl Adam {
 }
 
 impl Adam {
-    /// [`Adam::step`] from the parameters `theta`, only if every new
-    /// parameter is finite and at most `limit` in magnitude (the largest
-    /// value the network's dtype holds, see [`largest_value`]): returns the
-    /// new parameters, or `None` with the moments untouched. One vectorised
-    /// pass writes the new moments and parameters to scratch space and checks
-    /// them; the moments are then committed by a swap.
-    pub fn try_step(&mut self, theta: &[f64], grad: &[f64], lr: f64, limit: f64) -> Option<&[f64]> {
-        assert_eq!(theta.len(), self.len(), "Adam: parameter length");
-        assert_eq!(grad.len(), self.len(), "Adam: gradient length");
-        let k = self.coefs(self.t + 1, lr);
-        let n = self.len();
-        let (m_new, v_new, theta_new) = &mut self.scratch;
-        for buf in [&mut *m_new, &mut *v_new, &mut *theta_new] {
-            buf.resize(n, 0.0);
-        }
-        let next = Next {
-            m: m_new,
-            v: v_new,
-            theta: theta_new,
-        };
-        if !adam_checked(theta, grad, &self.m, &self.v, next, &k, limit) {
-            return None;
-        }
-        std::mem::swap(&mut self.m, m_new);
-        std::mem::swap(&mut self.v, v_new);
-        self.t += 1;
-        Some(theta_new)
-    }
-
     /// One Adam step on network variables from the gradients of a backward
     /// pass: reads the flat gradient of `vars`, clips its global norm to
     /// `max_grad_norm`, steps, and writes the parameters back. Returns the
@@ -182,7 +153,9 @@ impl Adam {
         Ok(norm)
     }
 
-    /// [`Adam::try_step`] on the variables themselves, for the gradient
+    /// [`Adam::step`] on the variables themselves, only if every new
+    /// parameter is finite and at most `limit` in magnitude (the largest
+    /// value their dtype holds, see [`largest_value`]), for the gradient
     /// `scale · grad` (`scale` = 1 leaves it as it is, exactly): θ is read
     /// from their storage and the new values are written back in place
     /// ([`flat::set_flat`]), with no flat copy of θ and no new
@@ -474,30 +447,45 @@ mod tests {
     }
 
     /// A step that would leave the dtype's range is refused and changes
-    /// nothing; a normal one is the same as `step`.
+    /// nothing (moments and variables); a normal one is the same as `step`,
+    /// for f64 and f32 variables.
     #[test]
-    fn try_step_refuses_parameters_out_of_range_and_changes_nothing() {
-        let mut adam = Adam::new(2, 1e-8);
-        adam.step(&mut [0.0, 0.0], &[0.3, -0.2], 0.1);
-        let before = adam.clone();
-        let theta = vec![f64::from(f32::MAX) * 0.999, 1.0];
-        assert!(adam
-            .try_step(&theta, &[-1.0, 1.0], 1e36, f64::from(f32::MAX))
-            .is_none());
-        assert_eq!(adam, before);
-        assert!(adam
-            .try_step(&[1.0, 1.0], &[1.0, 1.0], f64::INFINITY, f64::MAX)
-            .is_none());
-        assert_eq!(adam, before);
-        // Taken: the same parameters and moments as `step`, bit for bit.
-        let mut b = vec![1.0, 2.0];
-        let mut twin = adam.clone();
-        let a = adam
-            .try_step(&[1.0, 2.0], &[0.5, 0.5], 0.01, f64::MAX)
-            .unwrap()
-            .to_vec();
-        twin.step(&mut b, &[0.5, 0.5], 0.01);
-        assert_eq!((a, adam), (b, twin));
+    fn try_step_vars_refuses_parameters_out_of_range_and_changes_nothing() {
+        use candle_core::{DType, Device, Tensor};
+        let var = |v: &[f64], dtype: DType| {
+            let t = Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+            Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+        };
+        for dtype in [DType::F64, DType::F32] {
+            let mut adam = Adam::new(2, 1e-8);
+            adam.step(&mut [0.0, 0.0], &[0.3, -0.2], 0.1);
+            let before = adam.clone();
+            let big = [f64::from(f32::MAX) * 0.999, 1.0];
+            let vars = [var(&big, dtype)];
+            let limit = largest_value(&vars);
+            let at = || flat::get_flat(&vars).unwrap();
+            let theta = at();
+            let refused = adam.try_step_vars(&vars, &[-1.0, 1.0], 1.0, 1e36, f64::from(f32::MAX));
+            assert!(!refused.unwrap());
+            assert_eq!((&adam, at()), (&before, theta.clone()));
+            let refused = adam.try_step_vars(&vars, &[1.0, 1.0], 1.0, f64::INFINITY, limit);
+            assert!(!refused.unwrap());
+            assert_eq!((&adam, at()), (&before, theta));
+            // Taken: the same parameters and moments as `step`, bit for bit
+            // (rounded to the variable's dtype).
+            let vars = [var(&[1.0, 2.0], dtype)];
+            let mut b = vec![1.0, 2.0];
+            let mut twin = adam.clone();
+            assert!(adam
+                .try_step_vars(&vars, &[0.5, 0.5], 1.0, 0.01, limit)
+                .unwrap());
+            twin.step(&mut b, &[0.5, 0.5], 0.01);
+            let rounded: Vec<f64> = match dtype {
+                DType::F32 => b.iter().map(|&x| f64::from(x as f32)).collect(),
+                _ => b,
+            };
+            assert_eq!((flat::get_flat(&vars).unwrap(), adam), (rounded, twin));
+        }
     }
 
     #[test]

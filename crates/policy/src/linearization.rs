@@ -64,11 +64,17 @@ impl MlpLinearization {
         let (out, imp) = match (x.dtype(), device.is_cpu()) {
             (DType::F32, true) => {
                 let (out, h) = host_new::<f32>(layers, activation, x)?;
-                (to_tensor_any(out, &out_shape, device)?, Imp::F32(h))
+                (
+                    to_tensor(out, &out_shape, device, "mlp linearize")?,
+                    Imp::F32(h),
+                )
             }
             (DType::F64, true) => {
                 let (out, h) = host_new::<f64>(layers, activation, x)?;
-                (to_tensor_any(out, &out_shape, device)?, Imp::F64(h))
+                (
+                    to_tensor(out, &out_shape, device, "mlp linearize")?,
+                    Imp::F64(h),
+                )
             }
             _ => {
                 let (out, t) = TensorLinearization::new(layers, activation, x)?;
@@ -145,7 +151,7 @@ impl MlpLinearization {
     pub fn features(&self) -> Result<Tensor> {
         let f = self.sizes[self.sizes.len() - 2];
         on_host!(self,
-            h => to_tensor_any(h.inputs[h.inputs.len() - 1].clone(), &[self.n, f], &Device::Cpu),
+            h => to_tensor(h.inputs[h.inputs.len() - 1].clone(), &[self.n, f], &Device::Cpu, "mlp features"),
             t => Ok(t.features().clone()))
     }
 
@@ -446,9 +452,4 @@ fn host_layers<T: HostFloat>(sizes: &[usize], flat: &[f64]) -> Vec<HostLayer<T>>
 /// An optional tensor as host data.
 fn host_opt<T: HostFloat>(g: Option<&Tensor>) -> Result<Option<Vec<T>>> {
     g.map(|g| to_host(g, "mlp vjp")).transpose()
-}
-
-/// A tensor from host data of whichever dtype.
-fn to_tensor_any<T: HostFloat>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
-    to_tensor(data, shape, device, "mlp linearize")
 }
