@@ -29,10 +29,22 @@ pub struct Adam {
     pub v: Vec<f64>,
     /// Steps taken (t in the paper).
     pub t: u64,
-    /// Where [`Adam::try_step_vars`] writes the new moments before it commits them
-    /// (not state: excluded from equality and serialisation).
+    /// Where [`Adam::try_step_vars`] writes the new moments and parameters
+    /// before it commits them (not state: excluded from equality and
+    /// serialisation).
     #[serde(skip)]
-    scratch: (Vec<f64>, Vec<f64>, Vec<f64>),
+    scratch: Scratch,
+}
+
+/// [`Adam::try_step_vars`]'s buffers: the new moments, and the new
+/// parameters in the variables' dtype (f32 for f32 variables, copied into
+/// them as they are) or in f64 (others, written back by [`flat::set_flat`]).
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    m: Vec<f64>,
+    v: Vec<f64>,
+    theta_f32: Vec<f32>,
+    theta_f64: Vec<f64>,
 }
 
 /// Equal hyperparameters and state (the scratch space is not compared).
@@ -60,7 +72,7 @@ impl Adam {
             m: vec![0.0; n],
             v: vec![0.0; n],
             t: 0,
-            scratch: (Vec::new(), Vec::new(), Vec::new()),
+            scratch: Scratch::default(),
         }
     }
 
@@ -187,29 +199,45 @@ impl Adam {
             grad_scale: scale,
             ..self.coefs(self.t + 1, lr)
         };
-        let (m_new, v_new, theta_new) = &mut self.scratch;
-        for buf in [&mut *m_new, &mut *v_new, &mut *theta_new] {
-            buf.resize(n, 0.0);
-        }
-        let mut offset = 0;
-        for var in vars {
-            let r = offset..offset + var.elem_count();
-            offset = r.end;
-            let next = Next {
-                m: &mut m_new[r.clone()],
-                v: &mut v_new[r.clone()],
-                theta: &mut theta_new[r.clone()],
-            };
-            let (g, m, v) = (&grad[r.clone()], &self.m[r.clone()], &self.v[r]);
-            let fits = flat::with_values(var.as_tensor(), |theta| match theta {
-                flat::HostValues::F32(t) => adam_checked_split(t, g, m, v, next, &k, limit),
-                flat::HostValues::F64(t) => adam_checked_split(t, g, m, v, next, &k, limit),
-            })?;
-            if !fits {
-                return Ok(false);
+        let Scratch {
+            m: m_new,
+            v: v_new,
+            theta_f32,
+            theta_f64,
+        } = &mut self.scratch;
+        m_new.resize(n, 0.0);
+        v_new.resize(n, 0.0);
+        let all_f32 = vars
+            .iter()
+            .all(|v| v.device().is_cpu() && v.dtype() == candle_core::DType::F32);
+        let (m, v) = (&self.m[..], &self.v[..]);
+        let fits = flat::with_all_values(vars, |values| {
+            if values
+                .iter()
+                .zip(vars)
+                .any(|(x, v)| x.len() != v.elem_count())
+            {
+                return Err(OptimError::Mismatch(
+                    "Adam read a variable whose values do not match its size".to_string(),
+                ));
             }
+            let theta = Theta { values, n };
+            if all_f32 {
+                theta_f32.resize(n, 0.0);
+                Ok(theta.step(grad, m, v, Next::new(m_new, v_new, theta_f32), &k, limit))
+            } else {
+                theta_f64.resize(n, 0.0);
+                Ok(theta.step(grad, m, v, Next::new(m_new, v_new, theta_f64), &k, limit))
+            }
+        })??;
+        if !fits {
+            return Ok(false);
         }
-        flat::set_flat(vars, theta_new)?;
+        if all_f32 {
+            flat::set_flat_f32(vars, theta_f32)?;
+        } else {
+            flat::set_flat(vars, theta_f64)?;
+        }
         std::mem::swap(&mut self.m, m_new);
         std::mem::swap(&mut self.v, v_new);
         self.t += 1;
@@ -316,21 +344,126 @@ fn adam_in_place(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], 
     )
 }
 
+/// The current parameters of the variables an Adam step is over: their
+/// values as stored, one slice per variable, `n` in all.
+struct Theta<'a> {
+    values: &'a [flat::HostValues<'a>],
+    n: usize,
+}
+
+impl Theta<'_> {
+    /// The checked step ([`adam_checked`]) over all parameters into `next`,
+    /// in two halves of the flat vector on two threads when it holds at
+    /// least [`flat::PARALLEL_MIN`] parameters and the current rayon pool
+    /// has a second thread (one hand-off per step, whatever the number of
+    /// variables; the step is element-wise: the same bits either way).
+    /// Returns whether every new parameter is within `limit`.
+    fn step<O: Store>(
+        &self,
+        grad: &[f64],
+        m: &[f64],
+        v: &[f64],
+        next: Next<O>,
+        k: &Coefs,
+        limit: f64,
+    ) -> bool {
+        if self.n < flat::PARALLEL_MIN || rayon::current_num_threads() < 2 {
+            return self.range(0, grad, m, v, next, k, limit);
+        }
+        let mid = self.n / 2;
+        let (first, second) = next.split_at(mid);
+        let (a, b) = rayon::join(
+            || self.range(0, &grad[..mid], &m[..mid], &v[..mid], first, k, limit),
+            || self.range(mid, &grad[mid..], &m[mid..], &v[mid..], second, k, limit),
+        );
+        a && b
+    }
+
+    /// The checked step on the parameters `start..start + grad.len()` of the
+    /// flat vector (`grad`, `m`, `v` and `next` cover exactly those).
+    #[allow(clippy::too_many_arguments)]
+    fn range<O: Store>(
+        &self,
+        start: usize,
+        grad: &[f64],
+        m: &[f64],
+        v: &[f64],
+        mut next: Next<O>,
+        k: &Coefs,
+        limit: f64,
+    ) -> bool {
+        let end = start + grad.len();
+        let mut fits = true;
+        let mut offset = 0;
+        for values in self.values {
+            let var = offset..offset + values.len();
+            offset = var.end;
+            let (lo, hi) = (var.start.max(start), var.end.min(end));
+            if lo >= hi {
+                continue;
+            }
+            let (at, here) = (lo - var.start..hi - var.start, lo - start..hi - start);
+            let (out, rest) = next.split_at(hi - lo);
+            next = rest;
+            let (g, m, v) = (&grad[here.clone()], &m[here.clone()], &v[here]);
+            fits &= match values {
+                flat::HostValues::F32(t) => adam_checked(&t[at], g, m, v, out, k, limit),
+                flat::HostValues::F64(t) => adam_checked(&t[at], g, m, v, out, k, limit),
+            };
+        }
+        fits
+    }
+}
+
+/// How a new parameter is kept: f32 (rounded to nearest) or f64.
+trait Store: Copy + Send {
+    fn store(x: f64) -> Self;
+}
+
+impl Store for f32 {
+    #[inline(always)]
+    fn store(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl Store for f64 {
+    #[inline(always)]
+    fn store(x: f64) -> Self {
+        x
+    }
+}
+
 /// Where [`adam_checked`] writes the new moments and parameters.
-struct Next<'a> {
+struct Next<'a, O> {
     m: &'a mut [f64],
     v: &'a mut [f64],
-    theta: &'a mut [f64],
+    theta: &'a mut [O],
+}
+
+impl<'a, O> Next<'a, O> {
+    fn new(m: &'a mut [f64], v: &'a mut [f64], theta: &'a mut [O]) -> Self {
+        Next { m, v, theta }
+    }
+
+    /// The first `mid` entries of each buffer, and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (m1, m2) = self.m.split_at_mut(mid);
+        let (v1, v2) = self.v.split_at_mut(mid);
+        let (t1, t2) = self.theta.split_at_mut(mid);
+        (Next::new(m1, v1, t1), Next::new(m2, v2, t2))
+    }
 }
 
 /// The step from (θ, m, v) into `next`; returns whether every new parameter
-/// is at most `limit` in magnitude (NaN never is). One pass.
-fn adam_checked<T: Copy + Into<f64>>(
+/// is at most `limit` in magnitude (NaN never is), checked before it is
+/// stored. One pass.
+fn adam_checked<T: Copy + Into<f64>, O: Store>(
     theta: &[T],
     grad: &[f64],
     m: &[f64],
     v: &[f64],
-    next: Next,
+    next: Next<O>,
     k: &Coefs,
     limit: f64,
 ) -> bool {
@@ -346,67 +479,14 @@ fn adam_checked<T: Copy + Into<f64>>(
             for (((&t, &g), (&m, &v)), ((m_new, v_new), t_new)) in
                 theta.iter().zip(grad).zip(m.iter().zip(v)).zip(out)
             {
-                (*m_new, *v_new, *t_new) = coordinate(t.into(), g, m, v, k);
-                fits &= t_new.abs() <= limit;
+                let theta;
+                (*m_new, *v_new, theta) = coordinate(t.into(), g, m, v, k);
+                fits &= theta.abs() <= limit;
+                *t_new = O::store(theta);
             }
             fits
         },
     )
-}
-
-/// [`adam_checked`] in two halves on two threads when the slice is long
-/// enough and the current rayon pool has a second thread.
-fn adam_checked_split<T: Copy + Into<f64> + Sync>(
-    theta: &[T],
-    grad: &[f64],
-    m: &[f64],
-    v: &[f64],
-    next: Next,
-    k: &Coefs,
-    limit: f64,
-) -> bool {
-    let n = theta.len();
-    if n < flat::PARALLEL_MIN || rayon::current_num_threads() < 2 {
-        return adam_checked(theta, grad, m, v, next, k, limit);
-    }
-    let mid = n / 2;
-    let (m1, m2) = next.m.split_at_mut(mid);
-    let (v1, v2) = next.v.split_at_mut(mid);
-    let (t1, t2) = next.theta.split_at_mut(mid);
-    let half = |r: std::ops::Range<usize>, next: Next| {
-        adam_checked(
-            &theta[r.clone()],
-            &grad[r.clone()],
-            &m[r.clone()],
-            &v[r],
-            next,
-            k,
-            limit,
-        )
-    };
-    let (a, b) = rayon::join(
-        || {
-            half(
-                0..mid,
-                Next {
-                    m: m1,
-                    v: v1,
-                    theta: t1,
-                },
-            )
-        },
-        || {
-            half(
-                mid..n,
-                Next {
-                    m: m2,
-                    v: v2,
-                    theta: t2,
-                },
-            )
-        },
-    );
-    a && b
 }
 
 #[cfg(test)]
@@ -485,6 +565,79 @@ mod tests {
                 _ => b,
             };
             assert_eq!((flat::get_flat(&vars).unwrap(), adam), (rounded, twin));
+        }
+    }
+
+    /// Over several variables (f32, and mixed f32 / f64) whose boundaries
+    /// do not fall on the two-thread split, a step on two threads equals the
+    /// step on one and [`Adam::step`] on the flat vector, rounded to each
+    /// variable's dtype.
+    #[test]
+    fn try_step_vars_on_two_threads_equals_the_flat_step() {
+        use candle_core::{DType, Device, Tensor};
+        let sizes = [
+            7usize,
+            flat::PARALLEL_MIN - 3,
+            5,
+            flat::PARALLEL_MIN + 11,
+            1,
+        ];
+        let n: usize = sizes.iter().sum();
+        let init: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.37).sin()).collect();
+        let grad: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.11).cos() * 0.1).collect();
+        let build = |dtypes: &[DType]| -> Vec<Var> {
+            let mut offset = 0;
+            sizes
+                .iter()
+                .zip(dtypes.iter().cycle())
+                .map(|(&k, &dtype)| {
+                    let t = Tensor::from_slice(&init[offset..offset + k], k, &Device::Cpu)
+                        .and_then(|t| t.to_dtype(dtype))
+                        .unwrap();
+                    offset += k;
+                    Var::from_tensor(&t).unwrap()
+                })
+                .collect()
+        };
+        for dtypes in [&[DType::F32][..], &[DType::F32, DType::F64]] {
+            let mut results = Vec::new();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let vars = build(dtypes);
+                let mut adam = Adam::new(n, 1e-5);
+                pool.install(|| {
+                    for scale in [1.0, 0.25] {
+                        assert!(adam.try_step_vars(&vars, &grad, scale, 0.01, 1e30).unwrap());
+                    }
+                });
+                results.push((flat::get_flat(&vars).unwrap(), adam));
+            }
+            assert_eq!(results[0], results[1]);
+            // The flat reference: the same steps on f64 values, each
+            // parameter rounded to its variable's dtype after every step.
+            let vars = build(dtypes);
+            let round = |theta: &mut Vec<f64>| {
+                let mut offset = 0;
+                for v in &vars {
+                    for x in &mut theta[offset..offset + v.elem_count()] {
+                        if v.dtype() == DType::F32 {
+                            *x = f64::from(*x as f32);
+                        }
+                    }
+                    offset += v.elem_count();
+                }
+            };
+            let mut theta = flat::get_flat(&vars).unwrap();
+            let mut adam = Adam::new(n, 1e-5);
+            for scale in [1.0, 0.25] {
+                let g: Vec<f64> = grad.iter().map(|g| g * scale).collect();
+                adam.step(&mut theta, &g, 0.01);
+                round(&mut theta);
+            }
+            assert_eq!(results[0], (theta, adam));
         }
     }
 

@@ -142,6 +142,128 @@ fn on_halves<T: Send>(dst: &mut [T], src: &[f64], f: impl Fn(&mut [T], &[f64]) +
 /// than the pass.
 pub const PARALLEL_MIN: usize = 1 << 14;
 
+/// Overwrites f32 CPU variables with f32 values (same order as
+/// [`get_flat`]), copied straight into their storage: the write-back for
+/// values already rounded to the variables' dtype, e.g. an optimiser's new
+/// parameters computed in f64 and stored as f32 in the same pass.
+///
+/// All checks happen before the first variable is written: on error the
+/// variables are unchanged.
+///
+/// Errors: [`PolicyError::FlatLength`] when `flat.len()` differs from
+/// [`flat_len`]; [`PolicyError::NonFinite`] for a NaN or infinite value;
+/// [`PolicyError::Candle`] for a variable that is not a contiguous f32 CPU
+/// tensor.
+pub fn set_flat_f32(vars: &[Var], flat: &[f32]) -> Result<()> {
+    let n = flat_len(vars);
+    if flat.len() != n {
+        return Err(PolicyError::FlatLength {
+            what: "set_flat_f32",
+            expected: n,
+            got: flat.len(),
+        });
+    }
+    if !flat.iter().fold(true, |all, x| all & x.is_finite()) {
+        let index = flat.iter().position(|x| !x.is_finite()).unwrap_or(0);
+        return Err(PolicyError::NonFinite {
+            what: "set_flat_f32",
+            index,
+            value: f64::from(flat[index]),
+        });
+    }
+    if let Some(v) = vars
+        .iter()
+        .find(|v| !(v.device().is_cpu() && v.dtype() == DType::F32))
+    {
+        return Err(PolicyError::Candle {
+            context: "set_flat_f32".to_string(),
+            source: candle_core::Error::Msg(format!(
+                "a {:?} variable on {:?}: only f32 CPU variables take f32 values",
+                v.dtype(),
+                v.device()
+            )),
+        });
+    }
+    let mut offset = 0;
+    for v in vars {
+        let k = v.elem_count();
+        v.inplace_op1(&WriteF32(&flat[offset..offset + k]))
+            .ctx("set_flat_f32")?;
+        offset += k;
+    }
+    Ok(())
+}
+
+/// Copies f32 values into an f32 CPU tensor's elements (row-major).
+struct WriteF32<'a>(&'a [f32]);
+
+impl candle_core::InplaceOp1 for WriteF32<'_> {
+    fn name(&self) -> &'static str {
+        "klrl-write-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(d), Some((start, end))) if end - start == self.0.len() => {
+                d[start..end].copy_from_slice(self.0);
+                Ok(())
+            }
+            _ => Err(candle_core::Error::Msg(
+                "set_flat_f32: not a contiguous f32 variable of the expected size".to_string(),
+            )),
+        }
+    }
+}
+
+/// `f` of the elements of every variable of `vars` at once, row-major,
+/// each as [`with_values`] gives it: contiguous f32 and f64 CPU variables
+/// straight from their storage (read-locked while `f` runs), others from
+/// copies converted to f64.
+///
+/// Errors: [`PolicyError::Candle`] if a tensor cannot be read back.
+pub fn with_all_values<R>(vars: &[Var], f: impl FnOnce(&[HostValues]) -> R) -> Result<R> {
+    // Lock the host variables; a variable read through a copy is not kept
+    // locked (reading a tensor back locks it again).
+    let guards: Vec<_> = vars
+        .iter()
+        .map(|v| {
+            let (storage, layout) = v.as_tensor().storage_and_layout();
+            match (&*storage, layout.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::F32(_) | CpuStorage::F64(_)), Some(range)) => {
+                    Some((storage, range))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let copies = vars
+        .iter()
+        .zip(&guards)
+        .map(|(v, guard)| match guard {
+            Some(_) => Ok(Vec::new()),
+            None => tensor_to_f64(v.as_tensor()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let values: Vec<HostValues> = guards
+        .iter()
+        .zip(&copies)
+        .map(|(guard, copy)| match guard {
+            Some((storage, (start, end))) => match &**storage {
+                Storage::Cpu(CpuStorage::F32(d)) => HostValues::F32(&d[*start..*end]),
+                Storage::Cpu(CpuStorage::F64(d)) => HostValues::F64(&d[*start..*end]),
+                // Not kept above: the guard is of an f32 or f64 CPU storage.
+                _ => HostValues::F64(copy),
+            },
+            None => HostValues::F64(copy),
+        })
+        .collect();
+    Ok(f(&values))
+}
+
 /// A variable's elements as they are stored.
 #[derive(Debug, Clone, Copy)]
 pub enum HostValues<'a> {
@@ -149,6 +271,21 @@ pub enum HostValues<'a> {
     F32(&'a [f32]),
     /// An f64 variable's elements (or any other variable's, converted).
     F64(&'a [f64]),
+}
+
+impl HostValues<'_> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            HostValues::F32(x) => x.len(),
+            HostValues::F64(x) => x.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// `f` of `t`'s elements, row-major: for a contiguous f32 or f64 CPU tensor
@@ -273,5 +410,75 @@ pub(crate) fn check_float_dtype(dtype: DType) -> Result<()> {
     match dtype {
         DType::F32 | DType::F64 => Ok(()),
         other => Err(unsupported_dtype(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(values: &[f64], dtype: DType) -> Var {
+        let t = Tensor::from_slice(values, values.len(), &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("tensor");
+        Var::from_tensor(&t).expect("var")
+    }
+
+    /// f32 values are copied into f32 variables as they are; a wrong
+    /// length, a non-finite value or an f64 variable is refused before
+    /// anything is written.
+    #[test]
+    fn set_flat_f32_copies_and_refuses_bad_input_unchanged() {
+        let vars = [var(&[1.0, 2.0], DType::F32), var(&[3.0], DType::F32)];
+        let new = [0.1f32, -7.5e30, 1e-40];
+        set_flat_f32(&vars, &new).expect("set");
+        let back: Vec<f64> = new.iter().map(|&x| f64::from(x)).collect();
+        assert_eq!(get_flat(&vars).expect("get"), back);
+        assert!(matches!(
+            set_flat_f32(&vars, &new[1..]),
+            Err(PolicyError::FlatLength { got: 2, .. })
+        ));
+        assert!(matches!(
+            set_flat_f32(&vars, &[0.0, 0.0, f32::INFINITY]),
+            Err(PolicyError::NonFinite { index: 2, .. })
+        ));
+        let mixed = [var(&[1.0, 2.0], DType::F32), var(&[3.0], DType::F64)];
+        assert!(matches!(
+            set_flat_f32(&mixed, &[0.0; 3]),
+            Err(PolicyError::Candle { .. })
+        ));
+        assert_eq!(get_flat(&vars).expect("get"), back);
+        assert_eq!(get_flat(&mixed).expect("get"), vec![1.0, 2.0, 3.0]);
+    }
+
+    /// Every variable's values at once, in order: f32 and f64 from their
+    /// storage, a non-contiguous view through a copy.
+    #[test]
+    fn with_all_values_reads_every_variable() {
+        let t = Tensor::from_slice(&[1.0f64, 2.0, 3.0, 4.0], (2, 2), &Device::Cpu).expect("t");
+        let transposed = Var::from_tensor(&t.t().expect("t")).expect("var");
+        let vars = [
+            var(&[0.5, 1.5], DType::F32),
+            var(&[-2.0], DType::F64),
+            transposed,
+        ];
+        let seen = with_all_values(&vars, |values| {
+            values
+                .iter()
+                .map(|x| match x {
+                    HostValues::F32(d) => ("f32", d.iter().map(|&y| f64::from(y)).collect()),
+                    HostValues::F64(d) => ("f64", d.to_vec()),
+                })
+                .collect::<Vec<(&str, Vec<f64>)>>()
+        })
+        .expect("values");
+        assert_eq!(
+            seen,
+            vec![
+                ("f32", vec![0.5, 1.5]),
+                ("f64", vec![-2.0]),
+                ("f64", get_flat(&vars[2..]).expect("get")),
+            ]
+        );
     }
 }
