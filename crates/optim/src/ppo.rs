@@ -27,7 +27,7 @@
 //!
 
 use candle_core::{Tensor, Var};
-use klrl_policy::{Dist, KlProjection, Policy, ValueNet};
+use klrl_policy::{Dist, KlProjection, OutputPullback, Policy, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -35,10 +35,12 @@ use crate::adam::Adam;
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::beta::{AdaptiveBeta, DualBeta};
-use crate::clip_head::{self, clip_head};
+use crate::clip_head::clip_head;
+use crate::clip_surrogate;
 use crate::config::{PpoConfig, PpoObjective};
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
+use crate::gaussian_clip_head::gaussian_clip_head;
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
@@ -60,6 +62,10 @@ pub struct Ppo {
     /// network's part, kept between minibatch steps so that their memory is
     /// allocated once (not state).
     grad_buffers: (Vec<f64>, Vec<f64>),
+    /// Tests only: keep the loss head in candle's graph even where a host
+    /// head ([`Ppo::host_clip_head`]) would take it, to compare the two.
+    #[cfg(test)]
+    graph_head_only: bool,
 }
 
 /// The terms of PPO's loss on one minibatch, as differentiable scalar tensors
@@ -93,6 +99,8 @@ impl Ppo {
             reference: config.reference.as_ref().map(RefTerm::new),
             config,
             grad_buffers: (Vec::new(), Vec::new()),
+            #[cfg(test)]
+            graph_head_only: false,
         }
     }
 
@@ -269,10 +277,12 @@ impl Ppo {
     /// share no parameter) at well under half the cost. A shared trunk or a
     /// clipped value loss takes one backward through the whole loss.
     ///
-    /// For the plain `clip` objective on a categorical policy with nothing
-    /// added to it ([`Ppo::host_clip_head`]) not even the head goes through
-    /// candle: [`crate::clip_head`] computes the loss, the clip fraction and
-    /// ∂L/∂logits on host memory, the same bits as the graph.
+    /// For the plain `clip` objective with nothing added to it
+    /// ([`Ppo::host_clip_head`]) on a categorical policy or a Gaussian one
+    /// with a state-independent σ, not even the head goes through candle:
+    /// [`crate::clip_head`] / [`crate::gaussian_clip_head`] compute the
+    /// loss, the clip fraction and its gradient in the network's outputs
+    /// (and log σ) on host memory, the same bits as the graph.
     fn minibatch_step(
         &mut self,
         policy: &dyn Policy,
@@ -305,16 +315,9 @@ impl Ppo {
         let (policy_part, value_part) =
             alongside_value_grad(value, &mb.obs, &mb.returns, &mut v_grad, || -> Result<_> {
                 if host_head {
-                    if let Some((logits, pullback)) = policy.logits_with_pullback(&mb.obs)? {
-                        // The clipped surrogate and ∂/∂logits on host memory,
-                        // the same bits as the graph below (crate::clip_head).
-                        let head = clip_head(
-                            &logits,
-                            &mb.actions,
-                            &mb.old_log_probs,
-                            &mb.advantages,
-                            args.clip_eps,
-                        )?;
+                    // The clipped surrogate and its gradient in the outputs
+                    // on host memory, the same bits as the graph below.
+                    if let Some((head, pullback)) = host_loss_head(policy, mb, args.clip_eps)? {
                         let read = HostTerms {
                             objective: head.policy_loss,
                             policy: head.policy_loss,
@@ -326,8 +329,8 @@ impl Ppo {
                             return Ok(None);
                         };
                         pullback.flat_grad_from_outputs_into(
-                            Some(&head.d_logits),
-                            None,
+                            Some(&head.d_outputs),
+                            head.d_log_std.as_ref(),
                             &mut grad,
                         )?;
                         return Ok(Some(h));
@@ -431,12 +434,17 @@ impl Ppo {
     }
 
     /// Whether the minibatch step can take the policy's loss head on the
-    /// host ([`crate::clip_head`]): the plain clipped objective with nothing
+    /// host ([`host_loss_head`]): the plain clipped objective with nothing
     /// added to it (no entropy bonus, KL penalty, reference term or
     /// projection), no KL asked for, no action mask, a dtype and device the
-    /// head supports. The policy must further be categorical
-    /// ([`Policy::logits_with_pullback`]).
+    /// heads support. The policy must further be categorical
+    /// ([`Policy::logits_with_pullback`]) or Gaussian with a
+    /// state-independent σ ([`Policy::gaussian_with_pullback`]).
     fn host_clip_head(&self, policy: &dyn Policy, mb: &MiniBatch, want_kl: bool) -> bool {
+        #[cfg(test)]
+        if self.graph_head_only {
+            return false;
+        }
         let c = &self.config;
         let reference = self.reference.is_some() && mb.reference.is_some();
         c.objective == PpoObjective::Clip
@@ -444,8 +452,66 @@ impl Ppo {
             && !want_kl
             && !reference
             && mb.mask.is_none()
-            && clip_head::supported(policy.dtype(), policy.device())
+            && clip_surrogate::supported(policy.dtype(), policy.device())
     }
+}
+
+/// What a host loss head computed for one minibatch: −L^CLIP, the clip
+/// fraction, and its gradients at the leaves of the policy's pullback.
+struct HostHead {
+    policy_loss: f64,
+    clip_frac: f64,
+    /// ∂(−L^CLIP)/∂(logits or means), `[N, out]`.
+    d_outputs: Tensor,
+    /// ∂(−L^CLIP)/∂log σ, `[d]` (Gaussian policies).
+    d_log_std: Option<Tensor>,
+}
+
+/// The clipped surrogate of the minibatch `mb` and its gradient at the
+/// network's outputs, on host memory ([`crate::clip_head`] for a categorical
+/// policy, [`crate::gaussian_clip_head`] for a Gaussian one with a
+/// state-independent σ), with the pullback that carries it to the
+/// parameters; `None` for the other policies. For [`Ppo::minibatch_step`]
+/// when [`Ppo::host_clip_head`] allows it.
+fn host_loss_head(
+    policy: &dyn Policy,
+    mb: &MiniBatch,
+    clip_eps: f64,
+) -> Result<Option<(HostHead, OutputPullback)>> {
+    if let Some((logits, pullback)) = policy.logits_with_pullback(&mb.obs)? {
+        let head = clip_head(
+            &logits,
+            &mb.actions,
+            &mb.old_log_probs,
+            &mb.advantages,
+            clip_eps,
+        )?;
+        let head = HostHead {
+            policy_loss: head.policy_loss,
+            clip_frac: head.clip_frac,
+            d_outputs: head.d_logits,
+            d_log_std: None,
+        };
+        return Ok(Some((head, pullback)));
+    }
+    if let Some((mean, log_std, pullback)) = policy.gaussian_with_pullback(&mb.obs)? {
+        let head = gaussian_clip_head(
+            &mean,
+            &log_std,
+            &mb.actions,
+            &mb.old_log_probs,
+            &mb.advantages,
+            clip_eps,
+        )?;
+        let head = HostHead {
+            policy_loss: head.policy_loss,
+            clip_frac: head.clip_frac,
+            d_outputs: head.d_mean,
+            d_log_std: Some(head.d_log_std),
+        };
+        return Ok(Some((head, pullback)));
+    }
+    Ok(None)
 }
 
 /// The scalars of a minibatch step's loss on the host: the objective, the
@@ -814,3 +880,5 @@ impl Algorithm for Ppo {
 
 #[cfg(test)]
 mod clip_head_tests;
+#[cfg(test)]
+mod gaussian_clip_head_tests;

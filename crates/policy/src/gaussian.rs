@@ -10,8 +10,8 @@ use rand_distr::StandardNormal;
 use crate::error::{Context, PolicyError, Result};
 use crate::flat::tensor_to_f64;
 
-/// `ln(2π)`.
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
+/// `ln(2π)`, as [`DiagGaussian::log_prob`] uses it.
+pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 /// A batch of N diagonal Gaussians `N(μ_s, diag(σ_s²))` over d-dimensional
 /// actions, with a log standard deviation shared by all states (`[d]`) or

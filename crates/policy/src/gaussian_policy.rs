@@ -314,6 +314,25 @@ impl Policy for DiagGaussianPolicy {
         }
     }
 
+    /// The state-independent σ only: gSDE and the state-dependent head give
+    /// `None`.
+    fn gaussian_with_pullback(
+        &self,
+        obs: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor, OutputPullback)>> {
+        let StdParams::Shared(log_std) = &self.std else {
+            return Ok(None);
+        };
+        let (out, lin) = self.mlp.linearize(obs)?;
+        let out = crate::pullback::leaf(&out)?;
+        let log_std = crate::pullback::leaf(log_std.as_tensor())?;
+        Ok(Some((
+            out.as_tensor().clone(),
+            log_std.as_tensor().clone(),
+            OutputPullback::new(lin, out, Some(log_std)),
+        )))
+    }
+
     fn named_vars(&self) -> Vec<(String, Var)> {
         let mut v = self.mlp.named_vars("policy");
         if let Some(ls) = self.log_std() {

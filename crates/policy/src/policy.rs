@@ -288,6 +288,24 @@ pub trait Policy {
         Ok(None)
     }
 
+    /// For a diagonal Gaussian policy with a state-independent σ, the means
+    /// `[N, d]` at `obs` and `log σ [d]`, as the leaves of an
+    /// [`OutputPullback`] (returned as `(means, log σ, pullback)`), without
+    /// building the distributions: for a loss head computed outside candle's
+    /// graph (PPO's clipped surrogate on host memory), whose gradients in the
+    /// means and in `log σ` go to [`OutputPullback::flat_grad_from_outputs`].
+    /// The values are those [`Policy::dist_with_pullback`] builds its
+    /// distributions on, bit for bit. `None` for other policies (categorical,
+    /// gSDE, a state-dependent σ; the default).
+    ///
+    /// Errors: as [`Policy::dist`].
+    fn gaussian_with_pullback(
+        &self,
+        _obs: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor, OutputPullback)>> {
+        Ok(None)
+    }
+
     /// gSDE ([`crate::gsde`]): fresh exploration matrices `θ_ε ~ N(0, σ²)`,
     /// one per environment copy, drawn from `rng`; `None` for a policy that
     /// does not explore with gSDE (the default).

@@ -1,0 +1,228 @@
+//! PPO's clipped surrogate on a diagonal Gaussian policy with a
+//! state-independent log σ, and its gradient in the means and in log σ,
+//! computed on host memory: the loss head of [`crate::Ppo`]'s minibatch
+//! step for the common continuous-action case (objective `clip`, no entropy
+//! bonus, no reference term, no KL asked for, CPU f32 or f64; gSDE and a
+//! state-dependent σ keep the graph).
+//!
+//! For means `μ [N, d]`, `log σ [d]`, actions `a [N, d]`, log π_old(a|s)
+//! and advantages Â:
+//!
+//! 1. log π_θ(a|s) = −½ Σ_j ((a_j − μ_j) e^{−log σ_j})² − (Σ_j log σ_j +
+//!    (d/2) ln 2π)   ([`klrl_policy::DiagGaussian::log_prob`]);
+//! 2. the clipped surrogate of [`crate::clip_surrogate`]: r (eq. 6),
+//!    min(r Â, clip(r, 1 − ε, 1 + ε) Â) (eq. 7), the policy loss −L^CLIP,
+//!    the clip fraction, and g = ∂(−L^CLIP)/∂log π_θ(a|s) per sample;
+//! 3. back through 1: with z_j = (a_j − μ_j) e^{−log σ_j},
+//!    ∂/∂μ_j = g z_j e^{−log σ_j} and ∂/∂log σ_j = Σ_s g_s z_sj² − Σ_s g_s,
+//!    which candle's backward forms as
+//!    (−Σ_s g_s) − (Σ_s (−½ g_s) · 2 z_sj · (a_sj − μ_sj)) · e^{−log σ_j}
+//!    (the log-normaliser's path, then the one through e^{−log σ}).
+//!
+//! **Same bits as the candle graph.** [`crate::Ppo`]'s general path builds
+//! step 1 with the candle 0.11.1 ops of `DiagGaussian::new` and `log_prob`
+//! (`copy` of each leaf, `neg`, `exp`, `sub`, `broadcast_mul`, `sqr`,
+//! `sum(1)`, `affine(−½, 0)`, `sum_all`, `affine(1, (d/2) ln 2π)`,
+//! `broadcast_sub`) and differentiates it with `backward()`; this module
+//! performs those floating-point operations in their order on plain slices.
+//! Besides what [`crate::clip_head`] lists (scalars converted with `as`,
+//! sums over a contiguous last dimension in candle's `vec_sum` order, every
+//! gradient reaching its tensor as `0 + g`), matching it means:
+//!
+//! - `sqr`'s backward is `(z · g) · 2 + 0` (a `mul` then an `affine`), an
+//!   `affine`'s is `g · mul + 0`, a `neg`'s `0 − g`, a `copy`'s `0 + g`;
+//! - `broadcast_mul`'s gradient for the broadcast `e^{−log σ} [d]` is the
+//!   `[N, d]` product summed over the rows by candle's generic reduction
+//!   (column by column, rows in order, from 0 — not `vec_sum`), and the
+//!   log-normaliser's `[N]` gradient is summed by `vec_sum`;
+//! - log σ gets two gradients: the log-normaliser's first (candle's
+//!   topological order), then the one through `neg`, subtracted.
+//!
+//! `ppo/gaussian_clip_head_tests.rs` checks the two against each other bit
+//! for bit.
+
+use candle_core::{DType, Tensor};
+use klrl_policy::gaussian::LN_2PI;
+
+use crate::clip_surrogate::{supported, Real, Surrogate};
+use crate::error::{OptimError, Result};
+use crate::rollout::candle_err;
+
+/// What the head computes for one minibatch.
+#[derive(Debug, Clone)]
+pub struct GaussianClipHead {
+    /// −L^CLIP (the objective of the step without an entropy bonus), in the
+    /// means' dtype, widened to f64.
+    pub policy_loss: f64,
+    /// The fraction of samples with |r − 1| > ε.
+    pub clip_frac: f64,
+    /// ∂(−L^CLIP)/∂μ, `[N, d]`, of the means' dtype and device.
+    pub d_mean: Tensor,
+    /// ∂(−L^CLIP)/∂log σ, `[d]`, of the means' dtype and device.
+    pub d_log_std: Tensor,
+}
+
+/// The clipped surrogate of the Gaussians with means `mean [N, d]` and the
+/// state-independent `log_std [d]` (CPU tensors of one dtype), for the
+/// actions `actions [N, d]`, `old_log_probs` and `advantages` (`[N]`), all of
+/// the means' dtype, with clip range `clip_eps`; and its gradients in the
+/// means and in `log_std`.
+///
+/// Errors: [`OptimError::Mismatch`] for shapes or dtypes that do not fit (or
+/// a dtype or device [`supported`] rejects).
+pub fn gaussian_clip_head(
+    mean: &Tensor,
+    log_std: &Tensor,
+    actions: &Tensor,
+    old_log_probs: &Tensor,
+    advantages: &Tensor,
+    clip_eps: f64,
+) -> Result<GaussianClipHead> {
+    let dtype = mean.dtype();
+    let fits = match *mean.dims() {
+        [n, d] => {
+            n > 0
+                && d > 0
+                && log_std.dims() == [d]
+                && actions.dims() == [n, d]
+                && old_log_probs.dims() == [n]
+                && advantages.dims() == [n]
+                && [log_std, actions, old_log_probs, advantages]
+                    .iter()
+                    .all(|t| t.dtype() == dtype && t.device().same_device(mean.device()))
+                && supported(dtype, mean.device())
+        }
+        _ => false,
+    };
+    if !fits {
+        return Err(OptimError::Mismatch(format!(
+            "gaussian clip head: means {:?} {dtype:?}, log σ {:?} {:?}, actions {:?} {:?}, \
+             old log-probs {:?} {:?}, advantages {:?} {:?}",
+            mean.dims(),
+            log_std.dims(),
+            log_std.dtype(),
+            actions.dims(),
+            actions.dtype(),
+            old_log_probs.dims(),
+            old_log_probs.dtype(),
+            advantages.dims(),
+            advantages.dtype()
+        )));
+    }
+    let inputs = [mean, log_std, actions, old_log_probs, advantages];
+    match dtype {
+        DType::F32 => Host::<f32>::read(inputs)?.run(clip_eps, mean),
+        _ => Host::<f64>::read(inputs)?.run(clip_eps, mean),
+    }
+}
+
+/// The inputs on the host.
+struct Host<T> {
+    mean: Vec<T>,
+    log_std: Vec<T>,
+    actions: Vec<T>,
+    old: Vec<T>,
+    adv: Vec<T>,
+}
+
+impl<T: Real> Host<T> {
+    /// Reads `[mean, log_std, actions, old_log_probs, advantages]`.
+    fn read(inputs: [&Tensor; 5]) -> Result<Self> {
+        let e = candle_err("gaussian clip head to host");
+        let host = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<T>()).map_err(&e);
+        let [mean, log_std, actions, old, adv] = inputs;
+        Ok(Host {
+            mean: host(mean)?,
+            log_std: host(log_std)?,
+            actions: host(actions)?,
+            old: host(old)?,
+            adv: host(adv)?,
+        })
+    }
+
+    /// −L^CLIP, the clip fraction, ∂(−L^CLIP)/∂μ and ∂(−L^CLIP)/∂log σ (on
+    /// the device of `mean`).
+    fn run(&self, clip_eps: f64, mean: &Tensor) -> Result<GaussianClipHead> {
+        let (n, d) = (self.old.len(), self.log_std.len());
+        let zero = T::ZERO;
+        let clip = Surrogate::<T>::new(clip_eps, n);
+        // affine(−½, 0) and its backward's factor, as candle converts them
+        let minus_half = T::from_f64(-0.5);
+        let two = T::from_f64(2.0);
+
+        // 1. The state-independent parts of log π: e^{−log σ_j}, and the
+        //    log-normaliser Σ_j log σ_j · 1 + (d/2) ln 2π.
+        let inv_std: Vec<T> = self.log_std.iter().map(|&l| (-l).exp()).collect();
+        let norm = T::sum(&self.log_std) * T::ONE + T::from_f64(0.5 * d as f64 * LN_2PI);
+
+        let mut surrogate = Vec::with_capacity(n);
+        let mut clipped = Vec::with_capacity(n);
+        let mut d_mean = vec![zero; n * d];
+        // ∂/∂(broadcast log-normaliser) per sample; Σ_s of ∂/∂(broadcast
+        // e^{−log σ}) per column; one row's (a − μ), z and z².
+        let mut g_norm_rows = Vec::with_capacity(n);
+        let mut g_inv_std = vec![zero; d];
+        let (mut diff, mut z, mut z2) = (vec![zero; d], vec![zero; d], vec![zero; d]);
+        for i in 0..n {
+            let row = i * d..(i + 1) * d;
+            let (mu, act) = (&self.mean[row.clone()], &self.actions[row.clone()]);
+            for j in 0..d {
+                diff[j] = act[j] - mu[j];
+                z[j] = diff[j] * inv_std[j];
+                z2[j] = z[j] * z[j];
+            }
+            // log p = (Σ_j z_j²) · (−½) + 0 − norm
+            let log_p = (T::sum(&z2) * minus_half + zero) - norm;
+
+            // 2. the clipped surrogate and ∂/∂log p (crate::clip_surrogate)
+            let sample = clip.sample(log_p, self.old[i], self.adv[i]);
+            surrogate.push(sample.surrogate);
+            clipped.push(sample.clipped);
+            let g_log_p = sample.d_log_p;
+
+            // 3. backward through 1, in candle's topological order.
+            // log p = h − B(norm): the subtraction's two sides
+            let g_h = zero + g_log_p;
+            g_norm_rows.push(zero - g_log_p);
+            // h = q · (−½) + 0, q = Σ_j z_j² (its gradient broadcast back)
+            let g_q = zero + (g_h * minus_half + zero);
+            let g_z2 = zero + (zero + g_q);
+            let g_mean = &mut d_mean[row];
+            for j in 0..d {
+                // sqr: (z · g) · 2 + 0
+                let g_z = zero + ((z[j] * g_z2) * two + zero);
+                // z = (a − μ) · B(e^{−log σ}): to (a − μ), then μ through
+                // the subtraction (0 − g) and the leaf's copy (0 + g)
+                let g_diff = zero + g_z * inv_std[j];
+                g_mean[j] = zero + (zero - g_diff);
+                // to the broadcast e^{−log σ}: summed over the rows in order
+                g_inv_std[j] += zero + g_z * diff[j];
+            }
+        }
+        // The log-normaliser: the broadcast's sum over the samples, the
+        // affine's · 1 + 0, sum_all's reshape (0 + g) and its broadcast back
+        // to log σ (0 + g, below).
+        let g_norm = zero + T::sum(&g_norm_rows);
+        let g_sum_log_std = zero + (zero + (g_norm * T::ONE + zero));
+        let d_log_std: Vec<T> = g_inv_std
+            .iter()
+            .zip(&inv_std)
+            .map(|(&g_inv, &inv)| {
+                // e^{x}: g · e^{x}; neg: subtracted from log σ's gradient,
+                // which holds the log-normaliser's part already; the leaf's
+                // copy: 0 + g
+                let g_neg = zero + (zero + g_inv) * inv;
+                zero + ((zero + g_sum_log_std) - g_neg)
+            })
+            .collect();
+
+        let e = candle_err("gaussian clip head gradient");
+        let device = mean.device();
+        Ok(GaussianClipHead {
+            policy_loss: clip.policy_loss(&surrogate),
+            clip_frac: clip.clip_frac(&clipped),
+            d_mean: Tensor::from_vec(d_mean, (n, d), device).map_err(&e)?,
+            d_log_std: Tensor::from_vec(d_log_std, d, device).map_err(&e)?,
+        })
+    }
+}

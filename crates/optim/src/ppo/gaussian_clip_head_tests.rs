@@ -1,0 +1,495 @@
+//! [`crate::gaussian_clip_head`] against the candle graph it replaces: the
+//! policy loss, the clip fraction, the gradients in the means and in log σ,
+//! and the flat gradient, bit for bit; and whole PPO updates with the host
+//! heads on and off.
+//!
+//! The oracle is the general path of [`Ppo::minibatch_step`] itself:
+//! `dist_with_pullback`, [`Ppo::policy_terms`], `backward()`, the pullback.
+//! A linear policy with identity weights and zero bias makes the
+//! observations the means, so that any means can be tested.
+
+use candle_core::{DType, Device, Tensor};
+use klrl_policy::{
+    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd,
+    GsdeConfig, MlpConfig, Policy, ValueNet,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::Ppo;
+use crate::algorithm::Algorithm;
+use crate::batch::{Batch, MiniBatch};
+use crate::config::{PpoConfig, PpoObjective};
+use crate::gaussian_clip_head::gaussian_clip_head;
+use crate::losses::{scalars_to_host, trainable_vars};
+use crate::OptimError;
+
+/// A policy whose means are its observations (`μ = x Iᵀ + 0`) with the
+/// state-independent `log σ = log_std`.
+fn identity_policy(log_std: &[f64], dtype: DType) -> DiagGaussianPolicy {
+    let d = log_std.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let config = MlpConfig {
+        hidden: vec![],
+        activation: Activation::Tanh,
+    };
+    let mut p = DiagGaussianPolicy::new(d, d, &config, dtype, &Device::Cpu, &mut rng).unwrap();
+    let mut flat = vec![0.0; d * d + d];
+    for i in 0..d {
+        flat[i * d + i] = 1.0;
+    }
+    flat.extend_from_slice(log_std);
+    p.set_flat(&flat).unwrap();
+    p
+}
+
+/// log σ of one of several kinds: all 0 (σ = 1, the initial value), mixed
+/// signs, small, with a −0.
+fn log_std(d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let kind = rng.random_range(0..4);
+    (0..d)
+        .map(|j| match kind {
+            0 => 0.0,
+            1 => rng.random_range(-2.5..1.5),
+            2 => rng.random_range(-0.01..0.01),
+            _ if j == 0 => -0.0,
+            _ => rng.random_range(-1.0..1.0),
+        })
+        .collect()
+}
+
+/// Random means of one of several kinds per row, actions around them (equal
+/// to the means, within a few σ, far), log π_old (log π_θ plus a shift: 0,
+/// small, the clip range's edges ln(1 ± ε), around them, ±LOG_RATIO_MAX,
+/// beyond) and advantages of both signs (some 0).
+fn minibatch(
+    n: usize,
+    policy: &DiagGaussianPolicy,
+    clip_eps: f64,
+    rng: &mut ChaCha8Rng,
+) -> MiniBatch {
+    let d = policy.action_dim();
+    let dtype = policy.dtype();
+    let dev = Device::Cpu;
+    let sigma: Vec<f64> = policy
+        .log_std()
+        .unwrap()
+        .as_tensor()
+        .to_dtype(DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .unwrap()
+        .iter()
+        .map(|l| l.exp())
+        .collect();
+    let (mut mu, mut act) = (Vec::with_capacity(n * d), Vec::with_capacity(n * d));
+    for _ in 0..n {
+        let mean_kind = rng.random_range(0..4);
+        let act_kind = rng.random_range(0..5);
+        for &s in &sigma {
+            let m = match mean_kind {
+                0 => rng.random_range(-1.0..1.0),
+                1 => rng.random_range(-50.0..50.0),
+                2 => 0.0,
+                _ => rng.random_range(-0.01..0.01),
+            };
+            mu.push(m);
+            act.push(match act_kind {
+                0 => m,
+                1 => m + s * rng.random_range(-3.0..3.0),
+                2 => m + s * rng.random_range(-0.1..0.1),
+                3 => m + s * rng.random_range(-30.0..30.0),
+                _ => rng.random_range(-2.0..2.0),
+            });
+        }
+    }
+    let t = |v: Vec<f64>, shape: &[usize]| {
+        Tensor::from_vec(v, shape, &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    };
+    let obs = t(mu, &[n, d]);
+    let actions = t(act, &[n, d]);
+    let log_p = policy
+        .dist_detached(&obs, None)
+        .unwrap()
+        .log_prob(&actions)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let lo = (1.0 - clip_eps).ln();
+    let hi = (1.0 + clip_eps).ln();
+    let old: Vec<f64> = log_p
+        .iter()
+        .map(|&lp| {
+            lp - match rng.random_range(0..9) {
+                0 => 0.0,
+                1 => rng.random_range(-0.1..0.1),
+                2 => lo,
+                3 => hi,
+                4 => lo + rng.random_range(-1e-6..1e-6),
+                5 => hi + rng.random_range(-1e-6..1e-6),
+                6 => 20.0,
+                7 => -20.0,
+                _ => rng.random_range(-40.0..40.0),
+            }
+        })
+        .collect();
+    let adv: Vec<f64> = (0..n)
+        .map(|_| match rng.random_range(0..6) {
+            0 => 0.0,
+            _ => rng.random_range(-3.0..3.0),
+        })
+        .collect();
+    MiniBatch {
+        len: n,
+        obs,
+        actions,
+        old_log_probs: t(old, &[n]),
+        old_values: t(vec![0.0; n], &[n]),
+        returns: t(vec![0.0; n], &[n]),
+        advantages: t(adv, &[n]),
+        mask: None,
+        reference: None,
+    }
+}
+
+fn bits(t: &Tensor) -> Vec<u64> {
+    let v = t.flatten_all().unwrap();
+    match t.dtype() {
+        DType::F32 => v
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| u64::from(x.to_bits()))
+            .collect(),
+        _ => v
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect(),
+    }
+}
+
+fn assert_same_bits(got: &Tensor, want: &Tensor, what: &str, ctx: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}: {ctx}");
+    assert_eq!(got.dtype(), want.dtype(), "{what}: {ctx}");
+    let (g, w) = (bits(got), bits(want));
+    if let Some(i) = (0..g.len()).find(|&i| g[i] != w[i]) {
+        panic!(
+            "{what} differ at {i}: host {:#x}, candle {:#x}: {ctx}",
+            g[i], w[i]
+        );
+    }
+}
+
+/// Counts of the ties the minibatch reaches: r exactly 1 ± ε (the clip's
+/// edges), log r exactly ±LOG_RATIO_MAX (the clamp's), r = 1.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ties {
+    clip_edge: usize,
+    ratio_bound: usize,
+    one: usize,
+}
+
+/// The head against the graph on one minibatch of `n` states and `d`
+/// action dimensions.
+fn check(n: usize, d: usize, dtype: DType, clip_eps: f64, seed: u64) -> Ties {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let policy = identity_policy(&log_std(d, &mut rng), dtype);
+    let value = ValueNet::new(d, &MlpConfig::default(), dtype, &Device::Cpu, &mut rng).unwrap();
+    let config = PpoConfig {
+        objective: PpoObjective::Clip,
+        clip_eps,
+        ent_coef: 0.0,
+        ..PpoConfig::default()
+    };
+    let ppo = Ppo::new(config, &policy, &value);
+    let mb = minibatch(n, &policy, clip_eps, &mut rng);
+    let ctx = format!("n = {n}, d = {d}, {dtype:?}, ε = {clip_eps}, seed {seed}");
+
+    // The candle graph (Ppo::minibatch_step's general path).
+    let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
+    let old = dist.detach();
+    let p = ppo
+        .policy_terms(&dist, &mb, &old, clip_eps, false, false)
+        .unwrap();
+    let clip_frac = p.clip_frac.as_ref().unwrap();
+    let host = scalars_to_host(&[&p.objective, &p.policy, clip_frac]).unwrap();
+    let grads = p.objective.backward().unwrap();
+    let d_mean = grads.get(pullback.outputs().as_tensor()).unwrap();
+    let d_log_std = grads.get(pullback.log_std().unwrap().as_tensor()).unwrap();
+    let flat = pullback.flat_grad(&grads).unwrap();
+
+    // The host head.
+    let (mean, log_std, host_pullback) = policy.gaussian_with_pullback(&mb.obs).unwrap().unwrap();
+    assert_eq!(bits(&mean), bits(pullback.outputs().as_tensor()), "{ctx}");
+    assert_eq!(
+        bits(&log_std),
+        bits(pullback.log_std().unwrap().as_tensor()),
+        "{ctx}"
+    );
+    let head = gaussian_clip_head(
+        &mean,
+        &log_std,
+        &mb.actions,
+        &mb.old_log_probs,
+        &mb.advantages,
+        clip_eps,
+    )
+    .unwrap();
+    let host_flat = host_pullback
+        .flat_grad_from_outputs(Some(&head.d_mean), Some(&head.d_log_std))
+        .unwrap();
+
+    assert_eq!(
+        head.policy_loss.to_bits(),
+        host[0].to_bits(),
+        "objective: {ctx}"
+    );
+    assert_eq!(
+        head.policy_loss.to_bits(),
+        host[1].to_bits(),
+        "policy loss: {ctx}"
+    );
+    assert_eq!(
+        head.clip_frac.to_bits(),
+        host[2].to_bits(),
+        "clip fraction: {ctx}"
+    );
+    assert_same_bits(&head.d_mean, d_mean, "∂/∂μ", &ctx);
+    assert_same_bits(&head.d_log_std, d_log_std, "∂/∂log σ", &ctx);
+    let flat_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        flat_bits(&host_flat),
+        flat_bits(&flat),
+        "flat gradient: {ctx}"
+    );
+    ties(&dist, &mb, clip_eps)
+}
+
+/// The ties of [`Ties`] in the minibatch, with candle's ops.
+fn ties(dist: &klrl_policy::Dist, mb: &MiniBatch, clip_eps: f64) -> Ties {
+    let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let log_r = (dist.log_prob(&mb.actions).unwrap() - &mb.old_log_probs).unwrap();
+    let ratio = log_r
+        .clamp(-super::LOG_RATIO_MAX, super::LOG_RATIO_MAX)
+        .and_then(|x| x.exp())
+        .unwrap();
+    // the edges as the dtype holds them
+    let edge = |x: f64| {
+        f64s(
+            &Tensor::new(&[x], &Device::Cpu)
+                .unwrap()
+                .to_dtype(mb.obs.dtype())
+                .unwrap(),
+        )[0]
+    };
+    let (lo, hi) = (edge(1.0 - clip_eps), edge(1.0 + clip_eps));
+    let mut t = Ties::default();
+    for (r, l) in f64s(&ratio).into_iter().zip(f64s(&log_r)) {
+        t.clip_edge += usize::from(r == lo || r == hi);
+        t.ratio_bound += usize::from(l.abs() == super::LOG_RATIO_MAX);
+        t.one += usize::from(r == 1.0);
+    }
+    t
+}
+
+#[test]
+fn gaussian_clip_head_matches_the_candle_graph_bit_for_bit() {
+    let mut seed = 1000;
+    let mut ties = Ties::default();
+    for dtype in [DType::F32, DType::F64] {
+        for n in [1, 2, 7, 31, 32, 33, 64, 257, 2049] {
+            for d in 1..=6 {
+                for clip_eps in [0.2, 0.1] {
+                    seed += 1;
+                    let t = check(n, d, dtype, clip_eps, seed);
+                    ties.clip_edge += t.clip_edge;
+                    ties.ratio_bound += t.ratio_bound;
+                    ties.one += t.one;
+                }
+            }
+        }
+    }
+    // The cases the gradient rules single out were reached.
+    eprintln!("ties: {ties:?}");
+    assert!(ties.clip_edge > 0 && ties.ratio_bound > 0 && ties.one > 0);
+}
+
+#[test]
+fn gaussian_with_pullback_is_for_a_state_independent_sigma_only() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let obs = Tensor::zeros((4, 3), DType::F32, &Device::Cpu).unwrap();
+    for std in [
+        GaussianStd::Gsde(GsdeConfig::sb3()),
+        GaussianStd::StateDependent,
+    ] {
+        let head = GaussianHead {
+            std,
+            log_std_init: 0.0,
+        };
+        let p = DiagGaussianPolicy::with_head(
+            3,
+            2,
+            &MlpConfig::default(),
+            &head,
+            DType::F32,
+            &Device::Cpu,
+            &mut rng,
+        )
+        .unwrap();
+        assert!(p.gaussian_with_pullback(&obs).unwrap().is_none(), "{std:?}");
+    }
+    let categorical = CategoricalPolicy::new(
+        3,
+        2,
+        &MlpConfig::default(),
+        DType::F32,
+        &Device::Cpu,
+        &mut rng,
+    )
+    .unwrap();
+    assert!(categorical.gaussian_with_pullback(&obs).unwrap().is_none());
+}
+
+#[test]
+fn gaussian_clip_head_rejects_mismatched_inputs() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let policy = identity_policy(&[0.0, 0.5], DType::F32);
+    let mb = minibatch(4, &policy, 0.2, &mut rng);
+    let (mean, log_std, _) = policy.gaussian_with_pullback(&mb.obs).unwrap().unwrap();
+    let wrong_log_std = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let f64_adv = mb.advantages.to_dtype(DType::F64).unwrap();
+    let short_old = mb.old_log_probs.narrow(0, 0, 3).unwrap();
+    let cases = [
+        (&mean, &wrong_log_std, &mb.old_log_probs, &mb.advantages),
+        (&mean, &log_std, &mb.old_log_probs, &f64_adv),
+        (&mean, &log_std, &short_old, &mb.advantages),
+    ];
+    for (m, l, old, adv) in cases {
+        let err = gaussian_clip_head(m, l, &mb.actions, old, adv, 0.2);
+        assert!(matches!(err, Err(OptimError::Mismatch(_))), "{err:?}");
+    }
+}
+
+/// A batch of `n` random transitions for `policy` (actions drawn from it;
+/// the recorded log-probabilities are recomputed by the update).
+fn batch(policy: &dyn Policy, n: usize, rng: &mut ChaCha8Rng) -> Batch {
+    let obs_dim = policy.obs_dim();
+    let obs: Vec<f32> = (0..n * obs_dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let dist = policy
+        .dist_detached(&policy.obs_tensor(&obs).unwrap(), None)
+        .unwrap();
+    let mut actions = dist.sample(rng).unwrap();
+    if let Actions::Continuous { values, .. } = &mut actions {
+        // wider than π: some ratios move far enough to be clipped
+        values.iter_mut().for_each(|v| *v *= 1.5);
+    }
+    Batch {
+        obs_dim,
+        obs,
+        actions,
+        old_log_probs: vec![0.0; n],
+        old_values: (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        advantages: (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect(),
+        returns: (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect(),
+        masks: None,
+        progress: 0.5,
+        update: 3,
+        reference: None,
+    }
+}
+
+/// Two PPO updates (several epochs of minibatches, the last one partial) of
+/// the policy `make` builds, with the host heads on and forced off: the
+/// parameters, Adam's state and the diagnostics must be the same bits.
+fn update_with_and_without_host_head(make: &dyn Fn() -> Box<dyn Policy>, label: &str) {
+    let run = |graph_head_only: bool| {
+        let mut policy = make();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let config = MlpConfig {
+            hidden: vec![16, 16],
+            activation: Activation::Tanh,
+        };
+        let (obs_dim, dtype) = (policy.obs_dim(), policy.dtype());
+        let mut value = ValueNet::new(obs_dim, &config, dtype, &Device::Cpu, &mut rng).unwrap();
+        let ppo_config = PpoConfig {
+            objective: PpoObjective::Clip,
+            clip_eps: 0.2,
+            ent_coef: 0.0,
+            n_epochs: 4,
+            minibatch_size: 64,
+            lr: 3e-3,
+            ..PpoConfig::default()
+        };
+        let mut ppo = Ppo::new(ppo_config, policy.as_ref(), &value);
+        ppo.graph_head_only = graph_head_only;
+        let mut diagnostics = Vec::new();
+        for update in 0..2 {
+            let mut b = batch(policy.as_ref(), 300, &mut rng);
+            b.update = update;
+            let d = ppo
+                .update(policy.as_mut(), &mut value, &b, &mut rng)
+                .unwrap();
+            diagnostics.extend([d.policy_loss, d.value_loss, d.clip_frac, d.grad_norm]);
+            diagnostics.extend([d.kl_old_new, d.epochs_run]);
+        }
+        let theta = klrl_policy::flat::get_flat(&trainable_vars(policy.as_ref(), &value)).unwrap();
+        let state = ppo.state();
+        (theta, state, diagnostics)
+    };
+    let (host_theta, host_state, host_diag) = run(false);
+    let (graph_theta, graph_state, graph_diag) = run(true);
+    let flat_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        flat_bits(&host_diag),
+        flat_bits(&graph_diag),
+        "{label}: diagnostics"
+    );
+    assert!(host_diag[2] > 0.0, "{label}: some samples clipped");
+    assert_eq!(
+        flat_bits(&host_theta),
+        flat_bits(&graph_theta),
+        "{label}: parameters"
+    );
+    for key in ["adam_m", "adam_v"] {
+        assert_eq!(
+            flat_bits(&host_state.vectors[key]),
+            flat_bits(&graph_state.vectors[key]),
+            "{label}: {key}"
+        );
+    }
+}
+
+#[test]
+fn ppo_updates_are_the_same_with_the_host_heads() {
+    let net = MlpConfig {
+        hidden: vec![32, 32],
+        activation: Activation::Tanh,
+    };
+    for dtype in [DType::F32, DType::F64] {
+        let gaussian = || -> Box<dyn Policy> {
+            let mut rng = ChaCha8Rng::seed_from_u64(21);
+            let head = GaussianHead {
+                std: GaussianStd::StateIndependent,
+                log_std_init: -0.5,
+            };
+            Box::new(
+                DiagGaussianPolicy::with_head(3, 2, &net, &head, dtype, &Device::Cpu, &mut rng)
+                    .unwrap(),
+            )
+        };
+        update_with_and_without_host_head(&gaussian, &format!("gaussian {dtype:?}"));
+        let categorical = || -> Box<dyn Policy> {
+            let mut rng = ChaCha8Rng::seed_from_u64(22);
+            Box::new(CategoricalPolicy::new(3, 4, &net, dtype, &Device::Cpu, &mut rng).unwrap())
+        };
+        update_with_and_without_host_head(&categorical, &format!("categorical {dtype:?}"));
+    }
+}
