@@ -23,6 +23,7 @@ pub mod error;
 pub mod evaluate;
 pub mod gae;
 pub mod gaussian_clip_head;
+pub mod keep_warm;
 pub mod kl_limit;
 pub mod losses;
 pub mod measure;

@@ -15,6 +15,7 @@ use crate::config::{ExperimentConfig, NetConfig, ReferenceSource};
 use crate::diagnostics::UpdateDiagnostics;
 use crate::error::{OptimError, Result};
 use crate::evaluate::{evaluate, Evaluation};
+use crate::keep_warm;
 use crate::losses::trainable_vars;
 use crate::normalize::{ObsNormalizer, RewardScaler};
 use crate::reference::Reference;
@@ -390,9 +391,15 @@ impl<E: Env> Trainer<E> {
         let t2 = Instant::now();
         let vars = trainable_vars(self.policy.as_ref(), &self.value);
         let (params_before, algo_before) = (flat::get_flat(&vars)?, self.algo.state());
-        let result = self
-            .algo
-            .update(self.policy.as_mut(), &mut self.value, &batch, &mut self.rng);
+        // The update hands work to the second thread several times per
+        // minibatch step: keep it polling instead of sleeping (the same results).
+        let (algo, policy, value, rng) = (
+            &mut self.algo,
+            self.policy.as_mut(),
+            &mut self.value,
+            &mut self.rng,
+        );
+        let result = keep_warm::with_workers_awake(|| algo.update(policy, value, &batch, rng));
         let diagnostics = match rejection(result, &vars)? {
             Ok(d) => {
                 self.rejected_in_a_row = 0;
