@@ -146,7 +146,37 @@ impl Adam {
         max_grad_norm: f64,
         update: u64,
     ) -> Result<f64> {
-        let norm = grad_norm(grad);
+        let squares = SquaredNorm::of(grad);
+        self.step_parts(vars, &[grad], squares, lr, max_grad_norm, update)
+    }
+
+    /// [`Adam::step_flat`] with the flat gradient given as consecutive
+    /// parts (each variable's gradient within one part; e.g. the policy's
+    /// and the value network's, computed on two threads) and Σ g² already
+    /// summed over them, in order ([`SquaredNorm`]: the same sum as over
+    /// their concatenation, so the same step). Summing a part as soon as it
+    /// is computed, while the other is still being computed, takes the
+    /// sequential sum off the critical path.
+    ///
+    /// Errors: as [`Adam::step_flat`]; [`OptimError::Mismatch`] when
+    /// `squares` did not sum as many entries as the parts hold.
+    pub fn step_parts(
+        &mut self,
+        vars: &[Var],
+        parts: &[&[f64]],
+        squares: SquaredNorm,
+        lr: f64,
+        max_grad_norm: f64,
+        update: u64,
+    ) -> Result<f64> {
+        let held: usize = parts.iter().map(|p| p.len()).sum();
+        if squares.len() != held {
+            return Err(OptimError::Mismatch(format!(
+                "the squared gradient norm sums {} entries, the gradient has {held}",
+                squares.len()
+            )));
+        }
+        let norm = squares.norm();
         if !norm.is_finite() {
             return Err(OptimError::NonFinite {
                 what: "gradient",
@@ -156,7 +186,7 @@ impl Adam {
         // The clipping scale is applied inside the step (g · s, the same
         // product clip_grad_norm forms), not in a pass of its own.
         let scale = clip_scale(norm, max_grad_norm).unwrap_or(1.0);
-        if !self.try_step_vars(vars, grad, scale, lr, largest_value(vars))? {
+        if !self.try_step_parts(vars, parts, scale, lr, largest_value(vars))? {
             return Err(OptimError::NonFinite {
                 what: "new parameters",
                 update,
@@ -187,14 +217,31 @@ impl Adam {
         lr: f64,
         limit: f64,
     ) -> Result<bool> {
+        self.try_step_parts(vars, &[grad], scale, lr, limit)
+    }
+
+    /// [`Adam::try_step_vars`] with the gradient in consecutive parts (see
+    /// [`Adam::step_parts`]).
+    ///
+    /// Errors: also [`OptimError::Mismatch`] when a variable's gradient
+    /// would span two parts.
+    pub fn try_step_parts(
+        &mut self,
+        vars: &[Var],
+        parts: &[&[f64]],
+        scale: f64,
+        lr: f64,
+        limit: f64,
+    ) -> Result<bool> {
         let n = self.len();
-        if flat::flat_len(vars) != n || grad.len() != n {
+        let held: usize = parts.iter().map(|p| p.len()).sum();
+        if flat::flat_len(vars) != n || held != n {
             return Err(OptimError::Mismatch(format!(
-                "Adam over {n} parameters got {} variables' worth and a gradient of {}",
+                "Adam over {n} parameters got {} variables' worth and a gradient of {held}",
                 flat::flat_len(vars),
-                grad.len()
             )));
         }
+        let grads = per_variable(vars, parts)?;
         let k = Coefs {
             grad_scale: scale,
             ..self.coefs(self.t + 1, lr)
@@ -221,13 +268,17 @@ impl Adam {
                     "Adam read a variable whose values do not match its size".to_string(),
                 ));
             }
-            let theta = Theta { values, n };
+            let theta = Theta {
+                values,
+                grads: &grads,
+                n,
+            };
             if all_f32 {
                 theta_f32.resize(n, 0.0);
-                Ok(theta.step(grad, m, v, Next::new(m_new, v_new, theta_f32), &k, limit))
+                Ok(theta.step(m, v, Next::new(m_new, v_new, theta_f32), &k, limit))
             } else {
                 theta_f64.resize(n, 0.0);
-                Ok(theta.step(grad, m, v, Next::new(m_new, v_new, theta_f64), &k, limit))
+                Ok(theta.step(m, v, Next::new(m_new, v_new, theta_f64), &k, limit))
             }
         })??;
         if !fits {
@@ -243,6 +294,29 @@ impl Adam {
         self.t += 1;
         Ok(true)
     }
+}
+
+/// Each variable's gradient, cut from the consecutive `parts` (whose
+/// lengths add up to the variables').
+fn per_variable<'a>(vars: &[Var], parts: &[&'a [f64]]) -> Result<Vec<&'a [f64]>> {
+    let mut parts = parts.iter().copied().filter(|p| !p.is_empty());
+    let mut part: &[f64] = &[];
+    let mut out = Vec::with_capacity(vars.len());
+    for var in vars {
+        let k = var.elem_count();
+        if part.is_empty() && k > 0 {
+            part = parts.next().unwrap_or_default();
+        }
+        if part.len() < k {
+            return Err(OptimError::Mismatch(
+                "a variable's gradient spans two parts of the gradient".to_string(),
+            ));
+        }
+        let (mine, rest) = part.split_at(k);
+        out.push(mine);
+        part = rest;
+    }
+    Ok(out)
 }
 
 /// The largest magnitude the dtype of `vars` holds (f32's for an f32
@@ -272,7 +346,53 @@ pub fn clip_grad_norm(grad: &mut [f64], max_norm: f64) -> f64 {
 /// The Euclidean norm of `grad`, summed in order (one f64 accumulator: the
 /// result does not depend on the machine or the thread count).
 pub fn grad_norm(grad: &[f64]) -> f64 {
-    grad.iter().map(|g| g * g).sum::<f64>().sqrt()
+    SquaredNorm::of(grad).norm()
+}
+
+/// Σ gᵢ² of a gradient summed in index order with one f64 accumulator, one
+/// part after the other: parts added in order give the same bits as the
+/// whole vector at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SquaredNorm {
+    sum: f64,
+    len: usize,
+}
+
+impl Default for SquaredNorm {
+    /// Nothing summed yet (the sum starts at −0, as `Iterator::sum` does).
+    fn default() -> Self {
+        SquaredNorm { sum: -0.0, len: 0 }
+    }
+}
+
+impl SquaredNorm {
+    /// The sum over `grad`.
+    pub fn of(grad: &[f64]) -> Self {
+        let mut s = SquaredNorm::default();
+        s.add(grad);
+        s
+    }
+
+    /// Adds the squares of the next part.
+    pub fn add(&mut self, part: &[f64]) {
+        self.sum = part.iter().fold(self.sum, |s, g| s + g * g);
+        self.len += part.len();
+    }
+
+    /// The number of entries summed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been summed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// √Σ gᵢ².
+    pub fn norm(&self) -> f64 {
+        self.sum.sqrt()
+    }
 }
 
 /// The factor [`clip_grad_norm`] scales a gradient of norm `norm` by, or
@@ -348,6 +468,8 @@ fn adam_in_place(theta: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], 
 /// values as stored, one slice per variable, `n` in all.
 struct Theta<'a> {
     values: &'a [flat::HostValues<'a>],
+    /// Each variable's gradient.
+    grads: &'a [&'a [f64]],
     n: usize,
 }
 
@@ -358,44 +480,34 @@ impl Theta<'_> {
     /// has a second thread (one hand-off per step, whatever the number of
     /// variables; the step is element-wise: the same bits either way).
     /// Returns whether every new parameter is within `limit`.
-    fn step<O: Store>(
-        &self,
-        grad: &[f64],
-        m: &[f64],
-        v: &[f64],
-        next: Next<O>,
-        k: &Coefs,
-        limit: f64,
-    ) -> bool {
+    fn step<O: Store>(&self, m: &[f64], v: &[f64], next: Next<O>, k: &Coefs, limit: f64) -> bool {
         if self.n < flat::PARALLEL_MIN || rayon::current_num_threads() < 2 {
-            return self.range(0, grad, m, v, next, k, limit);
+            return self.range(0, m, v, next, k, limit);
         }
         let mid = self.n / 2;
         let (first, second) = next.split_at(mid);
         let (a, b) = rayon::join(
-            || self.range(0, &grad[..mid], &m[..mid], &v[..mid], first, k, limit),
-            || self.range(mid, &grad[mid..], &m[mid..], &v[mid..], second, k, limit),
+            || self.range(0, &m[..mid], &v[..mid], first, k, limit),
+            || self.range(mid, &m[mid..], &v[mid..], second, k, limit),
         );
         a && b
     }
 
-    /// The checked step on the parameters `start..start + grad.len()` of the
-    /// flat vector (`grad`, `m`, `v` and `next` cover exactly those).
-    #[allow(clippy::too_many_arguments)]
+    /// The checked step on the parameters `start..start + m.len()` of the
+    /// flat vector (`m`, `v` and `next` cover exactly those).
     fn range<O: Store>(
         &self,
         start: usize,
-        grad: &[f64],
         m: &[f64],
         v: &[f64],
         mut next: Next<O>,
         k: &Coefs,
         limit: f64,
     ) -> bool {
-        let end = start + grad.len();
+        let end = start + m.len();
         let mut fits = true;
         let mut offset = 0;
-        for values in self.values {
+        for (values, grad) in self.values.iter().zip(self.grads) {
             let var = offset..offset + values.len();
             offset = var.end;
             let (lo, hi) = (var.start.max(start), var.end.min(end));
@@ -405,7 +517,7 @@ impl Theta<'_> {
             let (at, here) = (lo - var.start..hi - var.start, lo - start..hi - start);
             let (out, rest) = next.split_at(hi - lo);
             next = rest;
-            let (g, m, v) = (&grad[here.clone()], &m[here.clone()], &v[here]);
+            let (g, m, v) = (&grad[at.clone()], &m[here.clone()], &v[here]);
             fits &= match values {
                 flat::HostValues::F32(t) => adam_checked(&t[at], g, m, v, out, k, limit),
                 flat::HostValues::F64(t) => adam_checked(&t[at], g, m, v, out, k, limit),
@@ -639,6 +751,59 @@ mod tests {
             }
             assert_eq!(results[0], (theta, adam));
         }
+    }
+
+    /// Σ g² added part by part is the sum over the whole vector, bit for
+    /// bit, and so is the step over parts; a squared norm of the wrong
+    /// length and a variable split across parts are refused unchanged.
+    #[test]
+    fn parts_step_like_the_whole_gradient() {
+        use candle_core::{DType, Device, Tensor};
+        let grad: Vec<f64> = (0..1000).map(|i| ((i as f64) * 0.7).sin() * 1e3).collect();
+        let mut squares = SquaredNorm::default();
+        for part in [&grad[..1], &grad[1..300], &grad[300..300], &grad[300..]] {
+            squares.add(part);
+        }
+        let whole = grad.iter().map(|g| g * g).sum::<f64>();
+        assert_eq!(squares.norm().to_bits(), whole.sqrt().to_bits());
+        assert_eq!(
+            (squares.len(), SquaredNorm::default().is_empty()),
+            (1000, true)
+        );
+        let vars = |values: &[f64]| -> Vec<Var> {
+            [&values[..300], &values[300..]]
+                .iter()
+                .map(|v| {
+                    let t = Tensor::from_slice(v, v.len(), &Device::Cpu)
+                        .and_then(|t| t.to_dtype(DType::F32))
+                        .unwrap();
+                    Var::from_tensor(&t).unwrap()
+                })
+                .collect()
+        };
+        let init = vec![0.5; 1000];
+        let (a, b) = (vars(&init), vars(&init));
+        let (mut adam_a, mut adam_b) = (Adam::new(1000, 1e-5), Adam::new(1000, 1e-5));
+        let norm_a = adam_a.step_flat(&a, &grad, 1e-3, 0.5, 0).unwrap();
+        let parts = [&grad[..300], &grad[300..]];
+        let norm_b = adam_b
+            .step_parts(&b, &parts, SquaredNorm::of(&grad), 1e-3, 0.5, 0)
+            .unwrap();
+        assert_eq!(norm_a.to_bits(), norm_b.to_bits());
+        assert_eq!(adam_a, adam_b);
+        assert_eq!(flat::get_flat(&a).unwrap(), flat::get_flat(&b).unwrap());
+        let before = (adam_b.clone(), flat::get_flat(&b).unwrap());
+        let short = SquaredNorm::of(&grad[1..]);
+        assert!(matches!(
+            adam_b.step_parts(&b, &parts, short, 1e-3, 0.5, 1),
+            Err(OptimError::Mismatch(_))
+        ));
+        let across = [&grad[..299], &grad[299..]];
+        assert!(matches!(
+            adam_b.step_parts(&b, &across, SquaredNorm::of(&grad), 1e-3, 0.5, 1),
+            Err(OptimError::Mismatch(_))
+        ));
+        assert_eq!((adam_b, flat::get_flat(&b).unwrap()), before);
     }
 
     #[test]

@@ -112,8 +112,13 @@ impl VanillaPg {
         let c = &self.config;
         // The policy's gradient on this thread, the value network's alongside.
         let mut v_grad = Vec::new();
-        let (policy_part, value_part) =
-            alongside_value_grad(value, &mb.obs, &mb.returns, &mut v_grad, || -> Result<_> {
+        let (policy_part, value_part) = alongside_value_grad(
+            value,
+            &mb.obs,
+            &mb.returns,
+            c.vf_coef,
+            &mut v_grad,
+            || -> Result<_> {
                 let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
                 let (objective, policy_loss, _) = self.policy_terms(&dist, mb)?;
                 let host = scalars_to_host(&[&objective, &policy_loss])?;
@@ -121,10 +126,11 @@ impl VanillaPg {
                     .backward()
                     .map_err(candle_err("policy-gradient backward"))?;
                 Ok((host, pullback.flat_grad(&grads)?))
-            });
+            },
+        );
         let (host, mut grad) = policy_part?;
         let v_loss = value_part?;
-        grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
+        grad.extend_from_slice(&v_grad);
         Ok(([host[0] + c.vf_coef * v_loss, host[1], v_loss], grad))
     }
 }

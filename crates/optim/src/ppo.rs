@@ -31,7 +31,7 @@ use klrl_policy::{Dist, KlProjection, OutputPullback, Policy, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::Adam;
+use crate::adam::{Adam, SquaredNorm};
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::beta::{AdaptiveBeta, DualBeta};
@@ -312,8 +312,13 @@ impl Ppo {
         let (mut grad, mut v_grad) = std::mem::take(&mut self.grad_buffers);
         grad.clear();
         let host_head = self.host_clip_head(policy, mb, want_kl);
-        let (policy_part, value_part) =
-            alongside_value_grad(value, &mb.obs, &mb.returns, &mut v_grad, || -> Result<_> {
+        let (policy_part, value_part) = alongside_value_grad(
+            value,
+            &mb.obs,
+            &mb.returns,
+            c.vf_coef,
+            &mut v_grad,
+            || -> Result<_> {
                 if host_head {
                     // The clipped surrogate and its gradient in the outputs
                     // on host memory, the same bits as the graph below.
@@ -333,7 +338,9 @@ impl Ppo {
                             head.d_log_std.as_ref(),
                             &mut grad,
                         )?;
-                        return Ok(Some(h));
+                        // Σ g² of the policy's part while the value
+                        // network's is still being computed.
+                        return Ok(Some((h, SquaredNorm::of(&grad))));
                     }
                 }
                 let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
@@ -344,10 +351,11 @@ impl Ppo {
                 };
                 let grads = p.objective.backward().map_err(candle_err("PPO backward"))?;
                 pullback.flat_grad_into(&grads, &mut grad)?;
-                Ok(Some(h))
-            });
+                Ok(Some((h, SquaredNorm::of(&grad))))
+            },
+        );
         let stepped = (|| {
-            let Some(mut h) = policy_part? else {
+            let Some((mut h, mut squares)) = policy_part? else {
                 return Ok(None);
             };
             let v_loss = value_part?;
@@ -360,10 +368,17 @@ impl Ppo {
                     update: args.update,
                 });
             }
-            grad.extend(v_grad.iter().map(|g| c.vf_coef * g));
-            let grad_norm =
-                self.adam
-                    .step_flat(vars, &grad, args.lr, c.max_grad_norm, args.update)?;
+            // The gradient of the total: the policy's part, then c_v times
+            // the value network's (scaled on its thread).
+            squares.add(&v_grad);
+            let grad_norm = self.adam.step_parts(
+                vars,
+                &[&grad, &v_grad],
+                squares,
+                args.lr,
+                c.max_grad_norm,
+                args.update,
+            )?;
             Ok(Some(h.stats(grad_norm)))
         })();
         self.grad_buffers = (grad, v_grad);

@@ -73,9 +73,10 @@ pub fn alongside<A, B: Send>(side: impl FnOnce() -> B + Send, main: impl FnOnce(
 }
 
 /// `policy_part()` on this thread while [`value_loss_and_grad_into`]
-/// (into `value_grad`) runs [`alongside`]: the policy's and the value
-/// network's gradients at the same time on two threads (the networks share
-/// no parameter). Returns the policy part's result and the value loss.
+/// (into `value_grad`, then each entry multiplied by `scale`, e.g. the loss's
+/// c_v) runs [`alongside`]: the policy's and the value network's gradients
+/// at the same time on two threads (the networks share no parameter).
+/// Returns the policy part's result and the value loss (unscaled).
 ///
 /// Below [`ALONGSIDE_MIN_WORK`] multiply-adds (minibatch rows × value
 /// parameters) both parts run on this thread, one after the other: handing
@@ -85,18 +86,21 @@ pub fn alongside_value_grad<R>(
     value: &ValueNet,
     obs: &Tensor,
     returns: &Tensor,
+    scale: f64,
     value_grad: &mut Vec<f64>,
     policy_part: impl FnOnce() -> R,
 ) -> (R, Result<f64>) {
+    let mut value_part = || {
+        let loss = value_loss_and_grad_into(value, obs, returns, value_grad)?;
+        value_grad.iter_mut().for_each(|g| *g *= scale);
+        Ok(loss)
+    };
     let rows = obs.dims().first().copied().unwrap_or(0);
     if rows.saturating_mul(value.num_params()) < ALONGSIDE_MIN_WORK {
         let r = policy_part();
-        return (r, value_loss_and_grad_into(value, obs, returns, value_grad));
+        return (r, value_part());
     }
-    alongside(
-        || value_loss_and_grad_into(value, obs, returns, value_grad),
-        policy_part,
-    )
+    alongside(value_part, policy_part)
 }
 
 /// The least work (rows × value parameters) for which
