@@ -126,8 +126,9 @@ impl candle_core::InplaceOp1 for WriteF64<'_> {
 
 /// `f(dst, src)` over the two slices, in two halves on two threads when
 /// they hold at least [`PARALLEL_MIN`] elements and the current rayon pool
-/// has a second thread (an element-wise copy: the same result either way).
-fn on_halves<T: Send>(dst: &mut [T], src: &[f64], f: impl Fn(&mut [T], &[f64]) + Sync) {
+/// has a second thread (an element-wise copy or conversion: the same result
+/// either way).
+fn on_halves<T: Send, S: Sync>(dst: &mut [T], src: &[S], f: impl Fn(&mut [T], &[S]) + Sync) {
     if dst.len() < PARALLEL_MIN || rayon::current_num_threads() < 2 {
         return f(dst, src);
     }
@@ -163,7 +164,15 @@ pub fn set_flat_f32(vars: &[Var], flat: &[f32]) -> Result<()> {
             got: flat.len(),
         });
     }
-    if !flat.iter().fold(true, |all, x| all & x.is_finite()) {
+    let finite = |x: &[f32]| x.iter().fold(true, |all, x| all & x.is_finite());
+    let all_finite = if flat.len() < PARALLEL_MIN || rayon::current_num_threads() < 2 {
+        finite(flat)
+    } else {
+        let (a, b) = flat.split_at(flat.len() / 2);
+        let (a, b) = rayon::join(|| finite(a), || finite(b));
+        a && b
+    };
+    if !all_finite {
         let index = flat.iter().position(|x| !x.is_finite()).unwrap_or(0);
         return Err(PolicyError::NonFinite {
             what: "set_flat_f32",
@@ -209,7 +218,9 @@ impl candle_core::InplaceOp1 for WriteF32<'_> {
     ) -> candle_core::Result<()> {
         match (storage, layout.contiguous_offsets()) {
             (CpuStorage::F32(d), Some((start, end))) if end - start == self.0.len() => {
-                d[start..end].copy_from_slice(self.0);
+                on_halves(&mut d[start..end], self.0, |dst, src| {
+                    dst.copy_from_slice(src)
+                });
                 Ok(())
             }
             _ => Err(candle_core::Error::Msg(
