@@ -2,7 +2,9 @@
 //! 64-64 tanh, 2 actions, f32), and of gSDE and the state-dependent log-std
 //! head against the plain Gaussian policy on the Pendulum-sized one
 //! (`gaussian_std/…`), and the MLP's host passes against the tensor ops
-//! they replaced (`linearize_vjp/…`).
+//! they replaced (`linearize_vjp/…`), and the machine's practical f32
+//! matrix-product peak (`gemm_peak/…`: one large product through the same
+//! `gemm` kernels the networks use, the yardstick for the update's GFLOP/s).
 //!
 //! Run single-threaded as the README reports:
 //! `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 cargo bench -p klrl-policy`.
@@ -281,6 +283,26 @@ fn linearization(c: &mut Criterion) {
     g.finish();
 }
 
+/// The practical f32 peak of the matrix-product kernels on one thread: a
+/// 1024 × 1024 × 1024 product through candle (whose CPU backend calls the
+/// same `gemm` 0.19 kernels as the MLP's host passes), 2 · 1024³ FLOP per
+/// iteration. GFLOP/s = 2.147 / (time in ms). The networks' products are far
+/// smaller (e.g. 256 × 64 × 64) and reach less; this is the best case.
+fn gemm_peak(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let n = 1024;
+    let mut matrix = || {
+        let v: Vec<f32> = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(v, (n, n), &Device::Cpu).expect("matrix")
+    };
+    let (a, b) = (matrix(), matrix());
+    let mut g = c.benchmark_group("gemm_peak");
+    g.bench_function("f32 1024x1024x1024", |bench| {
+        bench.iter(|| black_box(a.matmul(&b).expect("matmul")))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -291,6 +313,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain, linearization
+    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain, linearization, gemm_peak
 }
 criterion_main!(benches);
