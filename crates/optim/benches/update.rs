@@ -225,7 +225,8 @@ fn reference(c: &mut Criterion) {
 
 /// The parallel paths: one update on a pool of 1 and of 2 threads (the
 /// value network's gradient alongside the policy's for PPO, TRPO's critic fit
-/// alongside its policy step), the same computation bit for bit.
+/// alongside its policy step, Adam's halves), the same computation bit for
+/// bit, run as the trainer runs it (`keep_warm::with_workers_awake`).
 fn threads(c: &mut Criterion) {
     for (label, config) in [
         (
@@ -256,10 +257,13 @@ fn threads(c: &mut Criterion) {
                 .unwrap();
             g.bench_function(format!("{n} thread(s)"), |b| {
                 b.iter(|| {
+                    // As the trainer runs an update: the other worker polls.
                     pool.install(|| {
-                        t.algo
-                            .update(t.policy.as_mut(), &mut t.value, &batch, &mut t.rng)
-                            .unwrap()
+                        let (algo, policy, value, rng) =
+                            (&mut t.algo, t.policy.as_mut(), &mut t.value, &mut t.rng);
+                        klrl_optim::keep_warm::with_workers_awake(|| {
+                            algo.update(policy, value, &batch, rng).unwrap()
+                        })
                     })
                 })
             });

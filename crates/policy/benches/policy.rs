@@ -287,7 +287,8 @@ fn linearization(c: &mut Criterion) {
 /// 1024 × 1024 × 1024 product through candle (whose CPU backend calls the
 /// same `gemm` 0.19 kernels as the MLP's host passes), 2 · 1024³ FLOP per
 /// iteration. GFLOP/s = 2.147 / (time in ms). The networks' products are far
-/// smaller (e.g. 256 × 64 × 64) and reach less; this is the best case.
+/// smaller (e.g. 256 × 64 × 64) and reach less; this is the best case. Also
+/// one 64 × 256 × 256 product, a 256-256 network's hidden layer.
 fn gemm_peak(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let n = 1024;
@@ -299,6 +300,19 @@ fn gemm_peak(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm_peak");
     g.bench_function("f32 1024x1024x1024", |bench| {
         bench.iter(|| black_box(a.matmul(&b).expect("matmul")))
+    });
+    // A 256-256 network's hidden layer at a 64-row minibatch (2 · 64 · 256²
+    // = 8.4 MFLOP: GFLOP/s = 8.39 / (time in µs)).
+    let (x, w) = (
+        a.narrow(0, 0, 64).and_then(|t| t.narrow(1, 0, 256)),
+        b.narrow(0, 0, 256).and_then(|t| t.narrow(1, 0, 256)),
+    );
+    let (x, w) = (
+        x.and_then(|t| t.contiguous()).expect("x"),
+        w.and_then(|t| t.contiguous()).expect("w"),
+    );
+    g.bench_function("f32 64x256x256", |bench| {
+        bench.iter(|| black_box(x.matmul(&w).expect("matmul")))
     });
     g.finish();
 }
