@@ -339,6 +339,15 @@ fn bad_configs_exit_2_with_the_reason_and_write_nothing() {
             vec!["small.toml", "--set", "train.n_envs=zero"],
             "small.toml: train.n_envs: invalid type: string \"zero\"",
         ),
+        // Inside the tagged [algo] table the field is named too.
+        (
+            vec!["small.toml", "--set", "algo.lr=fast"],
+            "small.toml: algo.lr: invalid type: string \"fast\", expected f64",
+        ),
+        (
+            vec!["small.toml", "--set", "algo.n_epochs=1.5"],
+            "small.toml: algo.n_epochs: invalid type: floating point `1.5`",
+        ),
     ];
     for (args, expected) in cases {
         let mut all = vec!["train"];

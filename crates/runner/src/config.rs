@@ -191,6 +191,33 @@ impl ConfigSource {
     }
 }
 
+/// Where in the `[algo]` table a value does not deserialize, and why.
+/// serde reads an internally tagged enum (`name = "ppo"` choosing the
+/// variant) by buffering the whole table first, so its error only says
+/// `algo`; deserializing the table without its `name` into the chosen
+/// variant's own struct finds the field (`algo.lr`, `algo.reference.beta`).
+/// `None` when that does not fail or `name` is not a known algorithm.
+fn algo_field_error(algo: &toml::Value) -> Option<(String, String)> {
+    fn locate<T: serde::de::DeserializeOwned>(v: toml::Value) -> Option<(String, String)> {
+        let e = serde_path_to_error::deserialize::<_, T>(v).err()?;
+        let inner = e.path().to_string();
+        let path = match inner.as_str() {
+            "." => "algo".to_string(),
+            p => format!("algo.{p}"),
+        };
+        Some((path, e.inner().message().trim().to_string()))
+    }
+    let mut table = algo.as_table()?.clone();
+    let name = table.remove("name")?;
+    let rest = toml::Value::Table(table);
+    match name.as_str()? {
+        "ppo" => locate::<klrl_optim::config::PpoConfig>(rest),
+        "trpo" | "npg" => locate::<klrl_optim::config::TrpoConfig>(rest),
+        "vanilla-pg" => locate::<klrl_optim::config::PgConfig>(rest),
+        _ => None,
+    }
+}
+
 /// Read, override and validate a config.
 ///
 /// `seed` (from `--seed`) sets `train.seed`; each of `sets` is `key=value`
@@ -239,10 +266,16 @@ pub fn load(
             }
         }
     }
+    let algo_table = table.get("algo").cloned();
     let parsed: RunFile = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
         |e: serde_path_to_error::Error<toml::de::Error>| {
-            let path = e.path().to_string();
-            let reason = e.inner().message().trim().to_string();
+            let mut path = e.path().to_string();
+            let mut reason = e.inner().message().trim().to_string();
+            if path == "algo" {
+                if let Some((p, r)) = algo_table.as_ref().and_then(algo_field_error) {
+                    (path, reason) = (p, r);
+                }
+            }
             // An unknown field that a --set introduced is the --set's fault.
             for (arg, key) in sets.iter().zip(&keys) {
                 let last = key.rsplit('.').next().unwrap_or(key);
