@@ -145,20 +145,8 @@ pub fn run(args: CompareArgs, registry: &Registry) -> Result<(), CliError> {
                 resume: args.resume.is_some(),
             };
             let stop = interrupt_flag();
-            let shard = args
-                .shard
-                .map_or(String::new(), |(i, n)| format!(", shard {i}/{n}"));
-            if from_manifest {
-                println!("finishing the comparison in {}{shard}", out.display());
-            } else {
-                let n = args.configs.len() as u64 * opts.seeds;
-                println!(
-                    "training {n} runs ({} configs × {} seeds{shard}) into {}",
-                    args.configs.len(),
-                    opts.seeds,
-                    out.display()
-                );
-            }
+            // The first line (what will be trained, and where) comes once
+            // every config has been validated.
             let on_done = |line: &str| println!("{line}");
             let stats = if from_manifest {
                 compare::resume(&opts, registry, &stop, &on_done)

@@ -204,6 +204,10 @@ fn a_bad_config_in_a_comparison_writes_nothing() {
         err.contains("bad.toml: algo.max_kl: must be > 0, got -0.01"),
         "{err}"
     );
+    // Nothing announced either: the "training N runs" line comes only once
+    // every config is valid.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.trim().is_empty(), "stdout: {said}");
     assert!(!dir.join("cmp").exists());
     let out = run(
         &[

@@ -225,7 +225,9 @@ fn labels(configs: &[PathBuf]) -> Vec<String> {
 /// then write the summary and plots (unsharded only). All configs are
 /// validated (for every seed) before anything is written. `stop` ends the
 /// runs early (each writes a checkpoint); `on_done` is called with a line of
-/// text when a run ends. Returns the statistics (empty for a shard).
+/// text once everything is validated (what is about to be trained, and
+/// where) and then when each run ends. Returns the statistics (empty for a
+/// shard).
 pub fn compare(
     opts: &CompareOptions,
     registry: &Registry,
@@ -299,6 +301,7 @@ pub fn resume(
     }
     let opts = CompareOptions {
         resume: true,
+        configs: Vec::new(),
         ..opts.clone()
     };
     sweep(&opts, manifest, resolved, registry, stop, on_done)
@@ -424,6 +427,21 @@ fn sweep(
             )));
         }
     }
+    // Every check passed: announce the sweep before anything is written.
+    let shard_text = opts
+        .shard
+        .map_or(String::new(), |(i, n)| format!(", shard {i}/{n}"));
+    on_done(&if opts.configs.is_empty() {
+        format!("finishing the comparison in {}{shard_text}", out.display())
+    } else {
+        format!(
+            "training {} runs ({} configs × {} seeds{shard_text}) into {}",
+            opts.configs.len() as u64 * opts.seeds,
+            opts.configs.len(),
+            opts.seeds,
+            out.display()
+        )
+    });
     std::fs::create_dir_all(out).map_err(|e| {
         RunnerError::Usage(format!("--out {}: cannot be created ({e})", out.display()))
     })?;
