@@ -183,7 +183,16 @@ const EXIT_BROKEN_PIPE: i32 = 141;
 /// `klrl envs | head -1`: a reader that closes the pipe early ends the
 /// program, quietly, with status 141 — not with a panic from `println!`
 /// (Rust ignores SIGPIPE, so the write fails and `println!` panics).
+/// The hook is process-wide: it is installed once, however many times
+/// [`run_with_args`] is called in the process (a program or test that runs
+/// several command lines), around the hook that was there before.
 fn end_quietly_on_broken_pipe() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(install_broken_pipe_hook);
+}
+
+/// The hook of [`end_quietly_on_broken_pipe`].
+fn install_broken_pipe_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
