@@ -106,7 +106,9 @@ fn minibatch(n: usize, a: usize, dtype: DType, policy: &dyn Policy, seed: u64) -
     }
 }
 
-fn bits(t: &Tensor) -> Vec<u64> {
+/// A tensor's elements as bits (f32 widened losslessly), for exact
+/// comparisons; the Gaussian head's tests use it too.
+pub(super) fn bits(t: &Tensor) -> Vec<u64> {
     let v = t.flatten_all().unwrap();
     match t.dtype() {
         DType::F32 => v

@@ -16,6 +16,7 @@ use klrl_policy::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::clip_head_tests::bits;
 use super::Ppo;
 use crate::algorithm::Algorithm;
 use crate::batch::{Batch, MiniBatch};
@@ -153,24 +154,6 @@ fn minibatch(
         advantages: t(adv, &[n]),
         mask: None,
         reference: None,
-    }
-}
-
-fn bits(t: &Tensor) -> Vec<u64> {
-    let v = t.flatten_all().unwrap();
-    match t.dtype() {
-        DType::F32 => v
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
-        _ => v
-            .to_vec1::<f64>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect(),
     }
 }
 
