@@ -104,10 +104,14 @@ pub fn alongside_value_grad<R>(
 }
 
 /// The least work (rows × value parameters) for which
-/// [`alongside_value_grad`] hands the value gradient to a second thread.
-/// Measured on the 2-core machine (criterion, `cargo bench -p klrl-optim
-/// --bench update -- threads`): SB3's default PPO (minibatches of 64 rows,
-/// 64-64 networks, 64 × 4.4k ≈ 0.28M) was 12 % slower on two threads; the
-/// zoo's (256 rows, ≈ 1.1M) and 256-256 networks at 64 rows (≈ 4.3M) gained
-/// 20–25 %.
-pub const ALONGSIDE_MIN_WORK: usize = 1 << 19;
+/// [`alongside_value_grad`] hands the value gradient to a second thread:
+/// 2^16 ≈ 65k multiply-adds. Measured on the 2-core machine with the
+/// trainer's polling worker (`crate::keep_warm`; `klrl bench
+/// --set train.threads=2`, update phase, 2026-12-02): with the hand-off at
+/// 2^19, SB3's default PPO (minibatches of 64 rows, 64-64 networks,
+/// 64 × 4.4k ≈ 0.28M) kept the value gradient on one thread and took
+/// 1.62–1.68 s; handing it over took 1.25–1.32 s. The MovieRec, Acrobot
+/// and Pendulum-gSDE PPO configs (minibatches of 64) gained 13–17 %. Before
+/// the worker polled, waking it cost more than this work (SB3's default was
+/// 12 % slower handed over).
+pub const ALONGSIDE_MIN_WORK: usize = 1 << 16;
