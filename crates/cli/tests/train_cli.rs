@@ -294,7 +294,7 @@ fn bad_configs_exit_2_with_the_reason_and_write_nothing() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["unknown_field.toml"],
-            "unknown_field.toml: algo: unknown field `n_epoch`",
+            "unknown_field.toml: algo.n_epoch: unknown field `n_epoch`",
         ),
         (
             vec!["range.toml"],
