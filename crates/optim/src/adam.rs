@@ -199,13 +199,15 @@ impl Adam {
     /// parameter is finite and at most `limit` in magnitude (the largest
     /// value their dtype holds, see [`largest_value`]), for the gradient
     /// `scale · grad` (`scale` = 1 leaves it as it is, exactly): θ is read
-    /// from their storage and the new values are written back in place
-    /// ([`flat::set_flat`]), with no flat copy of θ and no new
-    /// tensors. Variables of at least [`flat::PARALLEL_MIN`] elements are stepped
-    /// in two halves on two threads when the current rayon pool has them
-    /// (the step is element-wise: the same bits). Returns whether the step
-    /// was taken (every new parameter finite and within `limit`); otherwise
-    /// nothing changed.
+    /// from their storage, the new values are computed into a buffer in the
+    /// variables' dtype (f32 for f32 CPU variables, else f64) and written
+    /// back in place ([`flat::set_flat_f32`] / [`flat::set_flat`]), with no
+    /// flat copy of θ and no new tensors. From [`flat::PARALLEL_MIN`]
+    /// parameters in all, the two halves of the flat vector are stepped on
+    /// two threads when the current rayon pool has them, one hand-off per
+    /// step (the step is element-wise: the same bits). Returns whether the
+    /// step was taken (every new parameter finite and within `limit`);
+    /// otherwise nothing changed.
     ///
     /// Errors: [`OptimError::Mismatch`] for lengths that do not match the
     /// optimiser; a variable that cannot be read or written.

@@ -138,9 +138,9 @@ fn on_halves<T: Send, S: Sync>(dst: &mut [T], src: &[S], f: impl Fn(&mut [T], &[
     rayon::join(|| f(d1, s1), || f(d2, s2));
 }
 
-/// Element counts from which [`set_flat`] (and klrl-optim's Adam)
-/// work on a variable on two threads: below it a thread hand-off costs more
-/// than the pass.
+/// Element counts from which [`set_flat`] and [`set_flat_f32`] work on a
+/// variable on two threads (and klrl-optim's Adam on its whole parameter
+/// vector): below it a thread hand-off costs more than the pass.
 pub const PARALLEL_MIN: usize = 1 << 14;
 
 /// Overwrites f32 CPU variables with f32 values (same order as
