@@ -230,10 +230,9 @@ impl candle_core::InplaceOp1 for WriteF32<'_> {
     }
 }
 
-/// `f` of the elements of every variable of `vars` at once, row-major,
-/// each as [`with_values`] gives it: contiguous f32 and f64 CPU variables
-/// straight from their storage (read-locked while `f` runs), others from
-/// copies converted to f64.
+/// `f` of the elements of every variable of `vars` at once, row-major:
+/// contiguous f32 and f64 CPU variables straight from their storage
+/// (read-locked while `f` runs), others from copies converted to f64.
 ///
 /// Errors: [`PolicyError::Candle`] if a tensor cannot be read back.
 pub fn with_all_values<R>(vars: &[Var], f: impl FnOnce(&[HostValues]) -> R) -> Result<R> {
@@ -297,24 +296,6 @@ impl HostValues<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// `f` of `t`'s elements, row-major: for a contiguous f32 or f64 CPU tensor
-/// straight from its storage, otherwise from a copy converted to f64.
-///
-/// Errors: [`PolicyError::Candle`] if the tensor cannot be read back.
-pub fn with_values<R>(t: &Tensor, f: impl FnOnce(HostValues) -> R) -> Result<R> {
-    {
-        let (storage, layout) = t.storage_and_layout();
-        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-            match cpu {
-                CpuStorage::F32(d) => return Ok(f(HostValues::F32(&d[start..end]))),
-                CpuStorage::F64(d) => return Ok(f(HostValues::F64(&d[start..end]))),
-                _ => {}
-            }
-        }
-    }
-    Ok(f(HostValues::F64(&tensor_to_f64(t)?)))
 }
 
 /// The gradient of the scalar `loss` with respect to `vars`, as one flat
