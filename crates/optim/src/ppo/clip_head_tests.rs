@@ -106,6 +106,23 @@ fn minibatch(n: usize, a: usize, dtype: DType, policy: &dyn Policy, seed: u64) -
     }
 }
 
+/// A host head's loss and clip fraction equal the graph's objective, policy
+/// loss and clip fraction (`host`, read back in that order), bit for bit;
+/// the Gaussian head's tests use it too.
+pub(super) fn assert_head_scalars(policy_loss: f64, clip_frac: f64, host: &[f64], ctx: &str) {
+    assert_eq!(policy_loss.to_bits(), host[0].to_bits(), "objective: {ctx}");
+    assert_eq!(
+        policy_loss.to_bits(),
+        host[1].to_bits(),
+        "policy loss: {ctx}"
+    );
+    assert_eq!(
+        clip_frac.to_bits(),
+        host[2].to_bits(),
+        "clip fraction: {ctx}"
+    );
+}
+
 /// A tensor's elements as bits (f32 widened losslessly), for exact
 /// comparisons; the Gaussian head's tests use it too.
 pub(super) fn bits(t: &Tensor) -> Vec<u64> {
@@ -171,21 +188,7 @@ fn check(n: usize, a: usize, dtype: DType, clip_eps: f64, seed: u64) {
         .flat_grad_from_outputs(Some(&head.d_logits), None)
         .unwrap();
 
-    assert_eq!(
-        head.policy_loss.to_bits(),
-        host[0].to_bits(),
-        "objective: {ctx}"
-    );
-    assert_eq!(
-        head.policy_loss.to_bits(),
-        host[1].to_bits(),
-        "policy loss: {ctx}"
-    );
-    assert_eq!(
-        head.clip_frac.to_bits(),
-        host[2].to_bits(),
-        "clip fraction: {ctx}"
-    );
+    assert_head_scalars(head.policy_loss, head.clip_frac, &host, &ctx);
     assert_eq!(head.d_logits.dims(), d_logits.dims(), "{ctx}");
     assert_eq!(head.d_logits.dtype(), d_logits.dtype(), "{ctx}");
     let (got, want) = (bits(&head.d_logits), bits(d_logits));

@@ -16,7 +16,7 @@ use klrl_policy::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::clip_head_tests::bits;
+use super::clip_head_tests::{assert_head_scalars, bits};
 use super::Ppo;
 use crate::algorithm::Algorithm;
 use crate::batch::{Batch, MiniBatch};
@@ -228,21 +228,7 @@ fn check(n: usize, d: usize, dtype: DType, clip_eps: f64, seed: u64) -> Ties {
         .flat_grad_from_outputs(Some(&head.d_mean), Some(&head.d_log_std))
         .unwrap();
 
-    assert_eq!(
-        head.policy_loss.to_bits(),
-        host[0].to_bits(),
-        "objective: {ctx}"
-    );
-    assert_eq!(
-        head.policy_loss.to_bits(),
-        host[1].to_bits(),
-        "policy loss: {ctx}"
-    );
-    assert_eq!(
-        head.clip_frac.to_bits(),
-        host[2].to_bits(),
-        "clip fraction: {ctx}"
-    );
+    assert_head_scalars(head.policy_loss, head.clip_frac, &host, &ctx);
     assert_same_bits(&head.d_mean, d_mean, "∂/∂μ", &ctx);
     assert_same_bits(&head.d_log_std, d_log_std, "∂/∂log σ", &ctx);
     let flat_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
