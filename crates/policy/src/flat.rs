@@ -153,8 +153,9 @@ pub const PARALLEL_MIN: usize = 1 << 14;
 ///
 /// Errors: [`PolicyError::FlatLength`] when `flat.len()` differs from
 /// [`flat_len`]; [`PolicyError::NonFinite`] for a NaN or infinite value;
-/// [`PolicyError::Candle`] for a variable that is not a contiguous f32 CPU
-/// tensor.
+/// [`PolicyError::InvalidParameter`] for a variable that is not an f32 CPU
+/// tensor; [`PolicyError::Candle`] if writing it fails (a non-contiguous
+/// variable).
 pub fn set_flat_f32(vars: &[Var], flat: &[f32]) -> Result<()> {
     let n = flat_len(vars);
     if flat.len() != n {
@@ -184,13 +185,13 @@ pub fn set_flat_f32(vars: &[Var], flat: &[f32]) -> Result<()> {
         .iter()
         .find(|v| !(v.device().is_cpu() && v.dtype() == DType::F32))
     {
-        return Err(PolicyError::Candle {
-            context: "set_flat_f32".to_string(),
-            source: candle_core::Error::Msg(format!(
+        return Err(PolicyError::InvalidParameter {
+            param: "set_flat_f32 variables",
+            reason: format!(
                 "a {:?} variable on {:?}: only f32 CPU variables take f32 values",
                 v.dtype(),
                 v.device()
-            )),
+            ),
         });
     }
     let mut offset = 0;
@@ -437,7 +438,7 @@ mod tests {
         let mixed = [var(&[1.0, 2.0], DType::F32), var(&[3.0], DType::F64)];
         assert!(matches!(
             set_flat_f32(&mixed, &[0.0; 3]),
-            Err(PolicyError::Candle { .. })
+            Err(PolicyError::InvalidParameter { .. })
         ));
         assert_eq!(get_flat(&vars).expect("get"), back);
         assert_eq!(get_flat(&mixed).expect("get"), vec![1.0, 2.0, 3.0]);
