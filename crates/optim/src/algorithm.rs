@@ -85,6 +85,27 @@ impl AlgoState {
         }
     }
 
+    /// [`AlgoState::vector`] as f32 values (Adam's moments): each value
+    /// must be finite and within f32's range, and is rounded to nearest
+    /// (exact for what an f32 vector was saved as; a checkpoint from before
+    /// the moments were f32 loads rounded).
+    pub fn vector_f32(&self, key: &str, len: usize) -> Result<Vec<f32>> {
+        self.vector(key, len)?
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                if x.is_finite() && x.abs() <= f64::from(f32::MAX) {
+                    Ok(x as f32)
+                } else {
+                    Err(OptimError::State(format!(
+                        "{}: vector `{key}` holds {x} at index {i}, not a finite f32",
+                        self.algo
+                    )))
+                }
+            })
+            .collect()
+    }
+
     /// Check that this state was saved by `algo`.
     pub fn expect_algo(&self, algo: &str) -> Result<()> {
         if self.algo == algo {
@@ -95,5 +116,28 @@ impl AlgoState {
                 self.algo
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adam's moments load as f32: exact for f32 values, rounded for
+    /// others; a value no f32 holds is an error naming the vector and index.
+    #[test]
+    fn vector_f32_rounds_and_refuses_what_f32_cannot_hold() {
+        let mut s = AlgoState::new("ppo");
+        s.vectors.insert("m".into(), vec![0.5, 0.1, -3.0]);
+        assert_eq!(s.vector_f32("m", 3).unwrap(), vec![0.5, 0.1f32, -3.0]);
+        for (bad, at) in [
+            (1e39, "1000000000000000000000000000000000000000 at index 1"),
+            (f64::NAN, "NaN at index 1"),
+        ] {
+            s.vectors.insert("v".into(), vec![1.0, bad]);
+            let e = s.vector_f32("v", 2).unwrap_err().to_string();
+            assert!(e.contains("vector `v` holds") && e.contains(at), "{e}");
+        }
+        assert!(s.vector_f32("v", 3).is_err());
     }
 }

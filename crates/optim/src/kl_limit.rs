@@ -294,8 +294,8 @@ pub struct Guard {
     limit: Option<KlLimit>,
     reference: Option<(f64, f64)>,
     theta_old: Vec<f64>,
-    adam_m: Vec<f64>,
-    adam_v: Vec<f64>,
+    adam_m: Vec<f32>,
+    adam_v: Vec<f32>,
 }
 
 impl Guard {

@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use klrl_policy::{Dist, Policy, ValueNet};
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::Adam;
+use crate::adam::{widen, Adam};
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::config::PgConfig;
@@ -242,8 +242,8 @@ impl Algorithm for VanillaPg {
             r.save(&mut s);
         }
         s.scalars.insert("adam_t".into(), self.adam.t as f64);
-        s.vectors.insert("adam_m".into(), self.adam.m.clone());
-        s.vectors.insert("adam_v".into(), self.adam.v.clone());
+        s.vectors.insert("adam_m".into(), widen(&self.adam.m));
+        s.vectors.insert("adam_v".into(), widen(&self.adam.v));
         s
     }
 
@@ -251,8 +251,8 @@ impl Algorithm for VanillaPg {
         state.expect_algo(self.name())?;
         let t = state.scalar("adam_t")?;
         let n = self.adam.len();
-        let m = state.vector("adam_m", n)?.to_vec();
-        let v = state.vector("adam_v", n)?.to_vec();
+        let m = state.vector_f32("adam_m", n)?;
+        let v = state.vector_f32("adam_v", n)?;
         if !(t >= 0.0 && t.fract() == 0.0) {
             return Err(OptimError::State(format!(
                 "vanilla-pg: adam_t must be a whole number >= 0, got {t}"

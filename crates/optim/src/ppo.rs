@@ -31,7 +31,7 @@ use klrl_policy::{Dist, KlProjection, OutputPullback, Policy, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::{Adam, SquaredNorm};
+use crate::adam::{widen, Adam, SquaredNorm};
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::beta::{AdaptiveBeta, DualBeta};
@@ -862,8 +862,8 @@ impl Algorithm for Ppo {
         }
         s.scalars.insert("beta".into(), self.beta);
         s.scalars.insert("adam_t".into(), self.adam.t as f64);
-        s.vectors.insert("adam_m".into(), self.adam.m.clone());
-        s.vectors.insert("adam_v".into(), self.adam.v.clone());
+        s.vectors.insert("adam_m".into(), widen(&self.adam.m));
+        s.vectors.insert("adam_v".into(), widen(&self.adam.v));
         s
     }
 
@@ -871,8 +871,8 @@ impl Algorithm for Ppo {
         state.expect_algo(self.name())?;
         let (beta, t) = (state.scalar("beta")?, state.scalar("adam_t")?);
         let n = self.adam.len();
-        let m = state.vector("adam_m", n)?.to_vec();
-        let v = state.vector("adam_v", n)?.to_vec();
+        let m = state.vector_f32("adam_m", n)?;
+        let v = state.vector_f32("adam_v", n)?;
         let valid = beta.is_finite() && beta >= 0.0 && t >= 0.0 && t.fract() == 0.0;
         if !valid {
             return Err(OptimError::State(format!(

@@ -30,7 +30,7 @@ use klrl_policy::{ActionMask, Dist, FisherOperator, Policy, PolicyFisher, ValueN
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::Adam;
+use crate::adam::{widen, Adam};
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::cg::{conjugate_gradient, dot, CgSolution};
@@ -570,8 +570,8 @@ impl Algorithm for Trpo {
             r.save(&mut s);
         }
         s.scalars.insert("vf_adam_t".into(), self.vf_adam.t as f64);
-        s.vectors.insert("vf_adam_m".into(), self.vf_adam.m.clone());
-        s.vectors.insert("vf_adam_v".into(), self.vf_adam.v.clone());
+        s.vectors.insert("vf_adam_m".into(), widen(&self.vf_adam.m));
+        s.vectors.insert("vf_adam_v".into(), widen(&self.vf_adam.v));
         s
     }
 
@@ -585,8 +585,8 @@ impl Algorithm for Trpo {
                 self.name()
             )));
         }
-        let m = state.vector("vf_adam_m", n)?.to_vec();
-        let v = state.vector("vf_adam_v", n)?.to_vec();
+        let m = state.vector_f32("vf_adam_m", n)?;
+        let v = state.vector_f32("vf_adam_v", n)?;
         let reference = self
             .reference
             .as_ref()

@@ -280,28 +280,46 @@ fn accepted_updates_stay_in_the_trust_region() {
     // The line search has work to do: the largest KL is close to δ.
     assert!(largest > 0.5 * max_kl);
 
-    // Forced rejection: δ = 1e-12 and a single candidate.
+    // Forced rejection: a single candidate (no backtracking) with a trust
+    // region far too large for the quadratic model of the KL, so that the
+    // full step's exact KL or surrogate fails the line search's test. Which
+    // δ of the grid does that on this batch depends on the run's last bits,
+    // so the grid is scanned; a tiny δ would not do (there the measured KL
+    // and the surrogate's change are f32 rounding noise of either sign).
     let batch = next_batch(&mut t, 20);
     let before = t.policy.get_flat().unwrap();
-    let mut strict = Trpo::new(
-        TrpoConfig {
-            max_kl: 1e-12,
-            ls_max_steps: 1,
-            ..trpo_config(&t.config).clone()
-        },
-        true,
-        &t.value,
-    );
-    let d = strict
-        .update(t.policy.as_mut(), &mut t.value, &batch, &mut t.rng)
-        .unwrap();
-    assert_eq!(d.accepted, 0.0, "{d:?}");
-    assert_eq!(d.ls_steps, 1.0);
-    let after = t.policy.get_flat().unwrap();
-    assert!(after
-        .iter()
-        .zip(&before)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let mut rejected = None;
+    for max_kl in [1.0, 10.0, 100.0, 1e3, 1e4, 1e6] {
+        let mut strict = Trpo::new(
+            TrpoConfig {
+                max_kl,
+                ls_max_steps: 1,
+                ..trpo_config(&t.config).clone()
+            },
+            true,
+            &t.value,
+        );
+        let d = strict
+            .update(t.policy.as_mut(), &mut t.value, &batch, &mut t.rng)
+            .unwrap();
+        assert_eq!(d.ls_steps, 1.0);
+        let after = t.policy.get_flat().unwrap();
+        if d.accepted == 0.0 {
+            assert!(
+                after
+                    .iter()
+                    .zip(&before)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "δ = {max_kl}: rejected but moved"
+            );
+            rejected = Some(max_kl);
+            break;
+        }
+        assert!(d.kl_old_new <= max_kl, "δ = {max_kl}: {d:?}");
+        t.policy.set_flat(&before).unwrap();
+    }
+    let rejected = rejected.expect("no oversized trust region was rejected");
+    eprintln!("forced rejection at δ = {rejected}");
 }
 
 /// Same config and seed, single thread: bit-identical parameters and diagnostics.
