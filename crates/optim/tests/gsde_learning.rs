@@ -7,9 +7,9 @@
 //! The bar: a deterministic evaluation over 10 episodes (episode k reset
 //! with seed 10 000 + k) of at least −200 on every seed (the goal for
 //! TRPO on the mean of seeds 0–2). A random policy gets about −1200, the
-//! state-independent-σ PPO of `pendulum-ppo-kl-adaptive.toml` −666 (seed 0);
-//! measured here on 2026-12-02: −132 / −132 / −132 (PPO) and −129 / −127 /
-//! −129 (TRPO). Seeds run in parallel threads (2 cores): about 35 s in all.
+//! state-independent-σ PPO of `pendulum-ppo-kl-adaptive.toml` −714 (seed 0);
+//! measured here on 2026-12-02 (d9707eb, an AVX-512 machine): −130.5 /
+//! −130.7 / −132.4 (PPO) and −130.0 / −128.6 / −129.8 (TRPO). Seeds run in parallel threads (2 cores): about 35 s in all.
 
 use std::path::Path;
 
