@@ -165,8 +165,8 @@ impl Adam {
     /// and the value network's, computed on two threads) and Σ g² already
     /// summed over them, in order ([`SquaredNorm`]: the same sum as over
     /// their concatenation, so the same step). Summing a part as soon as it
-    /// is computed, while the other is still being computed, takes the
-    /// sequential sum off the critical path.
+    /// is computed, while the other is still being computed, takes that
+    /// part's sum off the critical path.
     ///
     /// Errors: as [`Adam::step_flat`]; [`OptimError::Mismatch`] when
     /// `squares` did not sum as many entries as the parts hold.
