@@ -266,7 +266,10 @@ impl MlpLinearization {
         on_host!(self,
         h => {
             for l in h.vjp(to_host(u, "mlp vjp")?, host_opt(g)?.as_deref()) {
-                out.extend(l.w.iter().chain(&l.b).map(|x| x.widen()));
+                // Two extends, not one over a chain: each is a slice map of
+                // known length, which vectorises (the chain did not).
+                out.extend(l.w.iter().map(|x| x.widen()));
+                out.extend(l.b.iter().map(|x| x.widen()));
             }
             Ok(())
         },
