@@ -216,8 +216,8 @@ impl Adam {
     /// parameters in all, the two halves of the flat vector are stepped on
     /// two threads when the current rayon pool has them, one hand-off per
     /// step (the step is element-wise: the same bits). Returns whether the
-    /// step was taken (every new parameter finite and within `limit`);
-    /// otherwise nothing changed.
+    /// step was taken (every new parameter finite and within `limit`, and
+    /// every new moment finite in its f32); otherwise nothing changed.
     ///
     /// Errors: [`OptimError::Mismatch`] for lengths that do not match the
     /// optimiser; a variable that cannot be read or written.
@@ -686,7 +686,10 @@ fn adam_checked<T: Copy + Into<f64>, O: Store>(
             {
                 let theta;
                 (*m_new, *v_new, theta) = coordinate::<O>(t.into(), g, m, v, k);
-                fits &= theta.abs() <= limit;
+                // A finite gradient beyond ≈ 6e20 overflows v's f32 (and
+                // would freeze the parameter at √v = ∞): refused like a
+                // parameter out of range. NaN fails every comparison.
+                fits &= (theta.abs() <= limit) & (m_new.abs() <= f32::MAX) & (*v_new <= f32::MAX);
                 *t_new = O::store(theta);
             }
             fits
@@ -763,6 +766,12 @@ mod tests {
             assert!(!refused.unwrap());
             assert_eq!((&adam, at()), (&before, theta.clone()));
             let refused = adam.try_step_vars(&vars, &[1.0, 1.0], 1.0, f64::INFINITY, limit);
+            assert!(!refused.unwrap());
+            assert_eq!((&adam, at()), (&before, theta.clone()));
+            // A finite gradient whose square overflows v's f32 (0.001 · 1e42
+            // > 3.4e38): the parameters would not move (m / √∞ = 0), but v
+            // would be stored infinite; refused.
+            let refused = adam.try_step_vars(&vars, &[1e21, 1.0], 1.0, 1e-3, limit);
             assert!(!refused.unwrap());
             assert_eq!((&adam, at()), (&before, theta));
             // Taken: the same parameters and moments as `step`, bit for bit
