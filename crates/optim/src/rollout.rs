@@ -328,8 +328,7 @@ impl Collector {
 /// V(s) for a batch, on the host.
 fn values_of(value: &ValueNet, obs: &Tensor) -> Result<Vec<f32>> {
     value
-        .forward(obs)?
-        .detach()
+        .forward_detached(obs)?
         .to_dtype(candle_core::DType::F32)
         .and_then(|t| t.to_vec1::<f32>())
         .map_err(candle_err("values to host"))

@@ -90,6 +90,20 @@ impl ValueNet {
         self.mlp.forward(obs)?.squeeze(1).ctx("value forward")
     }
 
+    /// [`ValueNet::forward`] without a gradient graph: the same values, bit
+    /// for bit, on host memory for a CPU network ([`Mlp::forward_detached`]),
+    /// for the rollout's V(s) and bootstrap values. Besides the candle ops it
+    /// saves, it keeps candle's matrix product out of the acting loop: that
+    /// product asks for candle's thread count on every call, which without
+    /// `RAYON_NUM_THREADS` set reads `/proc/cpuinfo` each time (≈ 40 % of a
+    /// library user's CartPole run, measured 2026-12-02).
+    pub fn forward_detached(&self, obs: &Tensor) -> Result<Tensor> {
+        self.mlp
+            .forward_detached(obs)?
+            .squeeze(1)
+            .ctx("value forward")
+    }
+
     /// All parameters V depends on, in flat order (trunk included when shared).
     pub fn vars(&self) -> Vec<Var> {
         self.mlp.vars()
