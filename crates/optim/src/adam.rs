@@ -42,13 +42,15 @@ pub struct Adam {
 }
 
 /// [`Adam::try_step_vars`]'s buffers: the new moments, and the new
-/// parameters in the variables' dtype (f32 for f32 variables, copied into
-/// them as they are) or in f64 (others, written back by [`flat::set_flat`]).
+/// parameters in the variables' dtype: for f32 CPU variables one vector per
+/// variable, swapped in for its storage ([`flat::swap_values_f32`]: no copy,
+/// and the old parameters become the next step's buffers), for others one
+/// f64 vector (written back by [`flat::set_flat`]).
 #[derive(Debug, Clone, Default)]
 struct Scratch {
     m: Vec<f32>,
     v: Vec<f32>,
-    theta_f32: Vec<f32>,
+    theta_f32: Vec<Vec<f32>>,
     theta_f64: Vec<f64>,
 }
 
@@ -286,18 +288,24 @@ impl Adam {
                 n,
             };
             if all_f32 {
-                theta_f32.resize(n, 0.0);
-                Ok(theta.step(m, v, Next::new(m_new, v_new, theta_f32), &k, limit))
+                theta_f32.resize_with(vars.len(), Vec::new);
+                for (buffer, var) in theta_f32.iter_mut().zip(vars) {
+                    buffer.resize(var.elem_count(), 0.0);
+                }
+                let pieces = theta_f32.iter_mut().map(|b| &mut b[..]).collect();
+                Ok(theta.step(m, v, Next::new(m_new, v_new, pieces), &k, limit))
             } else {
                 theta_f64.resize(n, 0.0);
-                Ok(theta.step(m, v, Next::new(m_new, v_new, theta_f64), &k, limit))
+                let pieces = per_variable_mut(vars, theta_f64);
+                Ok(theta.step(m, v, Next::new(m_new, v_new, pieces), &k, limit))
             }
         })??;
         if !fits {
             return Ok(false);
         }
         if all_f32 {
-            flat::set_flat_f32(vars, theta_f32)?;
+            // Every new value was checked finite and within range above.
+            flat::swap_values_f32(vars, theta_f32)?;
         } else {
             flat::set_flat(vars, theta_f64)?;
         }
@@ -306,6 +314,17 @@ impl Adam {
         self.t += 1;
         Ok(true)
     }
+}
+
+/// `flat` (of [`flat::flat_len`] entries) cut into one slice per variable.
+fn per_variable_mut<'a, T>(vars: &[Var], mut flat: &'a mut [T]) -> Vec<&'a mut [T]> {
+    vars.iter()
+        .map(|v| {
+            let (mine, rest) = std::mem::take(&mut flat).split_at_mut(v.elem_count());
+            flat = rest;
+            mine
+        })
+        .collect()
 }
 
 /// Each variable's gradient, cut from the consecutive `parts` (whose
@@ -590,6 +609,7 @@ impl Theta<'_> {
                 continue;
             }
             let (at, here) = (lo - var.start..hi - var.start, lo - start..hi - start);
+            // This variable's part of the range: one piece of `next`.
             let (out, rest) = next.split_at(hi - lo);
             next = rest;
             let (g, m, v) = (&grad[at.clone()], &m[here.clone()], &v[here]);
@@ -639,24 +659,51 @@ impl Store for f64 {
     }
 }
 
-/// Where [`adam_checked`] writes the new moments and parameters.
+/// Where [`adam_checked`] writes the new moments and parameters: a range
+/// of the flat vector, the parameters as consecutive pieces (one per
+/// variable the range covers, in order).
 struct Next<'a, O> {
     m: &'a mut [f32],
     v: &'a mut [f32],
-    theta: &'a mut [O],
+    theta: Vec<&'a mut [O]>,
 }
 
 impl<'a, O> Next<'a, O> {
-    fn new(m: &'a mut [f32], v: &'a mut [f32], theta: &'a mut [O]) -> Self {
+    fn new(m: &'a mut [f32], v: &'a mut [f32], theta: Vec<&'a mut [O]>) -> Self {
         Next { m, v, theta }
     }
 
-    /// The first `mid` entries of each buffer, and the rest.
+    /// The first `mid` entries of each buffer, and the rest (a piece that
+    /// straddles `mid` is cut in two).
     fn split_at(self, mid: usize) -> (Self, Self) {
         let (m1, m2) = self.m.split_at_mut(mid);
         let (v1, v2) = self.v.split_at_mut(mid);
-        let (t1, t2) = self.theta.split_at_mut(mid);
+        let (mut t1, mut t2) = (Vec::new(), Vec::new());
+        let mut left = mid;
+        for piece in self.theta {
+            if left == 0 {
+                t2.push(piece);
+            } else if piece.len() <= left {
+                left -= piece.len();
+                t1.push(piece);
+            } else {
+                let (a, b) = piece.split_at_mut(left);
+                left = 0;
+                t1.push(a);
+                t2.push(b);
+            }
+        }
         (Next::new(m1, v1, t1), Next::new(m2, v2, t2))
+    }
+
+    /// The parameters of the whole range as one slice: the range must lie
+    /// within one piece (it does for one variable's part of it).
+    fn single_piece(self) -> (&'a mut [f32], &'a mut [f32], &'a mut [O]) {
+        let len = self.m.len();
+        let piece = self.theta.into_iter().find(|p| !p.is_empty() || len == 0);
+        let theta = piece.unwrap_or_default();
+        assert_eq!(theta.len(), len, "Adam: a variable's range spans pieces");
+        (self.m, self.v, theta)
     }
 }
 
@@ -672,15 +719,15 @@ fn adam_checked<T: Copy + Into<f64>, O: Store>(
     k: &Coefs,
     limit: f64,
 ) -> bool {
+    let (m_out, v_out, theta_out) = next.single_piece();
     on_widest_unit(
         #[inline(always)]
         || {
             let mut fits = true;
-            let out = next
-                .m
+            let out = m_out
                 .iter_mut()
-                .zip(next.v.iter_mut())
-                .zip(next.theta.iter_mut());
+                .zip(v_out.iter_mut())
+                .zip(theta_out.iter_mut());
             for (((&t, &g), (&m, &v)), ((m_new, v_new), t_new)) in
                 theta.iter().zip(grad).zip(m.iter().zip(v)).zip(out)
             {

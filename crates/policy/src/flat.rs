@@ -204,6 +204,82 @@ pub fn set_flat_f32(vars: &[Var], flat: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Exchanges the elements of f32 CPU variables with `values`, one vector
+/// per variable holding its number of elements: afterwards each variable
+/// holds what its vector held and the vector what the variable held. A
+/// variable whose storage is exactly its own elements (contiguous from
+/// offset 0, as every `Var` made from a tensor of its own) exchanges the
+/// storage's vector itself, with no copy; any other exchanges the elements
+/// one by one. The values are not checked: this is for a caller that
+/// computed and checked them itself (Adam's step writes new parameters
+/// into buffers it then swaps in, instead of copying them over, and the
+/// old parameters become its next buffers).
+///
+/// Errors: [`PolicyError::FlatLength`] when the vectors do not match the
+/// variables in number or size; [`PolicyError::InvalidParameter`] for a
+/// variable that is not an f32 CPU tensor; [`PolicyError::Candle`] for a
+/// non-contiguous one. Nothing is exchanged unless every check passes.
+pub fn swap_values_f32(vars: &[Var], values: &mut [Vec<f32>]) -> Result<()> {
+    let sizes_match = vars.len() == values.len()
+        && vars.iter().zip(values.iter()).all(|(v, x)| v.elem_count() == x.len());
+    if !sizes_match {
+        return Err(PolicyError::FlatLength {
+            what: "swap_values_f32",
+            expected: flat_len(vars),
+            got: values.iter().map(Vec::len).sum(),
+        });
+    }
+    if let Some(v) = vars
+        .iter()
+        .find(|v| !(v.device().is_cpu() && v.dtype() == DType::F32 && v.is_contiguous()))
+    {
+        return Err(PolicyError::InvalidParameter {
+            param: "swap_values_f32 variables",
+            reason: format!(
+                "a {:?} variable on {:?} (contiguous: {}): only contiguous f32 CPU variables",
+                v.dtype(),
+                v.device(),
+                v.is_contiguous()
+            ),
+        });
+    }
+    for (v, x) in vars.iter().zip(values.iter_mut()) {
+        v.inplace_op1(&SwapF32(std::cell::RefCell::new(x)))
+            .ctx("swap_values_f32")?;
+    }
+    Ok(())
+}
+
+/// Exchanges an f32 CPU tensor's elements with a vector of as many.
+struct SwapF32<'a>(std::cell::RefCell<&'a mut Vec<f32>>);
+
+impl candle_core::InplaceOp1 for SwapF32<'_> {
+    fn name(&self) -> &'static str {
+        "klrl-swap-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let mut x = self.0.borrow_mut();
+        match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(d), Some((0, end))) if end == d.len() && end == x.len() => {
+                std::mem::swap(d, &mut **x);
+                Ok(())
+            }
+            (CpuStorage::F32(d), Some((start, end))) if end - start == x.len() => {
+                d[start..end].swap_with_slice(&mut x[..]);
+                Ok(())
+            }
+            _ => Err(candle_core::Error::Msg(
+                "swap_values_f32: not a contiguous f32 variable of the expected size".to_string(),
+            )),
+        }
+    }
+}
+
 /// Copies f32 values into an f32 CPU tensor's elements (row-major).
 struct WriteF32<'a>(&'a [f32]);
 
@@ -415,6 +491,40 @@ mod tests {
             .and_then(|t| t.to_dtype(dtype))
             .expect("tensor");
         Var::from_tensor(&t).expect("var")
+    }
+
+    /// `swap_values_f32` exchanges the variables' elements with the
+    /// vectors (tensors sharing a variable's storage see the new values);
+    /// vectors that do not match the variables, or an f64 variable, are
+    /// refused with nothing exchanged.
+    #[test]
+    fn swap_values_f32_exchanges_and_refuses_mismatches_unchanged() {
+        let vars = [var(&[1.0, 2.0], DType::F32), var(&[3.0], DType::F32)];
+        let alias = vars[0].as_tensor().clone();
+        let mut values = vec![vec![0.5f32, -4.0], vec![1e-40]];
+        swap_values_f32(&vars, &mut values).expect("swap");
+        assert_eq!(get_flat(&vars).expect("get"), [0.5, -4.0, f64::from(1e-40f32)]);
+        assert_eq!(alias.to_vec1::<f32>().expect("alias"), [0.5, -4.0]);
+        assert_eq!(values, [vec![1.0f32, 2.0], vec![3.0]]);
+        let before = get_flat(&vars).expect("get");
+        let mut short = vec![vec![9.0f32, 9.0], vec![]];
+        assert!(matches!(
+            swap_values_f32(&vars, &mut short),
+            Err(PolicyError::FlatLength { expected: 3, got: 2, .. })
+        ));
+        assert!(matches!(
+            swap_values_f32(&vars[..1], &mut values),
+            Err(PolicyError::FlatLength { .. })
+        ));
+        let mixed = [var(&[1.0, 2.0], DType::F32), var(&[3.0], DType::F64)];
+        let mut two = vec![vec![7.0f32, 7.0], vec![7.0]];
+        assert!(matches!(
+            swap_values_f32(&mixed, &mut two),
+            Err(PolicyError::InvalidParameter { .. })
+        ));
+        assert_eq!(get_flat(&vars).expect("get"), before);
+        assert_eq!(get_flat(&mixed).expect("get"), [1.0, 2.0, 3.0]);
+        assert_eq!(two, [vec![7.0f32, 7.0], vec![7.0]]);
     }
 
     /// f32 values are copied into f32 variables as they are; a wrong
