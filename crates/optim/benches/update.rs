@@ -274,12 +274,13 @@ fn threads(c: &mut Criterion) {
 
 /// One Adam step with gradient clipping over the parameters of PPO's
 /// 256-256 policy and value networks (134,147 f32 parameters), the gradient
-/// in two parts as PPO passes it and its squared norm summed on the calling
+/// in two f32 parts as PPO passes it (the value part times c_v = 0.5) and
+/// its squared norm summed on the calling
 /// thread first, on a pool of 1 and of 2 threads (the other worker polling,
 /// as through an update): the optimiser's share of a minibatch step.
 fn adam(c: &mut Criterion) {
     use candle_core::{Device, Tensor, Var};
-    use klrl_optim::adam::{Adam, SquaredNorm};
+    use klrl_optim::adam::{Adam, GradPart, SquaredNorm};
     let t = trainer("pendulum-ppo-256.toml");
     let mut vars = t.policy.vars();
     vars.extend(t.value.vars());
@@ -290,7 +291,7 @@ fn adam(c: &mut Criterion) {
         .iter()
         .map(|v| v.elem_count())
         .sum::<usize>();
-    let grad: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.37).sin() * 1e-2).collect();
+    let grad: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 1e-2).collect();
     let vars: Vec<Var> = vars
         .iter()
         .map(|v| {
@@ -310,8 +311,19 @@ fn adam(c: &mut Criterion) {
                 // As in an update: the other worker polls for work.
                 pool.install(|| {
                     klrl_optim::keep_warm::with_workers_awake(|| {
-                        let parts = [&grad[..split], &grad[split..]];
-                        let squares = SquaredNorm::of(&grad);
+                        let parts = [
+                            GradPart::F32 {
+                                grad: &grad[..split],
+                                scale: 1.0,
+                            },
+                            GradPart::F32 {
+                                grad: &grad[split..],
+                                scale: 0.5,
+                            },
+                        ];
+                        let mut squares = SquaredNorm::default();
+                        squares.add_part(parts[0]);
+                        squares.add_part(parts[1]);
                         adam.step_parts(&vars, &parts, squares, 3e-4, 0.5, 0)
                             .unwrap()
                     })

@@ -159,7 +159,14 @@ impl Adam {
         update: u64,
     ) -> Result<f64> {
         let squares = SquaredNorm::of(grad);
-        self.step_parts(vars, &[grad], squares, lr, max_grad_norm, update)
+        self.step_parts(
+            vars,
+            &[GradPart::F64(grad)],
+            squares,
+            lr,
+            max_grad_norm,
+            update,
+        )
     }
 
     /// [`Adam::step_flat`] with the flat gradient given as consecutive
@@ -175,7 +182,7 @@ impl Adam {
     pub fn step_parts(
         &mut self,
         vars: &[Var],
-        parts: &[&[f64]],
+        parts: &[GradPart],
         squares: SquaredNorm,
         lr: f64,
         max_grad_norm: f64,
@@ -231,7 +238,7 @@ impl Adam {
         lr: f64,
         limit: f64,
     ) -> Result<bool> {
-        self.try_step_parts(vars, &[grad], scale, lr, limit)
+        self.try_step_parts(vars, &[GradPart::F64(grad)], scale, lr, limit)
     }
 
     /// [`Adam::try_step_vars`] with the gradient in consecutive parts (see
@@ -242,7 +249,7 @@ impl Adam {
     pub fn try_step_parts(
         &mut self,
         vars: &[Var],
-        parts: &[&[f64]],
+        parts: &[GradPart],
         scale: f64,
         lr: f64,
         limit: f64,
@@ -316,6 +323,57 @@ impl Adam {
     }
 }
 
+/// One consecutive part of a flat gradient, as [`Adam::step_parts`] and
+/// [`SquaredNorm::add_part`] take it.
+#[derive(Debug, Clone, Copy)]
+pub enum GradPart<'a> {
+    /// f64 entries, taken as they are.
+    F64(&'a [f64]),
+    /// f32 entries times a factor: entry g is taken as `f64::from(g) ·
+    /// scale` (rounded to f64), the value the gradient would hold had it
+    /// been widened and scaled in f64 first (e.g. the value network's part
+    /// times the loss's c_v), so the same step, from half the memory. A
+    /// scale of 1 takes the entries exactly.
+    F32 {
+        /// The entries, as computed.
+        grad: &'a [f32],
+        /// Their factor.
+        scale: f64,
+    },
+}
+
+impl<'a> GradPart<'a> {
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        match self {
+            GradPart::F64(g) => g.len(),
+            GradPart::F32 { grad, .. } => grad.len(),
+        }
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries `range` (with the same factor).
+    fn slice(self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            GradPart::F64(g) => GradPart::F64(&g[range]),
+            GradPart::F32 { grad, scale } => GradPart::F32 {
+                grad: &grad[range],
+                scale,
+            },
+        }
+    }
+
+    /// The first `k` entries and the rest.
+    fn split_at(self, k: usize) -> (Self, Self) {
+        let n = self.len();
+        (self.slice(0..k), self.slice(k..n))
+    }
+}
+
 /// `flat` (of [`flat::flat_len`] entries) cut into one slice per variable.
 fn per_variable_mut<'a, T>(vars: &[Var], mut flat: &'a mut [T]) -> Vec<&'a mut [T]> {
     vars.iter()
@@ -329,14 +387,14 @@ fn per_variable_mut<'a, T>(vars: &[Var], mut flat: &'a mut [T]) -> Vec<&'a mut [
 
 /// Each variable's gradient, cut from the consecutive `parts` (whose
 /// lengths add up to the variables').
-fn per_variable<'a>(vars: &[Var], parts: &[&'a [f64]]) -> Result<Vec<&'a [f64]>> {
+fn per_variable<'a>(vars: &[Var], parts: &[GradPart<'a>]) -> Result<Vec<GradPart<'a>>> {
     let mut parts = parts.iter().copied().filter(|p| !p.is_empty());
-    let mut part: &[f64] = &[];
+    let mut part = GradPart::F64(&[]);
     let mut out = Vec::with_capacity(vars.len());
     for var in vars {
         let k = var.elem_count();
         if part.is_empty() && k > 0 {
-            part = parts.next().unwrap_or_default();
+            part = parts.next().unwrap_or(GradPart::F64(&[]));
         }
         if part.len() < k {
             return Err(OptimError::Mismatch(
@@ -425,12 +483,28 @@ impl SquaredNorm {
 
     /// Adds the squares of the next part.
     pub fn add(&mut self, part: &[f64]) {
+        self.add_from(part, |g| g);
+    }
+
+    /// Adds the squares of the next part, its entries taken as
+    /// [`GradPart`] says (the same sum as over those f64 values).
+    pub fn add_part(&mut self, part: GradPart) {
+        match part {
+            GradPart::F64(g) => self.add(g),
+            GradPart::F32 { grad, scale } => self.add_from(grad, |g| f64::from(g) * scale),
+        }
+    }
+
+    /// [`SquaredNorm::add`] with each entry read by `load`.
+    #[inline(always)]
+    fn add_from<G: Copy>(&mut self, part: &[G], load: impl Fn(G) -> f64) {
         // Entries up to the next multiple of LANES in the flat index, one by
         // one; then whole rows of LANES (vectorised: the lanes are
         // independent); then the rest.
         let lead = ((LANES - self.len % LANES) % LANES).min(part.len());
         let (head, body) = part.split_at(lead);
         for &g in head {
+            let g = load(g);
             self.lanes[self.len % LANES] += g * g;
             self.len += 1;
         }
@@ -442,7 +516,8 @@ impl SquaredNorm {
                 // A local copy and whole rows of a known length: the partial
                 // sums stay in registers.
                 rows.iter().fold(lanes, |mut lanes, row| {
-                    for (s, g) in lanes.iter_mut().zip(row) {
+                    for (s, &g) in lanes.iter_mut().zip(row) {
+                        let g = load(g);
                         *s += g * g;
                     }
                     lanes
@@ -451,6 +526,7 @@ impl SquaredNorm {
         );
         self.len += rows.len() * LANES;
         for &g in tail {
+            let g = load(g);
             self.lanes[self.len % LANES] += g * g;
             self.len += 1;
         }
@@ -563,7 +639,7 @@ fn adam_in_place(theta: &mut [f64], grad: &[f64], m: &mut [f32], v: &mut [f32], 
 struct Theta<'a> {
     values: &'a [flat::HostValues<'a>],
     /// Each variable's gradient.
-    grads: &'a [&'a [f64]],
+    grads: &'a [GradPart<'a>],
     n: usize,
 }
 
@@ -612,7 +688,7 @@ impl Theta<'_> {
             // This variable's part of the range: one piece of `next`.
             let (out, rest) = next.split_at(hi - lo);
             next = rest;
-            let (g, m, v) = (&grad[at.clone()], &m[here.clone()], &v[here]);
+            let (g, m, v) = (grad.slice(at.clone()), &m[here.clone()], &v[here]);
             fits &= match values {
                 flat::HostValues::F32(t) => adam_checked(&t[at], g, m, v, out, k, limit),
                 flat::HostValues::F64(t) => adam_checked(&t[at], g, m, v, out, k, limit),
@@ -712,7 +788,7 @@ impl<'a, O> Next<'a, O> {
 /// stored. One pass.
 fn adam_checked<T: Copy + Into<f64>, O: Store>(
     theta: &[T],
-    grad: &[f64],
+    grad: GradPart,
     m: &[f32],
     v: &[f32],
     next: Next<O>,
@@ -720,6 +796,56 @@ fn adam_checked<T: Copy + Into<f64>, O: Store>(
     limit: f64,
 ) -> bool {
     let (m_out, v_out, theta_out) = next.single_piece();
+    let out = (m_out, v_out, theta_out);
+    match grad {
+        GradPart::F64(g) => adam_checked_f64(theta, g, m, v, out, k, limit),
+        GradPart::F32 { grad, scale } => {
+            // In blocks: the entries widened and scaled into an f64 buffer
+            // (L1-resident), then the f64 step over the block; the f32
+            // loads inside the step's loop kept it from vectorising.
+            const BLOCK: usize = 512;
+            let mut wide = [0.0f64; BLOCK];
+            let mut fits = true;
+            let (m_out, v_out, theta_out) = out;
+            let blocks = theta
+                .chunks(BLOCK)
+                .zip(grad.chunks(BLOCK))
+                .zip(m.chunks(BLOCK).zip(v.chunks(BLOCK)))
+                .zip(
+                    m_out
+                        .chunks_mut(BLOCK)
+                        .zip(v_out.chunks_mut(BLOCK))
+                        .zip(theta_out.chunks_mut(BLOCK)),
+                );
+            for (((t, g), (m, v)), ((mo, vo), to)) in blocks {
+                let w = &mut wide[..g.len()];
+                on_widest_unit(
+                    #[inline(always)]
+                    || {
+                        for (w, &g) in w.iter_mut().zip(g) {
+                            *w = f64::from(g) * scale;
+                        }
+                    },
+                );
+                fits &= adam_checked_f64(t, w, m, v, (mo, vo, to), k, limit);
+            }
+            fits
+        }
+    }
+}
+
+/// [`adam_checked`] for an f64 gradient, into the new moments and
+/// parameters `out`.
+fn adam_checked_f64<T: Copy + Into<f64>, O: Store>(
+    theta: &[T],
+    grad: &[f64],
+    m: &[f32],
+    v: &[f32],
+    out: (&mut [f32], &mut [f32], &mut [O]),
+    k: &Coefs,
+    limit: f64,
+) -> bool {
+    let (m_out, v_out, theta_out) = out;
     on_widest_unit(
         #[inline(always)]
         || {
@@ -1008,7 +1134,7 @@ mod tests {
         let (a, b) = (vars(&init), vars(&init));
         let (mut adam_a, mut adam_b) = (Adam::new(1000, 1e-5), Adam::new(1000, 1e-5));
         let norm_a = adam_a.step_flat(&a, &grad, 1e-3, 0.5, 0).unwrap();
-        let parts = [&grad[..300], &grad[300..]];
+        let parts = [GradPart::F64(&grad[..300]), GradPart::F64(&grad[300..])];
         let norm_b = adam_b
             .step_parts(&b, &parts, SquaredNorm::of(&grad), 1e-3, 0.5, 0)
             .unwrap();
@@ -1021,12 +1147,76 @@ mod tests {
             adam_b.step_parts(&b, &parts, short, 1e-3, 0.5, 1),
             Err(OptimError::Mismatch(_))
         ));
-        let across = [&grad[..299], &grad[299..]];
+        let across = [GradPart::F64(&grad[..299]), GradPart::F64(&grad[299..])];
         assert!(matches!(
             adam_b.step_parts(&b, &across, SquaredNorm::of(&grad), 1e-3, 0.5, 1),
             Err(OptimError::Mismatch(_))
         ));
         assert_eq!((adam_b, flat::get_flat(&b).unwrap()), before);
+    }
+
+    /// f32 parts with a factor step exactly as the f64 gradient of their
+    /// widened entries times the factor (rounded to f64), and their squared
+    /// norm is that gradient's: the policy's part as computed (factor 1),
+    /// the value network's times c_v.
+    #[test]
+    fn f32_parts_step_like_their_widened_scaled_entries() {
+        use candle_core::{Device, Tensor};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let g32: Vec<f32> = (0..1000)
+            .map(|_| (rng.random::<f32>() - 0.5) * 3.0)
+            .collect();
+        let c_v = 0.37;
+        let widened: Vec<f64> = g32
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| {
+                if i < 400 {
+                    f64::from(g)
+                } else {
+                    f64::from(g) * c_v
+                }
+            })
+            .collect();
+        let parts = [
+            GradPart::F32 {
+                grad: &g32[..400],
+                scale: 1.0,
+            },
+            GradPart::F32 {
+                grad: &g32[400..],
+                scale: c_v,
+            },
+        ];
+        let mut squares = SquaredNorm::default();
+        for p in parts {
+            squares.add_part(p);
+        }
+        let whole = SquaredNorm::of(&widened);
+        assert_eq!(squares, whole);
+        let vars = || -> Vec<Var> {
+            [400, 600]
+                .iter()
+                .map(|&k| {
+                    let t = Tensor::from_vec(vec![0.25f32; k], k, &Device::Cpu).unwrap();
+                    Var::from_tensor(&t).unwrap()
+                })
+                .collect()
+        };
+        let (a, b) = (vars(), vars());
+        let (mut adam_a, mut adam_b) = (Adam::new(1000, 1e-5), Adam::new(1000, 1e-5));
+        for step in 0..3 {
+            let na = adam_a.step_flat(&a, &widened, 1e-3, 0.5, step).unwrap();
+            let nb = adam_b
+                .step_parts(&b, &parts, squares, 1e-3, 0.5, step)
+                .unwrap();
+            assert_eq!(na.to_bits(), nb.to_bits());
+            assert_eq!(adam_a, adam_b);
+            let (fa, fb) = (flat::get_flat(&a).unwrap(), flat::get_flat(&b).unwrap());
+            assert_eq!(fa, fb);
+        }
+        assert!(flat::get_flat(&a).unwrap().iter().any(|&x| x != 0.25));
     }
 
     #[test]

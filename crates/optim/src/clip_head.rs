@@ -1,7 +1,8 @@
-//! PPO's clipped surrogate on a categorical policy, and its gradient in the
-//! logits, computed on host memory: the loss head of [`crate::Ppo`]'s
-//! minibatch step for the common case (objective `clip`, no entropy bonus,
-//! no action mask, no reference term, no KL asked for, CPU f32 or f64).
+//! PPO's clipped surrogate on a categorical policy, with or without the
+//! reference term of `[algo.reference]`, and its gradient in the logits,
+//! computed on host memory: the loss head of [`crate::Ppo`]'s minibatch step
+//! for the common case (objective `clip`, no entropy bonus, no action mask,
+//! no KL asked for, CPU f32 or f64).
 //!
 //! For logits `z [N, A]`, actions `a`, log π_old(a|s) and advantages Â:
 //!
@@ -17,6 +18,13 @@
 //!    which candle's backward forms as δ_aj·g − (g/Σ) exp(z_j − max z) (plus
 //!    the max's path, which cancels in exact arithmetic but not in bits);
 //!    each sample's term carries the mean's −1/n.
+//!
+//! With a reference term ([`RefPenalty`]: log π_ref(·|s) and c), the loss
+//! is −L^CLIP + c Ê[KL(π_θ ‖ π_ref)] ([`crate::reference::RefTerm::penalty`]),
+//! the KL per state Σ_j p_j (log p_j − log q_j) with p_j = exp(log p_j) from
+//! step 1, and ∂/∂log p_j gains, before the clip term's entry,
+//! g_k p_j + (g_k (log p_j − log q_j)) p_j with g_k = c/n (the difference's
+//! path first, then the exp's: candle's topological order).
 //!
 //! **Same bits as the candle graph.** [`crate::Ppo`]'s general path builds
 //! these terms with candle 0.11.1 ops and differentiates them with its
@@ -36,7 +44,15 @@
 //! - `minimum` / `maximum` pass the gradient to the argument equal to the
 //!   result, halved when both are (candle's rule), and every gradient
 //!   reaches its tensor as `0 + g` (candle's `GradStore` starts from
-//!   zeros), which turns −0 into +0.
+//!   zeros), which turns −0 into +0;
+//! - with a reference term, log π_θ(·|s) has three consumers, whose
+//!   gradients candle adds in the reverse of the order its depth-first walk
+//!   from the loss finished them: the walk enters `−L^CLIP + c Ê[KL]` by the
+//!   left operand, so the gather (the clip term) is finished first and added
+//!   last; in the KL, `exp(log p) · (log p − log q)`, the walk finishes the
+//!   `exp` before the difference, so the difference's gradient is added
+//!   first: g_j = ((0 + g_diff,j) + g_exp,j · p_j), then g_a += g_log p(a)
+//!   (`scatter_add`).
 //!
 //! Steps 2 and 3, and the derivative in log π_θ(a|s), are
 //! [`crate::clip_surrogate`]'s (shared with the Gaussian head), as are the
@@ -49,26 +65,39 @@ use candle_core::{DType, Tensor};
 use klrl_policy::PolicyError;
 
 pub use crate::clip_surrogate::supported;
-use crate::clip_surrogate::{Real, Surrogate};
+use crate::clip_surrogate::{KlPenalty, Real, Surrogate};
 use crate::error::{OptimError, Result};
 use crate::rollout::candle_err;
 
 /// What the head computes for one minibatch.
 #[derive(Debug, Clone)]
 pub struct ClipHead {
-    /// −L^CLIP (the objective of the step without an entropy bonus), in the
-    /// logits' dtype, widened to f64.
+    /// −L^CLIP, plus c Ê[KL(π_θ ‖ π_ref)] with a reference term (the
+    /// objective of the step without an entropy bonus), in the logits'
+    /// dtype, widened to f64.
     pub policy_loss: f64,
     /// The fraction of samples with |r − 1| > ε.
     pub clip_frac: f64,
-    /// ∂(−L^CLIP)/∂z, `[N, A]`, of the logits' dtype and device.
+    /// ∂(policy_loss)/∂z, `[N, A]`, of the logits' dtype and device.
     pub d_logits: Tensor,
+}
+
+/// The reference term c · Ê[KL(π_θ ‖ π_ref)] added to the head's loss, as
+/// [`crate::reference::RefTerm::penalty`] builds it.
+#[derive(Debug, Clone, Copy)]
+pub struct RefPenalty<'a> {
+    /// log π_ref(·|s) at the minibatch's states, `[N, A]`, of the logits'
+    /// dtype (the reference's `Categorical::log_probs`).
+    pub log_probs: &'a Tensor,
+    /// c; 0 adds no term (as `RefTerm::penalty`, which then returns none).
+    pub coef: f64,
 }
 
 /// The clipped surrogate of the logits `logits [N, A]` (a contiguous CPU
 /// tensor), the actions `actions` (U32 `[N]`), `old_log_probs` and
-/// `advantages` (`[N]`, of the logits' dtype) with clip range `clip_eps`, and
-/// its gradient in the logits.
+/// `advantages` (`[N]`, of the logits' dtype) with clip range `clip_eps`,
+/// plus the reference term `reference` if any, and its gradient in the
+/// logits.
 ///
 /// Errors: [`OptimError::Mismatch`] for shapes or dtypes that do not fit (or
 /// a dtype [`supported`] rejects); [`PolicyError::ActionOutOfRange`] for an
@@ -79,9 +108,11 @@ pub fn clip_head(
     old_log_probs: &Tensor,
     advantages: &Tensor,
     clip_eps: f64,
+    reference: Option<RefPenalty<'_>>,
 ) -> Result<ClipHead> {
     let (n, a) = logits.dims2().map_err(candle_err("clip head logits"))?;
     let dtype = logits.dtype();
+    let reference = reference.filter(|r| r.coef != 0.0);
     let fits = n > 0
         && actions.dims() == [n]
         && actions.dtype() == DType::U32
@@ -89,18 +120,20 @@ pub fn clip_head(
         && advantages.dims() == [n]
         && old_log_probs.dtype() == dtype
         && advantages.dtype() == dtype
+        && reference.is_none_or(|r| r.log_probs.dims() == [n, a] && r.log_probs.dtype() == dtype)
         && supported(dtype, logits.device());
     if !fits {
         return Err(OptimError::Mismatch(format!(
             "clip head: logits {:?} {dtype:?}, actions {:?} {:?}, old log-probs {:?} {:?}, \
-             advantages {:?} {:?}",
+             advantages {:?} {:?}, reference log-probs {:?}",
             logits.dims(),
             actions.dims(),
             actions.dtype(),
             old_log_probs.dims(),
             old_log_probs.dtype(),
             advantages.dims(),
-            advantages.dtype()
+            advantages.dtype(),
+            reference.map(|r| (r.log_probs.dims().to_vec(), r.log_probs.dtype())),
         )));
     }
     let e = candle_err("clip head to host");
@@ -114,9 +147,12 @@ pub fn clip_head(
     }
     let inputs = |t: &Tensor| t.flatten_all().map_err(&e);
     let (z, old, adv) = (inputs(logits)?, inputs(old_log_probs)?, inputs(advantages)?);
+    let q = reference.map(|r| inputs(r.log_probs)).transpose()?;
+    let coef = reference.map(|r| r.coef);
+    let q = q.as_ref().zip(coef);
     match dtype {
-        DType::F32 => Host::<f32>::read(&z, &acts, &old, &adv, a)?.run(clip_eps, logits),
-        _ => Host::<f64>::read(&z, &acts, &old, &adv, a)?.run(clip_eps, logits),
+        DType::F32 => Host::<f32>::read(&z, &acts, &old, &adv, q, a)?.run(clip_eps, logits),
+        _ => Host::<f64>::read(&z, &acts, &old, &adv, q, a)?.run(clip_eps, logits),
     }
 }
 
@@ -126,6 +162,8 @@ struct Host<'a, T> {
     actions: &'a [u32],
     old: Vec<T>,
     adv: Vec<T>,
+    /// log π_ref(·|s) `[N · A]` and c, with a reference term.
+    reference: Option<(Vec<T>, f64)>,
     n_actions: usize,
 }
 
@@ -135,6 +173,7 @@ impl<'a, T: Real> Host<'a, T> {
         actions: &'a [u32],
         old: &Tensor,
         adv: &Tensor,
+        reference: Option<(&Tensor, f64)>,
         n_actions: usize,
     ) -> Result<Self> {
         let e = candle_err("clip head to host");
@@ -143,23 +182,35 @@ impl<'a, T: Real> Host<'a, T> {
             actions,
             old: old.to_vec1::<T>().map_err(&e)?,
             adv: adv.to_vec1::<T>().map_err(&e)?,
+            reference: reference
+                .map(|(q, c)| Ok((q.to_vec1::<T>()?, c)))
+                .transpose()
+                .map_err(&e)?,
             n_actions,
         })
     }
 
-    /// −L^CLIP, the clip fraction and ∂(−L^CLIP)/∂z (on the device of
-    /// `logits`).
+    /// The policy loss, the clip fraction and the loss's gradient in the
+    /// logits (on the device of `logits`).
     fn run(&self, clip_eps: f64, logits: &Tensor) -> Result<ClipHead> {
         let (n, a) = (self.actions.len(), self.n_actions);
         let zero = T::ZERO;
         let clip = Surrogate::<T>::new(clip_eps, n);
+        let penalty = self
+            .reference
+            .as_ref()
+            .map(|(q, coef)| (q.as_slice(), KlPenalty::<T>::new(*coef, n)));
 
         let mut surrogate = Vec::with_capacity(n);
         let mut clipped = Vec::with_capacity(n);
+        // KL(π_θ ‖ π_ref) per state, with a reference term.
+        let mut kl = Vec::with_capacity(if penalty.is_some() { n } else { 0 });
         let mut grad = vec![zero; n * a];
-        // One row's exp(z − max z), and the row of a broadcast's gradient.
+        // One row's exp(z − max z), the row of a broadcast's gradient, and
+        // one row's terms p_j (log p_j − log q_j) of the KL.
         let mut e = vec![zero; a];
         let mut row = vec![zero; a];
+        let mut kl_terms = vec![zero; if penalty.is_some() { a } else { 0 }];
         for i in 0..n {
             let z = &self.z[i * a..(i + 1) * a];
             let act = self.actions[i] as usize;
@@ -186,12 +237,32 @@ impl<'a, T: Real> Host<'a, T> {
             // log p(a|s) is gathered from the row (scatter_add into zeros).
             let g_log_p = sample.d_log_p;
 
-            // Log-softmax backward: log p = δ − B(log Σ exp δ), δ = z − B(max).
-            // ∂/∂δ_j from log p: the gathered entry only.
             let g = &mut grad[i * a..(i + 1) * a];
-            for (j, g) in g.iter_mut().enumerate() {
-                *g = if j == act { zero + g_log_p } else { zero };
+            match penalty {
+                None => {
+                    // ∂/∂log p_j: the gathered entry only.
+                    for (j, g) in g.iter_mut().enumerate() {
+                        *g = if j == act { zero + g_log_p } else { zero };
+                    }
+                }
+                Some((q, pen)) => {
+                    // KL(π_θ ‖ π_ref) = Σ_j p_j (log p_j − log q_j) and its
+                    // ∂/∂log p_j, then the gathered entry's (scatter_add).
+                    let q = &q[i * a..(i + 1) * a];
+                    for (j, (g, t)) in g.iter_mut().zip(kl_terms.iter_mut()).enumerate() {
+                        let log_p = (z[j] - max) - log_sum;
+                        let p = log_p.exp();
+                        let diff = log_p - q[j];
+                        *t = p * diff;
+                        // the difference's path, then the exp's
+                        *g = (zero + (zero + pen.g_kl * p)) + (zero + pen.g_kl * diff) * p;
+                    }
+                    kl.push(T::sum(&kl_terms));
+                    g[act] += g_log_p;
+                }
             }
+
+            // Log-softmax backward: log p = δ − B(log Σ exp δ), δ = z − B(max).
             // ∂/∂log Σ: −Σ_j ∂/∂log p_j (the broadcast's row sum)
             for (b, &g) in row.iter_mut().zip(g.iter()) {
                 *b = zero - g;
@@ -215,8 +286,13 @@ impl<'a, T: Real> Host<'a, T> {
         }
         let d_logits = Tensor::from_vec(grad, (n, a), logits.device())
             .map_err(candle_err("clip head gradient"))?;
+        // −L^CLIP (+ c Ê[KL(π_θ ‖ π_ref)]), added in the dtype
+        let mut loss = clip.loss(&surrogate);
+        if let Some((_, pen)) = penalty {
+            loss += pen.loss(&kl);
+        }
         Ok(ClipHead {
-            policy_loss: clip.policy_loss(&surrogate),
+            policy_loss: loss.to_f64(),
             clip_frac: clip.clip_frac(&clipped),
             d_logits,
         })

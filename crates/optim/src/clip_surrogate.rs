@@ -15,10 +15,11 @@
 //!    the minimum equal to it (halved at a tie), Â through either product,
 //!    through the clamps where they let r through, r through the exp.
 //!
-//! Also here: the CPU kernels the heads replay (`Real`: libm's `exp` and
-//! `ln`, candle's row sums with its AVX2 order for f32) and candle's
-//! `minimum` / `maximum` with their gradient rule. [`supported`] says where
-//! these are candle's.
+//! Also here: the mean and coefficient of the reference term (`KlPenalty`;
+//! each head computes the per-state KL), the CPU kernels the heads replay
+//! (`Real`: libm's `exp` and `ln`, candle's row sums with its AVX2 order for
+//! f32) and candle's `minimum` / `maximum` with their gradient rule.
+//! [`supported`] says where these are candle's.
 
 use candle_core::{DType, Device, WithDType};
 
@@ -122,15 +123,50 @@ impl<T: Real> Surrogate<T> {
         }
     }
 
-    /// −L^CLIP = −(Σ c · (1/n) + 0), widened to f64, from the samples'
-    /// `surrogate`s.
-    pub(crate) fn policy_loss(&self, surrogate: &[T]) -> f64 {
-        (-(T::sum(surrogate) * self.inv_n + T::ZERO)).to_f64()
+    /// −L^CLIP = −(Σ c · (1/n) + 0) from the samples' `surrogate`s, in the
+    /// dtype (what the reference term is added to).
+    pub(crate) fn loss(&self, surrogate: &[T]) -> T {
+        -(T::sum(surrogate) * self.inv_n + T::ZERO)
     }
 
     /// The clip fraction Σ clipped · (1/n) + 0, widened to f64.
     pub(crate) fn clip_frac(&self, clipped: &[T]) -> f64 {
         (T::sum(clipped) * self.inv_n + T::ZERO).to_f64()
+    }
+}
+
+/// The reference term c Ê[KL(π_θ ‖ π_ref)] of a minibatch of `n` states
+/// ([`crate::reference::RefTerm::penalty`]: `mean_all`, then `affine(c,
+/// 0)`, added to −L^CLIP): the constants as candle converts them to the
+/// dtype. Each head computes the per-state KL its own way and carries
+/// `g_kl` back through it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KlPenalty<T> {
+    coef: T,
+    inv_n: T,
+    /// ∂(c Ê[KL])/∂KL_s, as candle's backward forms it.
+    pub g_kl: T,
+}
+
+impl<T: Real> KlPenalty<T> {
+    /// The term with coefficient `coef` over `n` states.
+    pub(crate) fn new(coef: f64, n: usize) -> Self {
+        let zero = T::ZERO;
+        let (coef, inv_n) = (T::from_f64(coef), T::from_f64(1.0 / n as f64));
+        // The loss's `+` passes 0 + 1; the affine(c, 0)'s backward g · c + 0;
+        // the mean's g · (1/n) + 0; each added to a zero (the reshapes and
+        // the broadcast back to the states add zeros again: no change).
+        let g_mean = zero + (T::ONE * coef + zero);
+        KlPenalty {
+            coef,
+            inv_n,
+            g_kl: zero + (g_mean * inv_n + zero),
+        }
+    }
+
+    /// (Σ_s KL_s · (1/n) + 0) · c + 0 from the per-state KLs.
+    pub(crate) fn loss(&self, kl: &[T]) -> T {
+        (T::sum(kl) * self.inv_n + T::ZERO) * self.coef + T::ZERO
     }
 }
 

@@ -1,9 +1,10 @@
 //! PPO's clipped surrogate on a diagonal Gaussian policy with a
-//! state-independent log σ, and its gradient in the means and in log σ,
-//! computed on host memory: the loss head of [`crate::Ppo`]'s minibatch
-//! step for the common continuous-action case (objective `clip`, no entropy
-//! bonus, no reference term, no KL asked for, CPU f32 or f64; gSDE and a
-//! state-dependent σ keep the graph).
+//! state-independent log σ, with or without the reference term of
+//! `[algo.reference]`, and its gradient in the means and in log σ, computed
+//! on host memory: the loss head of [`crate::Ppo`]'s minibatch step for the
+//! common continuous-action case (objective `clip`, no entropy bonus, no KL
+//! asked for, CPU f32 or f64; gSDE and a state-dependent σ, of the policy or
+//! of π_ref, keep the graph).
 //!
 //! For means `μ [N, d]`, `log σ [d]`, actions `a [N, d]`, log π_old(a|s)
 //! and advantages Â:
@@ -18,6 +19,14 @@
 //!    which candle's backward forms as
 //!    (−Σ_s g_s) − (Σ_s (−½ g_s) · 2 z_sj · (a_sj − μ_sj)) · e^{−log σ_j}
 //!    (the log-normaliser's path, then the one through e^{−log σ}).
+//!
+//! With a reference term ([`GaussianRefPenalty`]: π_ref's means μ_q, its
+//! state-independent log σ_q, and c), the loss is −L^CLIP +
+//! c Ê[KL(π_θ ‖ π_ref)] ([`crate::reference::RefTerm::penalty`]), with
+//! `DiagGaussian::kl`'s closed form KL_s = Σ_j (μ_sj − μ_qsj)² h_j + K,
+//! h_j = e^{−2 log σ_qj} / 2 and K = Σ_j (log σ_qj − log σ_j) + e^{2 log σ_j}
+//! h_j − ½; with g_k = c/n per state, ∂/∂μ_sj gains 2 (μ_sj − μ_qsj) h_j g_k
+//! and ∂/∂log σ_j gains 2 e^{2 log σ_j} h_j Σ_s g_k − Σ_s g_k.
 //!
 //! **Same bits as the candle graph.** [`crate::Ppo`]'s general path builds
 //! step 1 with the candle 0.11.1 ops of `DiagGaussian::new` and `log_prob`
@@ -36,7 +45,16 @@
 //!   (column by column, rows in order, from 0 — not `vec_sum`), and the
 //!   log-normaliser's `[N]` gradient is summed by `vec_sum`;
 //! - log σ gets two gradients: the log-normaliser's first (candle's
-//!   topological order), then the one through `neg`, subtracted.
+//!   topological order), then the one through `neg`, subtracted;
+//! - with a reference term, the KL's gradients reach μ and log σ before
+//!   the clip term's (the loss `−L^CLIP + c Ê[KL]` is walked left operand
+//!   first, so the KL's nodes finish last and are differentiated first):
+//!   μ gets the KL's `0 + g`, then the clip term's subtracted; log σ the
+//!   KL's path through e^{2 log σ} first (`0 + g`), then the difference
+//!   log σ_q − log σ's (subtracted) — in `K` the product is walked after
+//!   the difference, so it is differentiated first — then the clip term's
+//!   two; the KL's Σ_s g_k is the broadcast K's sum over the states
+//!   (`vec_sum`).
 //!
 //! `ppo/gaussian_clip_head_tests.rs` checks the two against each other bit
 //! for bit.
@@ -44,29 +62,43 @@
 use candle_core::{DType, Tensor};
 use klrl_policy::gaussian::LN_2PI;
 
-use crate::clip_surrogate::{supported, Real, Surrogate};
+use crate::clip_surrogate::{supported, KlPenalty, Real, Surrogate};
 use crate::error::{OptimError, Result};
 use crate::rollout::candle_err;
 
 /// What the head computes for one minibatch.
 #[derive(Debug, Clone)]
 pub struct GaussianClipHead {
-    /// −L^CLIP (the objective of the step without an entropy bonus), in the
-    /// means' dtype, widened to f64.
+    /// −L^CLIP, plus c Ê[KL(π_θ ‖ π_ref)] with a reference term (the
+    /// objective of the step without an entropy bonus), in the means'
+    /// dtype, widened to f64.
     pub policy_loss: f64,
     /// The fraction of samples with |r − 1| > ε.
     pub clip_frac: f64,
-    /// ∂(−L^CLIP)/∂μ, `[N, d]`, of the means' dtype and device.
+    /// ∂(policy_loss)/∂μ, `[N, d]`, of the means' dtype and device.
     pub d_mean: Tensor,
-    /// ∂(−L^CLIP)/∂log σ, `[d]`, of the means' dtype and device.
+    /// ∂(policy_loss)/∂log σ, `[d]`, of the means' dtype and device.
     pub d_log_std: Tensor,
+}
+
+/// The reference term c · Ê[KL(π_θ ‖ π_ref)] added to the head's loss, as
+/// [`crate::reference::RefTerm::penalty`] builds it, for a π_ref with a
+/// state-independent σ.
+#[derive(Debug, Clone, Copy)]
+pub struct GaussianRefPenalty<'a> {
+    /// π_ref's means at the minibatch's states, `[N, d]`, of the means' dtype.
+    pub mean: &'a Tensor,
+    /// π_ref's log σ, `[d]`, of the means' dtype.
+    pub log_std: &'a Tensor,
+    /// c; 0 adds no term (as `RefTerm::penalty`, which then returns none).
+    pub coef: f64,
 }
 
 /// The clipped surrogate of the Gaussians with means `mean [N, d]` and the
 /// state-independent `log_std [d]` (CPU tensors of one dtype), for the
 /// actions `actions [N, d]`, `old_log_probs` and `advantages` (`[N]`), all of
-/// the means' dtype, with clip range `clip_eps`; and its gradients in the
-/// means and in `log_std`.
+/// the means' dtype, with clip range `clip_eps`, plus the reference term
+/// `reference` if any; and its gradients in the means and in `log_std`.
 ///
 /// Errors: [`OptimError::Mismatch`] for shapes or dtypes that do not fit (or
 /// a dtype or device [`supported`] rejects).
@@ -77,8 +109,10 @@ pub fn gaussian_clip_head(
     old_log_probs: &Tensor,
     advantages: &Tensor,
     clip_eps: f64,
+    reference: Option<GaussianRefPenalty<'_>>,
 ) -> Result<GaussianClipHead> {
     let dtype = mean.dtype();
+    let reference = reference.filter(|r| r.coef != 0.0);
     let fits = match *mean.dims() {
         [n, d] => {
             n > 0
@@ -87,8 +121,10 @@ pub fn gaussian_clip_head(
                 && actions.dims() == [n, d]
                 && old_log_probs.dims() == [n]
                 && advantages.dims() == [n]
+                && reference.is_none_or(|r| r.mean.dims() == [n, d] && r.log_std.dims() == [d])
                 && [log_std, actions, old_log_probs, advantages]
-                    .iter()
+                    .into_iter()
+                    .chain(reference.iter().flat_map(|r| [r.mean, r.log_std]))
                     .all(|t| t.dtype() == dtype && t.device().same_device(mean.device()))
                 && supported(dtype, mean.device())
         }
@@ -97,7 +133,7 @@ pub fn gaussian_clip_head(
     if !fits {
         return Err(OptimError::Mismatch(format!(
             "gaussian clip head: means {:?} {dtype:?}, log σ {:?} {:?}, actions {:?} {:?}, \
-             old log-probs {:?} {:?}, advantages {:?} {:?}",
+             old log-probs {:?} {:?}, advantages {:?} {:?}, reference means and log σ {:?}",
             mean.dims(),
             log_std.dims(),
             log_std.dtype(),
@@ -106,13 +142,20 @@ pub fn gaussian_clip_head(
             old_log_probs.dims(),
             old_log_probs.dtype(),
             advantages.dims(),
-            advantages.dtype()
+            advantages.dtype(),
+            reference.map(|r| (
+                r.mean.dims(),
+                r.log_std.dims(),
+                r.mean.dtype(),
+                r.log_std.dtype()
+            )),
         )));
     }
     let inputs = [mean, log_std, actions, old_log_probs, advantages];
+    let reference = reference.map(|r| (r.mean, r.log_std, r.coef));
     match dtype {
-        DType::F32 => Host::<f32>::read(inputs)?.run(clip_eps, mean),
-        _ => Host::<f64>::read(inputs)?.run(clip_eps, mean),
+        DType::F32 => Host::<f32>::read(inputs, reference)?.run(clip_eps, mean),
+        _ => Host::<f64>::read(inputs, reference)?.run(clip_eps, mean),
     }
 }
 
@@ -123,11 +166,14 @@ struct Host<T> {
     actions: Vec<T>,
     old: Vec<T>,
     adv: Vec<T>,
+    /// π_ref's means `[N · d]`, its log σ `[d]`, and c, with a reference term.
+    reference: Option<(Vec<T>, Vec<T>, f64)>,
 }
 
 impl<T: Real> Host<T> {
-    /// Reads `[mean, log_std, actions, old_log_probs, advantages]`.
-    fn read(inputs: [&Tensor; 5]) -> Result<Self> {
+    /// Reads `[mean, log_std, actions, old_log_probs, advantages]` and the
+    /// reference's means, log σ and coefficient.
+    fn read(inputs: [&Tensor; 5], reference: Option<(&Tensor, &Tensor, f64)>) -> Result<Self> {
         let e = candle_err("gaussian clip head to host");
         let host = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<T>()).map_err(&e);
         let [mean, log_std, actions, old, adv] = inputs;
@@ -137,11 +183,15 @@ impl<T: Real> Host<T> {
             actions: host(actions)?,
             old: host(old)?,
             adv: host(adv)?,
+            reference: match reference {
+                Some((m, l, c)) => Some((host(m)?, host(l)?, c)),
+                None => None,
+            },
         })
     }
 
-    /// −L^CLIP, the clip fraction, ∂(−L^CLIP)/∂μ and ∂(−L^CLIP)/∂log σ (on
-    /// the device of `mean`).
+    /// The policy loss, the clip fraction and the loss's gradients in μ and
+    /// log σ (on the device of `mean`).
     fn run(&self, clip_eps: f64, mean: &Tensor) -> Result<GaussianClipHead> {
         let (n, d) = (self.old.len(), self.log_std.len());
         let zero = T::ZERO;
@@ -149,6 +199,12 @@ impl<T: Real> Host<T> {
         // affine(−½, 0) and its backward's factor, as candle converts them
         let minus_half = T::from_f64(-0.5);
         let two = T::from_f64(2.0);
+        let reference = self.reference.as_ref().map(|(mean_q, log_std_q, coef)| {
+            RefKl::new(&self.log_std, mean_q, log_std_q, *coef, n)
+        });
+        // KL(π_θ ‖ π_ref) per state, with a reference term.
+        let mut kl = Vec::with_capacity(if reference.is_some() { n } else { 0 });
+        let mut kl_terms = vec![zero; if reference.is_some() { d } else { 0 }];
 
         // 1. The state-independent parts of log π: e^{−log σ_j}, and the
         //    log-normaliser Σ_j log σ_j · 1 + (d/2) ln 2π.
@@ -187,6 +243,11 @@ impl<T: Real> Host<T> {
             // h = q · (−½) + 0, q = Σ_j z_j² (its gradient broadcast back)
             let g_q = zero + (g_h * minus_half + zero);
             let g_z2 = zero + (zero + g_q);
+            // The KL's gradient in μ (first: see the module doc), else 0.
+            if let Some(r) = &reference {
+                let mu_q = &r.mean_q[row.clone()];
+                kl.push(r.state(mu, mu_q, &mut kl_terms, &mut d_mean[row.clone()]));
+            }
             let g_mean = &mut d_mean[row];
             for j in 0..d {
                 // sqr: (z · g) · 2 + 0
@@ -194,7 +255,7 @@ impl<T: Real> Host<T> {
                 // z = (a − μ) · B(e^{−log σ}): to (a − μ), then μ through
                 // the subtraction (0 − g) and the leaf's copy (0 + g)
                 let g_diff = zero + g_z * inv_std[j];
-                g_mean[j] = zero + (zero - g_diff);
+                g_mean[j] = zero + (g_mean[j] - g_diff);
                 // to the broadcast e^{−log σ}: summed over the rows in order
                 g_inv_std[j] += zero + g_z * diff[j];
             }
@@ -204,25 +265,118 @@ impl<T: Real> Host<T> {
         // to log σ (0 + g, below).
         let g_norm = zero + T::sum(&g_norm_rows);
         let g_sum_log_std = zero + (zero + (g_norm * T::ONE + zero));
+        // log σ's gradient before the clip term's: the KL's, or 0.
+        let g_log_std_kl = match &reference {
+            Some(r) => r.d_log_std(n),
+            None => vec![zero; d],
+        };
         let d_log_std: Vec<T> = g_inv_std
             .iter()
             .zip(&inv_std)
-            .map(|(&g_inv, &inv)| {
+            .zip(&g_log_std_kl)
+            .map(|((&g_inv, &inv), &g_kl)| {
                 // e^{x}: g · e^{x}; neg: subtracted from log σ's gradient,
                 // which holds the log-normaliser's part already; the leaf's
                 // copy: 0 + g
                 let g_neg = zero + (zero + g_inv) * inv;
-                zero + ((zero + g_sum_log_std) - g_neg)
+                zero + ((g_kl + g_sum_log_std) - g_neg)
             })
             .collect();
 
+        // −L^CLIP (+ c Ê[KL(π_θ ‖ π_ref)]), added in the dtype
+        let mut loss = clip.loss(&surrogate);
+        if let Some(r) = &reference {
+            loss += r.penalty.loss(&kl);
+        }
         let e = candle_err("gaussian clip head gradient");
         let device = mean.device();
         Ok(GaussianClipHead {
-            policy_loss: clip.policy_loss(&surrogate),
+            policy_loss: loss.to_f64(),
             clip_frac: clip.clip_frac(&clipped),
             d_mean: Tensor::from_vec(d_mean, (n, d), device).map_err(&e)?,
             d_log_std: Tensor::from_vec(d_log_std, d, device).map_err(&e)?,
         })
+    }
+}
+
+/// The reference term's closed-form KL(π_θ ‖ π_ref) between diagonal
+/// Gaussians with state-independent σ (`DiagGaussian::kl`): its
+/// state-independent parts and the gradient per state, in candle's ops.
+struct RefKl<'a, T> {
+    /// π_ref's means `[N · d]`.
+    mean_q: &'a [T],
+    /// h_j = e^{−2 log σ_qj} · ½ (`affine(−2, 0)`, `exp`, `affine(½, 0)`).
+    half_inv_var_q: Vec<T>,
+    /// e^{2 log σ_j} (`affine(2, 0)`, `exp`).
+    var_p: Vec<T>,
+    /// K = Σ_j ((log σ_qj − log σ_j) + e^{2 log σ_j} h_j) · 1 − ½.
+    constant: T,
+    penalty: KlPenalty<T>,
+}
+
+impl<'a, T: Real> RefKl<'a, T> {
+    fn new(log_std: &[T], mean_q: &'a [T], log_std_q: &[T], coef: f64, n: usize) -> Self {
+        let zero = T::ZERO;
+        let half_inv_var_q: Vec<T> = log_std_q
+            .iter()
+            .map(|&l| (l * T::from_f64(-2.0) + zero).exp() * T::from_f64(0.5) + zero)
+            .collect();
+        let var_p: Vec<T> = log_std
+            .iter()
+            .map(|&l| (l * T::from_f64(2.0) + zero).exp())
+            .collect();
+        let terms: Vec<T> = (0..log_std.len())
+            .map(|j| {
+                ((log_std_q[j] - log_std[j]) + var_p[j] * half_inv_var_q[j]) * T::ONE
+                    + T::from_f64(-0.5)
+            })
+            .collect();
+        RefKl {
+            mean_q,
+            half_inv_var_q,
+            var_p,
+            constant: T::sum(&terms),
+            penalty: KlPenalty::new(coef, n),
+        }
+    }
+
+    /// One state's KL = Σ_j (μ_j − μ_qj)² h_j + K, with π_θ's means `mu`
+    /// and π_ref's `mu_q`; writes the KL's gradient in the means, as candle
+    /// forms it (each to a zero), to `g_mean` (`terms`: room for d values).
+    fn state(&self, mu: &[T], mu_q: &[T], terms: &mut [T], g_mean: &mut [T]) -> T {
+        let zero = T::ZERO;
+        let two = T::from_f64(2.0);
+        // The row sum's and the broadcast add's backward pass g_kl on.
+        let g_row = zero + self.penalty.g_kl;
+        for j in 0..mu.len() {
+            let s = mu[j] - mu_q[j];
+            terms[j] = (s * s) * self.half_inv_var_q[j];
+            // broadcast_mul: g · h; sqr: (s · g) · 2 + 0; the difference: 0 + g
+            let g_sq = zero + g_row * self.half_inv_var_q[j];
+            g_mean[j] = zero + (zero + ((s * g_sq) * two + zero));
+        }
+        T::sum(terms) + self.constant
+    }
+
+    /// The KL's gradient in log σ over `n` states, as candle forms it: the
+    /// broadcast K's sum over the states, back through `sum_all` and
+    /// `affine(1, −½)`; then the product's path through e^{2 log σ}, then the
+    /// difference's (subtracted).
+    fn d_log_std(&self, n: usize) -> Vec<T> {
+        let zero = T::ZERO;
+        let two = T::from_f64(2.0);
+        let g_constant = zero + T::sum(&vec![self.penalty.g_kl; n]);
+        // sum_all's reshape and its broadcast back (0 + g each), the affine's
+        // g · 1 + 0
+        let g_terms = zero + ((zero + (zero + g_constant)) * T::ONE + zero);
+        self.var_p
+            .iter()
+            .zip(&self.half_inv_var_q)
+            .map(|(&var_p, &h)| {
+                let g_var_p = zero + g_terms * h;
+                let g_exp = zero + g_var_p * var_p;
+                (zero + (g_exp * two + zero)) - (zero + g_terms)
+            })
+            .collect()
     }
 }

@@ -31,22 +31,24 @@ use klrl_policy::{Dist, KlProjection, OutputPullback, Policy, ValueNet};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::{widen, Adam, SquaredNorm};
+use crate::adam::{widen, Adam, GradPart, SquaredNorm};
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::beta::{AdaptiveBeta, DualBeta};
-use crate::clip_head::clip_head;
+use crate::clip_head::{clip_head, RefPenalty};
 use crate::clip_surrogate;
 use crate::config::{PpoConfig, PpoObjective};
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::gaussian_clip_head::gaussian_clip_head;
+use crate::gaussian_clip_head::{gaussian_clip_head, GaussianRefPenalty};
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
 use crate::reference::{self, RefTerm};
 use crate::rollout::candle_err;
-use crate::value_fit::alongside_value_grad;
+use crate::value_fit::{
+    alongside_value_part, value_loss_and_grad_into, value_loss_and_grad_into_f32,
+};
 
 /// PPO: the configuration, one Adam over the policy and value parameters, and
 /// the KL-penalty coefficient β that the adaptive objectives carry from one
@@ -61,11 +63,27 @@ pub struct Ppo {
     /// The flat gradient of the policy and value parameters and the value
     /// network's part, kept between minibatch steps so that their memory is
     /// allocated once (not state).
-    grad_buffers: (Vec<f64>, Vec<f64>),
+    grad_buffers: GradBuffers,
     /// Tests only: keep the loss head in candle's graph even where a host
     /// head ([`Ppo::host_clip_head`]) would take it, to compare the two.
     #[cfg(test)]
     graph_head_only: bool,
+}
+
+/// The policy's and the value network's parts of the flat gradient, in f64
+/// or (f32 networks) f32, kept between minibatch steps.
+#[derive(Debug, Clone, Default)]
+struct GradBuffers {
+    policy: Vec<f64>,
+    value: Vec<f64>,
+    policy_f32: Vec<f32>,
+    value_f32: Vec<f32>,
+}
+
+/// Whether every variable is an f32 CPU tensor.
+fn all_f32_cpu(vars: &[Var]) -> bool {
+    vars.iter()
+        .all(|v| v.device().is_cpu() && v.dtype() == candle_core::DType::F32)
 }
 
 /// The terms of PPO's loss on one minibatch, as differentiable scalar tensors
@@ -98,7 +116,7 @@ impl Ppo {
             beta: config.beta,
             reference: config.reference.as_ref().map(RefTerm::new),
             config,
-            grad_buffers: (Vec::new(), Vec::new()),
+            grad_buffers: GradBuffers::default(),
             #[cfg(test)]
             graph_head_only: false,
         }
@@ -277,19 +295,19 @@ impl Ppo {
     /// share no parameter) at well under half the cost. A shared trunk or a
     /// clipped value loss takes one backward through the whole loss.
     ///
-    /// For the plain `clip` objective with nothing added to it
-    /// ([`Ppo::host_clip_head`]) on a categorical policy or a Gaussian one
-    /// with a state-independent σ, not even the head goes through candle:
-    /// [`crate::clip_head`] / [`crate::gaussian_clip_head`] compute the
-    /// loss, the clip fraction and its gradient in the network's outputs
-    /// (and log σ) on host memory, the same bits as the graph.
+    /// For the plain `clip` objective with nothing added to it but a
+    /// reference term ([`Ppo::host_clip_head`]) on a categorical policy or a
+    /// Gaussian one with a state-independent σ, not even the head goes
+    /// through candle: [`crate::clip_head`] / [`crate::gaussian_clip_head`]
+    /// compute the loss, the clip fraction and its gradient in the network's
+    /// outputs (and log σ) on host memory, the same bits as the graph.
     fn minibatch_step(
         &mut self,
         policy: &dyn Policy,
         value: &ValueNet,
         vars: &[Var],
         mb: &MiniBatch,
-        old: &Dist,
+        old: &OldRows,
         args: &StepArgs,
     ) -> Result<Option<StepStats>> {
         let c = &self.config;
@@ -297,7 +315,7 @@ impl Ppo {
             args.stop_above.is_some() || args.stop_predicted_above.is_some() || args.measure_kl;
         if value.is_shared() || c.clip_vf.is_some() {
             // One backward through the whole loss.
-            let l = self.loss(policy, value, mb, old, args.clip_eps, want_kl)?;
+            let l = self.loss(policy, value, mb, old.dist()?, args.clip_eps, want_kl)?;
             let terms = (l.policy, Some(l.value), l.kl, l.clip_frac);
             let Some(h) = self.step_host(&l.total, &terms, want_kl, args)? else {
                 return Ok(None);
@@ -309,20 +327,32 @@ impl Ppo {
             return Ok(Some(h.stats(grad_norm)));
         }
         // The policy's gradient on this thread, the value network's alongside.
-        let (mut grad, mut v_grad) = std::mem::take(&mut self.grad_buffers);
-        grad.clear();
+        // An f32 CPU network's gradient stays in f32 as computed (the value
+        // part's c_v applied as Adam reads it, `GradPart::F32`): the same
+        // values as widened to f64, in half the memory.
+        let mut bufs = std::mem::take(&mut self.grad_buffers);
         let host_head = self.host_clip_head(policy, mb, want_kl);
-        let (policy_part, value_part) = alongside_value_grad(
-            value,
-            &mb.obs,
-            &mb.returns,
-            c.vf_coef,
-            &mut v_grad,
-            || -> Result<_> {
+        let policy_f32 = host_head && all_f32_cpu(&policy.vars());
+        let value_f32 = all_f32_cpu(&value.vars());
+        let value_grad = || -> Result<f64> {
+            if value_f32 {
+                value_loss_and_grad_into_f32(value, &mb.obs, &mb.returns, &mut bufs.value_f32)
+            } else {
+                let v = &mut bufs.value;
+                let loss = value_loss_and_grad_into(value, &mb.obs, &mb.returns, v)?;
+                v.iter_mut().for_each(|g| *g *= c.vf_coef);
+                Ok(loss)
+            }
+        };
+        let (policy_part, value_part) =
+            alongside_value_part(value, &mb.obs, value_grad, || -> Result<_> {
                 if host_head {
                     // The clipped surrogate and its gradient in the outputs
                     // on host memory, the same bits as the graph below.
-                    if let Some((head, pullback)) = host_loss_head(policy, mb, args.clip_eps)? {
+                    let reference = self.host_reference(mb);
+                    if let Some((head, pullback)) =
+                        host_loss_head(policy, mb, args.clip_eps, reference)?
+                    {
                         let read = HostTerms {
                             objective: head.policy_loss,
                             policy: head.policy_loss,
@@ -333,29 +363,39 @@ impl Ppo {
                         let Some(h) = self.step_checks(read, args)? else {
                             return Ok(None);
                         };
-                        pullback.flat_grad_from_outputs_into(
-                            Some(&head.d_outputs),
-                            head.d_log_std.as_ref(),
-                            &mut grad,
-                        )?;
+                        let (d_out, d_log_std) = (Some(&head.d_outputs), head.d_log_std.as_ref());
+                        let mut squares = SquaredNorm::default();
+                        if policy_f32 {
+                            let g = &mut bufs.policy_f32;
+                            pullback.flat_grad_from_outputs_f32_into(d_out, d_log_std, g)?;
+                            squares.add_part(GradPart::F32 {
+                                grad: g,
+                                scale: 1.0,
+                            });
+                        } else {
+                            let g = &mut bufs.policy;
+                            g.clear();
+                            pullback.flat_grad_from_outputs_into(d_out, d_log_std, g)?;
+                            squares.add(g);
+                        }
                         // Σ g² of the policy's part while the value
                         // network's is still being computed.
-                        return Ok(Some((h, SquaredNorm::of(&grad))));
+                        return Ok(Some((h, squares, policy_f32)));
                     }
                 }
                 let (dist, pullback) = policy.dist_with_pullback(&mb.obs, mb.mask.as_ref())?;
-                let p = self.policy_terms(&dist, mb, old, args.clip_eps, want_kl, false)?;
+                let p = self.policy_terms(&dist, mb, old.dist()?, args.clip_eps, want_kl, false)?;
                 let terms = (p.policy, None, p.kl, p.clip_frac);
                 let Some(h) = self.step_host(&p.objective, &terms, want_kl, args)? else {
                     return Ok(None);
                 };
                 let grads = p.objective.backward().map_err(candle_err("PPO backward"))?;
-                pullback.flat_grad_into(&grads, &mut grad)?;
-                Ok(Some((h, SquaredNorm::of(&grad))))
-            },
-        );
+                bufs.policy.clear();
+                pullback.flat_grad_into(&grads, &mut bufs.policy)?;
+                Ok(Some((h, SquaredNorm::of(&bufs.policy), false)))
+            });
         let stepped = (|| {
-            let Some((mut h, mut squares)) = policy_part? else {
+            let Some((mut h, mut squares, policy_in_f32)) = policy_part? else {
                 return Ok(None);
             };
             let v_loss = value_part?;
@@ -369,11 +409,27 @@ impl Ppo {
                 });
             }
             // The gradient of the total: the policy's part, then c_v times
-            // the value network's (scaled on its thread).
-            squares.add(&v_grad);
+            // the value network's (scaled on its thread, or as Adam reads it).
+            let policy_grad = if policy_in_f32 {
+                GradPart::F32 {
+                    grad: &bufs.policy_f32,
+                    scale: 1.0,
+                }
+            } else {
+                GradPart::F64(&bufs.policy)
+            };
+            let value_grad = if value_f32 {
+                GradPart::F32 {
+                    grad: &bufs.value_f32,
+                    scale: c.vf_coef,
+                }
+            } else {
+                GradPart::F64(&bufs.value)
+            };
+            squares.add_part(value_grad);
             let grad_norm = self.adam.step_parts(
                 vars,
-                &[&grad, &v_grad],
+                &[policy_grad, value_grad],
                 squares,
                 args.lr,
                 c.max_grad_norm,
@@ -381,7 +437,7 @@ impl Ppo {
             )?;
             Ok(Some(h.stats(grad_norm)))
         })();
-        self.grad_buffers = (grad, v_grad);
+        self.grad_buffers = bufs;
         stepped
     }
 
@@ -450,56 +506,85 @@ impl Ppo {
 
     /// Whether the minibatch step can take the policy's loss head on the
     /// host ([`host_loss_head`]): the plain clipped objective with nothing
-    /// added to it (no entropy bonus, KL penalty, reference term or
-    /// projection), no KL asked for, no action mask, a dtype and device the
-    /// heads support. The policy must further be categorical
+    /// added to it (no entropy bonus, KL penalty or projection) but the
+    /// reference term, no KL asked for, no action mask, a dtype and device
+    /// the heads support. The policy must further be categorical
     /// ([`Policy::logits_with_pullback`]) or Gaussian with a
-    /// state-independent σ ([`Policy::gaussian_with_pullback`]).
+    /// state-independent σ ([`Policy::gaussian_with_pullback`]), and π_ref
+    /// of the same kind.
     fn host_clip_head(&self, policy: &dyn Policy, mb: &MiniBatch, want_kl: bool) -> bool {
         #[cfg(test)]
         if self.graph_head_only {
             return false;
         }
         let c = &self.config;
-        let reference = self.reference.is_some() && mb.reference.is_some();
+        // A π_ref with a per-state σ (gSDE) keeps the graph.
+        let reference_on_host = match (&self.reference, &mb.reference) {
+            (Some(term), Some(Dist::DiagGaussian(r))) => {
+                term.coef == 0.0 || !r.is_state_dependent()
+            }
+            _ => true,
+        };
         c.objective == PpoObjective::Clip
             && c.ent_coef == 0.0
             && !want_kl
-            && !reference
+            && reference_on_host
             && mb.mask.is_none()
             && clip_surrogate::supported(policy.dtype(), policy.device())
     }
+
+    /// The reference term for a host head: π_ref at the minibatch's states
+    /// and c, as [`RefTerm::penalty`] adds it to the graph (`None` without a
+    /// term or with c = 0).
+    fn host_reference<'a>(&self, mb: &'a MiniBatch) -> Option<(&'a Dist, f64)> {
+        match (&self.reference, &mb.reference) {
+            (Some(term), Some(r)) if term.coef != 0.0 => Some((r, term.coef)),
+            _ => None,
+        }
+    }
 }
 
-/// What a host loss head computed for one minibatch: −L^CLIP, the clip
-/// fraction, and its gradients at the leaves of the policy's pullback.
+/// What a host loss head computed for one minibatch: −L^CLIP (plus the
+/// reference term), the clip fraction, and the loss's gradients at the
+/// leaves of the policy's pullback.
 struct HostHead {
     policy_loss: f64,
     clip_frac: f64,
-    /// ∂(−L^CLIP)/∂(logits or means), `[N, out]`.
+    /// ∂(policy_loss)/∂(logits or means), `[N, out]`.
     d_outputs: Tensor,
-    /// ∂(−L^CLIP)/∂log σ, `[d]` (Gaussian policies).
+    /// ∂(policy_loss)/∂log σ, `[d]` (Gaussian policies).
     d_log_std: Option<Tensor>,
 }
 
-/// The clipped surrogate of the minibatch `mb` and its gradient at the
-/// network's outputs, on host memory ([`crate::clip_head`] for a categorical
-/// policy, [`crate::gaussian_clip_head`] for a Gaussian one with a
-/// state-independent σ), with the pullback that carries it to the
-/// parameters; `None` for the other policies. For [`Ppo::minibatch_step`]
-/// when [`Ppo::host_clip_head`] allows it.
+/// The clipped surrogate of the minibatch `mb`, plus c Ê[KL(π_θ ‖ π_ref)]
+/// for `reference` = (π_ref, c), and its gradient at the network's outputs,
+/// on host memory ([`crate::clip_head`] for a categorical policy,
+/// [`crate::gaussian_clip_head`] for a Gaussian one with a state-independent
+/// σ), with the pullback that carries it to the parameters; `None` for the
+/// other policies and references. For [`Ppo::minibatch_step`] when
+/// [`Ppo::host_clip_head`] allows it.
 fn host_loss_head(
     policy: &dyn Policy,
     mb: &MiniBatch,
     clip_eps: f64,
+    reference: Option<(&Dist, f64)>,
 ) -> Result<Option<(HostHead, OutputPullback)>> {
     if let Some((logits, pullback)) = policy.logits_with_pullback(&mb.obs)? {
+        let reference = match reference {
+            None => None,
+            Some((Dist::Categorical(r), coef)) => Some(RefPenalty {
+                log_probs: r.log_probs(),
+                coef,
+            }),
+            Some(_) => return Ok(None),
+        };
         let head = clip_head(
             &logits,
             &mb.actions,
             &mb.old_log_probs,
             &mb.advantages,
             clip_eps,
+            reference,
         )?;
         let head = HostHead {
             policy_loss: head.policy_loss,
@@ -510,6 +595,17 @@ fn host_loss_head(
         return Ok(Some((head, pullback)));
     }
     if let Some((mean, log_std, pullback)) = policy.gaussian_with_pullback(&mb.obs)? {
+        let reference = match reference {
+            None => None,
+            Some((Dist::DiagGaussian(r), coef)) if !r.is_state_dependent() => {
+                Some(GaussianRefPenalty {
+                    mean: r.mean(),
+                    log_std: r.log_std(),
+                    coef,
+                })
+            }
+            Some(_) => return Ok(None),
+        };
         let head = gaussian_clip_head(
             &mean,
             &log_std,
@@ -517,6 +613,7 @@ fn host_loss_head(
             &mb.old_log_probs,
             &mb.advantages,
             clip_eps,
+            reference,
         )?;
         let head = HostHead {
             policy_loss: head.policy_loss,
@@ -738,16 +835,17 @@ impl Algorithm for Ppo {
                         break 'epochs;
                     }
                 }
-                let (owned_mb, owned_old);
+                let owned_mb;
                 let (mb, old) = match &whole {
-                    Some(mb) => (mb, &old_dist),
+                    Some(mb) => (mb, OldRows::new(&old_dist, None)),
                     None => {
                         let mut mb =
                             batch.minibatch(policy, Some(chunk), c.normalize_advantages)?;
-                        owned_old = select_rows(&old_dist, chunk)?;
-                        mb.old_log_probs = owned_old.log_prob(&mb.actions)?;
+                        // log π_old(a|s) is per state: the batch's rows (the
+                        // same values as computed from the minibatch's rows).
+                        mb.old_log_probs = pick_rows(&full.old_log_probs, chunk)?;
                         owned_mb = mb;
-                        (&owned_mb, &owned_old)
+                        (&owned_mb, OldRows::new(&old_dist, Some(chunk)))
                     }
                 };
                 // With one minibatch per epoch its KL is the batch's, checked before the step.
@@ -765,7 +863,7 @@ impl Algorithm for Ppo {
                     measure_kl: dual_per_step,
                     update: batch.update,
                 };
-                let s = match self.minibatch_step(policy, value, &vars, mb, old, &args) {
+                let s = match self.minibatch_step(policy, value, &vars, mb, &old, &args) {
                     Ok(Some(s)) => s,
                     Ok(None) => break 'epochs,
                     // A step whose loss, gradient or new parameters are not
@@ -897,3 +995,43 @@ impl Algorithm for Ppo {
 mod clip_head_tests;
 #[cfg(test)]
 mod gaussian_clip_head_tests;
+
+/// π_old at a minibatch's states, selected from the batch's only if a step
+/// asks for it (a KL term or the graph's loss head; the host heads need
+/// only log π_old(a|s)).
+struct OldRows<'a> {
+    full: &'a Dist,
+    /// The minibatch's rows of the batch; `None` for all of them.
+    rows: Option<&'a [usize]>,
+    picked: std::cell::OnceCell<Dist>,
+}
+
+impl<'a> OldRows<'a> {
+    fn new(full: &'a Dist, rows: Option<&'a [usize]>) -> Self {
+        OldRows {
+            full,
+            rows,
+            picked: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The distributions at the minibatch's states.
+    fn dist(&self) -> Result<&Dist> {
+        let Some(rows) = self.rows else {
+            return Ok(self.full);
+        };
+        if let Some(d) = self.picked.get() {
+            return Ok(d);
+        }
+        let d = select_rows(self.full, rows)?;
+        Ok(self.picked.get_or_init(|| d))
+    }
+}
+
+/// Rows `rows` of a `[N]` tensor.
+fn pick_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let e = candle_err("selecting rows of log π_old");
+    let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    let idx = Tensor::from_vec(idx, rows.len(), t.device()).map_err(&e)?;
+    t.index_select(&idx, 0).map_err(&e)
+}

@@ -3,7 +3,7 @@
 //! without value clipping) and TRPO's critic fit.
 
 use candle_core::{DType, Tensor};
-use klrl_policy::ValueNet;
+use klrl_policy::{MlpLinearization, ValueNet};
 
 use crate::error::Result;
 use crate::rollout::candle_err;
@@ -36,6 +36,40 @@ pub fn value_loss_and_grad_into(
     returns: &Tensor,
     grad: &mut Vec<f64>,
 ) -> Result<f64> {
+    let (loss, u, lin) = value_loss_and_cotangent(value, obs, returns)?;
+    grad.clear();
+    lin.vjp_flat_into(&u, None, grad)?;
+    keep_unshared(value, grad);
+    Ok(loss)
+}
+
+/// [`value_loss_and_grad_into`] for an f32 CPU value network, the gradient
+/// (`grad` set to it) in f32 as computed (no widening pass; half the memory for the optimiser
+/// to read, see [`crate::adam::GradPart`]); the same values.
+///
+/// Errors: as [`value_loss_and_grad_into`]; a network that is not f32 on
+/// the CPU.
+pub fn value_loss_and_grad_into_f32(
+    value: &ValueNet,
+    obs: &Tensor,
+    returns: &Tensor,
+    grad: &mut Vec<f32>,
+) -> Result<f64> {
+    let (loss, u, lin) = value_loss_and_cotangent(value, obs, returns)?;
+    // Every entry is written: a buffer of the right length is not zeroed.
+    grad.resize(lin.num_params(), 0.0);
+    lin.vjp_flat_f32_into(&u, None, grad)?;
+    keep_unshared(value, grad);
+    Ok(loss)
+}
+
+/// The value loss mean((V − R)²), its cotangent u = 2 (V − R) / B at the
+/// network's output and the network's linearisation at `obs`.
+fn value_loss_and_cotangent(
+    value: &ValueNet,
+    obs: &Tensor,
+    returns: &Tensor,
+) -> Result<(f64, Tensor, MlpLinearization)> {
     let e = candle_err("value loss");
     let b = obs.dims().first().copied().unwrap_or(0).max(1) as f64;
     let (v, lin) = value.mlp().linearize(obs)?;
@@ -49,12 +83,14 @@ pub fn value_loss_and_grad_into(
         .map_err(&e)?;
     let loss = diff_host.iter().map(|d| d * d).sum::<f64>() / b;
     let u = diff.affine(2.0 / b, 0.0).map_err(&e)?;
-    grad.clear();
-    lin.vjp_flat_into(&u, None, grad)?;
-    // A shared trunk's part is the policy's: keep the head's (the tail).
+    Ok((loss, u, lin))
+}
+
+/// A shared trunk's part of the gradient is the policy's: keep the head's
+/// (the tail).
+fn keep_unshared<T>(value: &ValueNet, grad: &mut Vec<T>) {
     let own = klrl_policy::flat::flat_len(&value.unshared_vars());
     grad.drain(..grad.len() - own);
-    Ok(loss)
 }
 
 /// `main()` on this thread while `side()` runs as a task of the current
@@ -90,11 +126,24 @@ pub fn alongside_value_grad<R>(
     value_grad: &mut Vec<f64>,
     policy_part: impl FnOnce() -> R,
 ) -> (R, Result<f64>) {
-    let mut value_part = || {
+    let value_part = || {
         let loss = value_loss_and_grad_into(value, obs, returns, value_grad)?;
         value_grad.iter_mut().for_each(|g| *g *= scale);
         Ok(loss)
     };
+    alongside_value_part(value, obs, value_part, policy_part)
+}
+
+/// `policy_part()` on this thread and `value_part()` (the value network's
+/// loss and gradient at `obs`) [`alongside`], or both here one after the
+/// other below [`ALONGSIDE_MIN_WORK`] (rows × value parameters): the rule
+/// of [`alongside_value_grad`] for any value part.
+pub fn alongside_value_part<R, V: Send>(
+    value: &ValueNet,
+    obs: &Tensor,
+    value_part: impl FnOnce() -> V + Send,
+    policy_part: impl FnOnce() -> R,
+) -> (R, V) {
     let rows = obs.dims().first().copied().unwrap_or(0);
     if rows.saturating_mul(value.num_params()) < ALONGSIDE_MIN_WORK {
         let r = policy_part();

@@ -221,7 +221,10 @@ pub fn set_flat_f32(vars: &[Var], flat: &[f32]) -> Result<()> {
 /// non-contiguous one. Nothing is exchanged unless every check passes.
 pub fn swap_values_f32(vars: &[Var], values: &mut [Vec<f32>]) -> Result<()> {
     let sizes_match = vars.len() == values.len()
-        && vars.iter().zip(values.iter()).all(|(v, x)| v.elem_count() == x.len());
+        && vars
+            .iter()
+            .zip(values.iter())
+            .all(|(v, x)| v.elem_count() == x.len());
     if !sizes_match {
         return Err(PolicyError::FlatLength {
             what: "swap_values_f32",
@@ -503,14 +506,21 @@ mod tests {
         let alias = vars[0].as_tensor().clone();
         let mut values = vec![vec![0.5f32, -4.0], vec![1e-40]];
         swap_values_f32(&vars, &mut values).expect("swap");
-        assert_eq!(get_flat(&vars).expect("get"), [0.5, -4.0, f64::from(1e-40f32)]);
+        assert_eq!(
+            get_flat(&vars).expect("get"),
+            [0.5, -4.0, f64::from(1e-40f32)]
+        );
         assert_eq!(alias.to_vec1::<f32>().expect("alias"), [0.5, -4.0]);
         assert_eq!(values, [vec![1.0f32, 2.0], vec![3.0]]);
         let before = get_flat(&vars).expect("get");
         let mut short = vec![vec![9.0f32, 9.0], vec![]];
         assert!(matches!(
             swap_values_f32(&vars, &mut short),
-            Err(PolicyError::FlatLength { expected: 3, got: 2, .. })
+            Err(PolicyError::FlatLength {
+                expected: 3,
+                got: 2,
+                ..
+            })
         ));
         assert!(matches!(
             swap_values_f32(&vars[..1], &mut values),

@@ -44,9 +44,6 @@ pub(crate) trait HostFloat:
     /// `max(x, 0)` as candle's `relu` computes it (`f32::max`: NaN → 0).
     fn relu(self) -> Self;
 
-    /// `x as f64`, exact.
-    fn widen(self) -> f64;
-
     /// `x as Self` (round to nearest for f32).
     fn narrow(x: f64) -> Self;
 }
@@ -61,10 +58,6 @@ impl HostFloat for f32 {
 
     fn relu(self) -> f32 {
         self.max(0.0)
-    }
-
-    fn widen(self) -> f64 {
-        f64::from(self)
     }
 
     fn narrow(x: f64) -> f32 {
@@ -84,10 +77,6 @@ impl HostFloat for f64 {
 
     fn relu(self) -> f64 {
         self.max(0.0)
-    }
-
-    fn widen(self) -> f64 {
-        self
     }
 
     fn narrow(x: f64) -> f64 {
@@ -148,25 +137,62 @@ impl<'a, T> View<'a, T> {
 /// If the inner sizes differ or a view reaches outside its slice (a
 /// programming error in this crate: the shapes come from the network).
 pub(crate) fn matmul<T: HostFloat>(a: View<T>, b: View<T>) -> Vec<T> {
+    let (m, n) = (a.rows, b.cols);
+    let mut dst: Vec<T> = Vec::with_capacity(m * n);
+    // SAFETY: dst has room for m × n elements and does not overlap a or b
+    // (it is fresh); gemm_into writes all of them without reading any.
+    unsafe {
+        gemm_into(a, b, dst.as_mut_ptr());
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// [`matmul`] written into `dst` (`[a.rows, b.cols]` row-major, its old
+/// values neither read nor kept): the same call, so the same bits, without
+/// a new vector (e.g. straight into a flat gradient).
+///
+/// # Panics
+/// As [`matmul`], and if `dst` does not hold exactly `a.rows × b.cols`
+/// elements.
+pub(crate) fn matmul_into<T: HostFloat>(a: View<T>, b: View<T>, dst: &mut [T]) {
+    assert_eq!(dst.len(), a.rows * b.cols, "host matmul: destination size");
+    // SAFETY: dst holds m × n elements (checked) and, as a unique borrow,
+    // overlaps neither a nor b.
+    unsafe { gemm_into(a, b, dst.as_mut_ptr()) }
+}
+
+/// gemm's `dst = a · b` with candle's arguments (see [`matmul`]), every
+/// element of `dst` written (zeros when the inner size is 0).
+///
+/// # Safety
+/// `dst` must be valid for writing `a.rows × b.cols` elements at row stride
+/// `b.cols` and must not overlap `a.data` or `b.data`.
+///
+/// # Panics
+/// If the inner sizes differ or a view reaches outside its slice.
+unsafe fn gemm_into<T: HostFloat>(a: View<T>, b: View<T>, dst: *mut T) {
     assert_eq!(a.cols, b.rows, "host matmul: inner sizes");
     assert!(a.in_bounds() && b.in_bounds(), "host matmul: view bounds");
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    if m == 0 || n == 0 || k == 0 {
-        return vec![T::ZERO; m * n];
+    if m == 0 || n == 0 {
+        return;
     }
-    // Not zeroed: with `read_dst` false and α = 0, gemm writes every element
-    // of dst without reading it.
-    let mut dst: Vec<T> = Vec::with_capacity(m * n);
-    // SAFETY: dst has room for m × n elements at row stride n; every element
-    // of a and b the strides address is inside its slice (checked above);
-    // the three do not overlap (dst is fresh). gemm writes all m × n
-    // elements (α = 0, read_dst false), so the length can then be set.
+    if k == 0 {
+        // SAFETY: the caller's promise: m × n writable elements.
+        unsafe { std::ptr::write_bytes(dst, 0, m * n) };
+        return;
+    }
+    // SAFETY: the caller's promise for dst (room for m × n elements at row
+    // stride n, no overlap); every element of a and b the strides address
+    // is inside its slice (checked above). With α = 0 and read_dst false
+    // gemm writes every element of dst without reading it.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             false,
@@ -183,9 +209,7 @@ pub(crate) fn matmul<T: HostFloat>(a: View<T>, b: View<T>) -> Vec<T> {
             false,
             gemm::Parallelism::None,
         );
-        dst.set_len(m * n);
     }
-    dst
 }
 
 /// The elements of `t` in row-major order, as `T` (the tensor must already

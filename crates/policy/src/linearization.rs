@@ -262,24 +262,58 @@ impl MlpLinearization {
     /// Errors: as [`MlpLinearization::vjp_with_features`].
     pub fn vjp_flat_into(&self, u: &Tensor, g: Option<&Tensor>, out: &mut Vec<f64>) -> Result<()> {
         self.check_cotangents(u, g)?;
-        out.reserve(self.num_params());
-        on_host!(self,
-        h => {
-            for l in h.vjp(to_host(u, "mlp vjp")?, host_opt(g)?.as_deref()) {
-                // Two extends, not one over a chain: each is a slice map of
-                // known length, which vectorises (the chain did not).
-                out.extend(l.w.iter().map(|x| x.widen()));
-                out.extend(l.b.iter().map(|x| x.widen()));
+        let c = "mlp vjp";
+        match &self.imp {
+            Imp::F32(h) => {
+                // The f32 gradient in one buffer, then widened in one pass.
+                let mut flat = vec![0.0f32; h.num_params()];
+                h.vjp_into(to_host(u, c)?, host_opt(g)?.as_deref(), &mut flat);
+                out.extend(flat.iter().map(|&x| f64::from(x)));
             }
-            Ok(())
-        },
-        t => {
-            for l in t.vjp_with_features(u, g)? {
-                crate::flat::extend_f64(out, &l.weight)?;
-                crate::flat::extend_f64(out, &l.bias)?;
+            Imp::F64(h) => {
+                let start = out.len();
+                out.resize(start + h.num_params(), 0.0);
+                h.vjp_into(to_host(u, c)?, host_opt(g)?.as_deref(), &mut out[start..]);
             }
-            Ok(())
-        })
+            Imp::Tensor(t) => {
+                out.reserve(self.num_params());
+                for l in t.vjp_with_features(u, g)? {
+                    crate::flat::extend_f64(out, &l.weight)?;
+                    crate::flat::extend_f64(out, &l.bias)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`MlpLinearization::vjp_flat_into`] for an f32 CPU network, written
+    /// into `out` (exactly [`MlpLinearization::num_params`] entries, its old
+    /// values neither read nor kept) in f32, the precision it is computed
+    /// in: each layer's products go straight into their place, with no
+    /// widening pass and no zero-filling (half the memory of the f64
+    /// vector for the optimiser to read).
+    ///
+    /// Errors: as [`MlpLinearization::vjp_with_features`];
+    /// [`PolicyError::DType`] for a network that is not f32 on the CPU;
+    /// [`PolicyError::FlatLength`] for an `out` of another length.
+    pub fn vjp_flat_f32_into(&self, u: &Tensor, g: Option<&Tensor>, out: &mut [f32]) -> Result<()> {
+        self.check_cotangents(u, g)?;
+        let Imp::F32(h) = &self.imp else {
+            return Err(PolicyError::DType {
+                what: "vjp_flat_f32_into (an f32 CPU network)",
+                expected: DType::F32,
+                got: u.dtype(),
+            });
+        };
+        if out.len() != h.num_params() {
+            return Err(PolicyError::FlatLength {
+                what: "vjp_flat_f32_into",
+                expected: h.num_params(),
+                got: out.len(),
+            });
+        }
+        h.vjp_into(to_host(u, "mlp vjp")?, host_opt(g)?.as_deref(), out);
+        Ok(())
     }
 
     fn check_flat(&self, flat: &[f64]) -> Result<()> {

@@ -5,7 +5,7 @@
 //! operation is the one the tensor implementation does, in the same order,
 //! so the results are the same bits.
 
-use crate::host::{matmul, HostFloat, View};
+use crate::host::{matmul, matmul_into, HostFloat, View};
 use crate::mlp::Activation;
 
 /// One layer's parameters (or a tangent / gradient of them) on the host:
@@ -108,17 +108,52 @@ impl<T: HostFloat> HostLinearization<T> {
     /// tensor path), `δ_{l−1} = ((δ_l W_l) + g) ⊙ σ'_{l−1}`. Returns the
     /// gradients in layer order.
     pub fn vjp(&self, u: Vec<T>, g: Option<&[T]>) -> Vec<HostLayer<T>> {
+        let mut flat = vec![T::ZERO; self.num_params()];
+        self.vjp_into(u, g, &mut flat);
+        let mut rest = &flat[..];
+        self.sizes
+            .windows(2)
+            .map(|w| {
+                let (wk, r) = rest.split_at(w[0] * w[1]);
+                let (bk, r) = r.split_at(w[1]);
+                rest = r;
+                HostLayer {
+                    w: wk.to_vec(),
+                    b: bk.to_vec(),
+                }
+            })
+            .collect()
+    }
+
+    /// The number of parameters: Σ_l (in_l · out_l + out_l).
+    pub fn num_params(&self) -> usize {
+        self.sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    }
+
+    /// [`HostLinearization::vjp`] written into `out` as one flat vector
+    /// (each layer's `∂W_l` row-major, then `∂b_l`, in layer order; exactly
+    /// [`HostLinearization::num_params`] entries): every product goes
+    /// straight into its place, with no per-layer vector.
+    ///
+    /// # Panics
+    /// If `out` does not hold [`HostLinearization::num_params`] entries.
+    pub fn vjp_into(&self, u: Vec<T>, g: Option<&[T]>, out: &mut [T]) {
+        assert_eq!(out.len(), self.num_params(), "host vjp: gradient length");
         let (n, last) = (self.n, self.layers.len() - 1);
         let ones = vec![T::ONE; n];
-        let mut grads = Vec::with_capacity(self.layers.len());
         let mut delta = u;
+        let mut end = out.len();
         for l in (0..self.layers.len()).rev() {
-            let (fan_in, out) = (self.sizes[l], self.sizes[l + 1]);
-            let delta_v = View::new(&delta, n, out);
-            let w = matmul(delta_v.t(), View::new(&self.inputs[l], n, fan_in));
-            let b = matmul(View::new(&ones, 1, n), delta_v);
+            let (fan_in, width) = (self.sizes[l], self.sizes[l + 1]);
+            let (rest, b_out) = out[..end].split_at_mut(end - width);
+            let w_start = rest.len() - width * fan_in;
+            let w_out = &mut rest[w_start..];
+            end = w_start;
+            let delta_v = View::new(&delta, n, width);
+            matmul_into(delta_v.t(), View::new(&self.inputs[l], n, fan_in), w_out);
+            matmul_into(View::new(&ones, 1, n), delta_v, b_out);
             if l > 0 {
-                let mut back = matmul(delta_v, View::new(&self.layers[l].w, out, fan_in));
+                let mut back = matmul(delta_v, View::new(&self.layers[l].w, width, fan_in));
                 if let (true, Some(g)) = (l == last, g) {
                     for (x, y) in back.iter_mut().zip(g) {
                         *x += *y;
@@ -129,10 +164,7 @@ impl<T: HostFloat> HostLinearization<T> {
                 }
                 delta = back;
             }
-            grads.push(HostLayer { w, b });
         }
-        grads.reverse();
-        grads
     }
 }
 

@@ -156,13 +156,44 @@ impl OutputPullback {
         d_log_std: Option<&Tensor>,
         out: &mut Vec<f64>,
     ) -> Result<()> {
-        out.reserve(self.num_params());
+        self.flat_grad_into_any(d_outputs, d_log_std, out)
+    }
+
+    /// [`OutputPullback::flat_grad_from_outputs`] for an f32 CPU policy, in
+    /// f32, the precision it is computed in: `out` becomes the gradient
+    /// ([`OutputPullback::num_params`] entries; its old values are not read,
+    /// and a buffer of the right length is not zero-filled first), the MLP's
+    /// products written straight into it
+    /// ([`MlpLinearization::vjp_flat_f32_into`]); the same values.
+    ///
+    /// Errors: as [`OutputPullback::flat_grad_from_outputs`];
+    /// [`PolicyError::DType`] for a policy that is not f32 on the CPU (or an
+    /// f64 `d_log_std`); `out` then holds no meaningful values.
+    pub fn flat_grad_from_outputs_f32_into(
+        &self,
+        d_outputs: Option<&Tensor>,
+        d_log_std: Option<&Tensor>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        out.resize(self.num_params(), 0.0);
+        let mut cursor = Overwrite { out, at: 0 };
+        self.flat_grad_into_any(d_outputs, d_log_std, &mut cursor)
+    }
+
+    /// [`OutputPullback::flat_grad_from_outputs_into`] into either vector.
+    fn flat_grad_into_any<O: FlatOut>(
+        &self,
+        d_outputs: Option<&Tensor>,
+        d_log_std: Option<&Tensor>,
+        out: &mut O,
+    ) -> Result<()> {
+        out.reserve_more(self.num_params());
         if let Some(head) = &self.gsde {
             return self.gsde_flat_grad(head, d_outputs, d_log_std, out);
         }
         match d_outputs {
-            Some(u) => self.lin.vjp_flat_into(u, None, out)?,
-            None => out.resize(out.len() + self.lin.num_params(), 0.0),
+            Some(u) => out.append_vjp(&self.lin, u, None)?,
+            None => out.append_zeros(self.lin.num_params()),
         }
         match (&self.log_std, d_log_std) {
             (Some(v), Some(g)) => {
@@ -173,9 +204,9 @@ impl OutputPullback {
                         got: g.dims().to_vec(),
                     });
                 }
-                extend_f64(out, g)?;
+                out.append_tensor(g)?;
             }
-            (Some(v), None) => out.resize(out.len() + v.elem_count(), 0.0),
+            (Some(v), None) => out.append_zeros(v.elem_count()),
             (None, Some(g)) => {
                 return Err(PolicyError::Shape {
                     what: "log_std gradient",
@@ -193,12 +224,12 @@ impl OutputPullback {
     /// gSDE: `Jᵀ` of `θ ↦ (μ(s), log σ(s))`, the MLP's reverse pass with the
     /// features' cotangent from the variance (`learn_features`), then the
     /// gradient at gSDE's `log σ` parameter.
-    fn gsde_flat_grad(
+    fn gsde_flat_grad<O: FlatOut>(
         &self,
         head: &GsdeLinearization,
         d_outputs: Option<&Tensor>,
         d_log_std: Option<&Tensor>,
-        out: &mut Vec<f64>,
+        out: &mut O,
     ) -> Result<()> {
         let c = "gsde pullback";
         let leaf = self
@@ -229,12 +260,12 @@ impl OutputPullback {
             (None, None) => None,
         };
         match u {
-            Some(u) => self.lin.vjp_flat_into(u, g_features.as_ref(), out)?,
-            None => out.resize(out.len() + self.lin.num_params(), 0.0),
+            Some(u) => out.append_vjp(&self.lin, u, g_features.as_ref())?,
+            None => out.append_zeros(self.lin.num_params()),
         }
         match g_param {
-            Some(g) => extend_f64(out, &g)?,
-            None => out.resize(out.len() + head.param_len(), 0.0),
+            Some(g) => out.append_tensor(&g)?,
+            None => out.append_zeros(head.param_len()),
         }
         Ok(())
     }
@@ -243,4 +274,87 @@ impl OutputPullback {
 /// A leaf variable holding a copy of `t` (no gradient history).
 pub(crate) fn leaf(t: &Tensor) -> Result<Var> {
     Var::from_tensor(&t.detach()).ctx("output leaf")
+}
+
+/// A flat gradient the pullback appends to: f64 (any policy), or f32 for an
+/// f32 CPU policy (its gradient as computed, without widening).
+trait FlatOut {
+    fn reserve_more(&mut self, n: usize);
+    fn append_zeros(&mut self, n: usize);
+    /// `Jᵀ u + J_zᵀ g` of the MLP.
+    fn append_vjp(&mut self, lin: &MlpLinearization, u: &Tensor, g: Option<&Tensor>) -> Result<()>;
+    /// A gradient tensor's elements, row-major.
+    fn append_tensor(&mut self, t: &Tensor) -> Result<()>;
+}
+
+impl FlatOut for Vec<f64> {
+    fn reserve_more(&mut self, n: usize) {
+        self.reserve(n);
+    }
+
+    fn append_zeros(&mut self, n: usize) {
+        self.resize(self.len() + n, 0.0);
+    }
+
+    fn append_vjp(&mut self, lin: &MlpLinearization, u: &Tensor, g: Option<&Tensor>) -> Result<()> {
+        lin.vjp_flat_into(u, g, self)
+    }
+
+    fn append_tensor(&mut self, t: &Tensor) -> Result<()> {
+        extend_f64(self, t)
+    }
+}
+
+/// An f32 gradient written over a buffer of its final length, front to
+/// back.
+struct Overwrite<'a> {
+    out: &'a mut [f32],
+    at: usize,
+}
+
+impl Overwrite<'_> {
+    /// The next `n` entries.
+    fn next(&mut self, n: usize) -> Result<&mut [f32]> {
+        let end = self.at + n;
+        if end > self.out.len() {
+            return Err(PolicyError::FlatLength {
+                what: "f32 policy gradient",
+                expected: self.out.len(),
+                got: end,
+            });
+        }
+        let range = self.at..end;
+        self.at = end;
+        Ok(&mut self.out[range])
+    }
+}
+
+impl FlatOut for Overwrite<'_> {
+    fn reserve_more(&mut self, _n: usize) {}
+
+    fn append_zeros(&mut self, n: usize) {
+        if let Ok(zeros) = self.next(n) {
+            zeros.fill(0.0);
+        }
+    }
+
+    fn append_vjp(&mut self, lin: &MlpLinearization, u: &Tensor, g: Option<&Tensor>) -> Result<()> {
+        lin.vjp_flat_f32_into(u, g, self.next(lin.num_params())?)
+    }
+
+    fn append_tensor(&mut self, t: &Tensor) -> Result<()> {
+        if t.dtype() != candle_core::DType::F32 {
+            return Err(PolicyError::DType {
+                what: "an f32 policy's gradient",
+                expected: candle_core::DType::F32,
+                got: t.dtype(),
+            });
+        }
+        let values = t
+            .flatten_all()
+            .and_then(|f| f.to_vec1::<f32>())
+            .ctx("gradient to host")?;
+        self.next(values.len())?.copy_from_slice(&values);
+        Ok(())
+    }
 }

@@ -111,6 +111,22 @@ fn case(in_dim: usize, hidden: &[usize], out_dim: usize, n: usize, act: Activati
             .collect();
         let got: Vec<u64> = flat.iter().map(|x| x.to_bits()).collect();
         assert_eq!(got, expected, "vjp_flat_into (g: {}): {what}", g.is_some());
+        // In f32: the same values, written over whatever the buffer held
+        // (an f64 network has no f32 gradient; a buffer of another length
+        // is refused).
+        let mut flat32 = vec![f32::NAN; flat.len() - 1];
+        let r32 = host.vjp_flat_f32_into(&u, g, &mut flat32);
+        if dtype == DType::F32 {
+            r32.expect("flat f32");
+            let widened: Vec<u64> = std::iter::once(7.0f64.to_bits())
+                .chain(flat32.iter().map(|&x| f64::from(x).to_bits()))
+                .collect();
+            assert_eq!(widened, expected, "vjp_flat_f32_into: {what}");
+            let mut short = vec![0.0f32; flat.len() - 2];
+            assert!(host.vjp_flat_f32_into(&u, g, &mut short).is_err());
+        } else {
+            assert!(r32.is_err(), "an f64 network's f32 gradient: {what}");
+        }
     }
 }
 

@@ -301,3 +301,89 @@ fn gsde_features_are_detached_unless_learned() {
         assert!(rel_err(&ours, &reference) <= 1e-12, "learn = {learn}");
     }
 }
+
+/// The f32 gradient of an f32 policy (`flat_grad_from_outputs_f32_into`)
+/// holds exactly the values of the f64 one, whatever the buffer held
+/// before (NaNs, another length), for a state-independent `log σ`, gSDE
+/// with `learn_features` and a categorical policy; an f64 policy has none.
+#[test]
+fn f32_gradient_is_the_f64_one_before_widening() {
+    use klrl_policy::{
+        CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd, GsdeConfig,
+    };
+    let gsde = GaussianStd::Gsde(GsdeConfig {
+        full_std: true,
+        use_expln: false,
+        learn_features: true,
+    });
+    let mut r = rng(70);
+    let obs = observations(&mut r, DType::F32);
+    let random = |r: &mut rand_chacha::ChaCha8Rng, rows: usize, cols: usize| {
+        let v: Vec<f32> = gaussian_vec(r, rows * cols, 1.0)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect();
+        Tensor::from_vec(v, (rows, cols), &Device::Cpu).expect("tensor")
+    };
+    let mut policies: Vec<(Box<dyn Policy>, &str)> = Vec::new();
+    for (std, name) in [(GaussianStd::StateIndependent, "gaussian"), (gsde, "gsde")] {
+        let head = GaussianHead {
+            std,
+            log_std_init: -0.3,
+        };
+        let p = DiagGaussianPolicy::with_head(
+            OBS_DIM,
+            ACT_DIM,
+            &small_config(Activation::Tanh),
+            &head,
+            DType::F32,
+            &Device::Cpu,
+            &mut r,
+        )
+        .expect("policy");
+        policies.push((Box::new(p), name));
+    }
+    let c = CategoricalPolicy::new(
+        OBS_DIM,
+        N_ACTIONS,
+        &small_config(Activation::Tanh),
+        DType::F32,
+        &Device::Cpu,
+        &mut r,
+    )
+    .expect("categorical");
+    policies.push((Box::new(c), "categorical"));
+    for (p, name) in &policies {
+        let (_, pullback) = p.dist_with_pullback(&obs, None).expect("pullback");
+        let u = random(&mut r, N_STATES, p.action_dim());
+        // d log σ: the shared [d] vector, or gSDE's per-state [N, d].
+        let g = match *name {
+            "gaussian" => Some(random(&mut r, 1, ACT_DIM).reshape(ACT_DIM).expect("g")),
+            "gsde" => Some(random(&mut r, N_STATES, ACT_DIM)),
+            _ => None,
+        };
+        let wide = pullback
+            .flat_grad_from_outputs(Some(&u), g.as_ref())
+            .expect("f64");
+        for mut out in [vec![f32::NAN; wide.len()], vec![f32::NAN; 3], Vec::new()] {
+            pullback
+                .flat_grad_from_outputs_f32_into(Some(&u), g.as_ref(), &mut out)
+                .expect("f32");
+            let widened: Vec<f64> = out.iter().map(|&x| f64::from(x)).collect();
+            assert_eq!(widened, wide, "{name}");
+        }
+        let mut zeros = vec![f32::NAN; 5];
+        pullback
+            .flat_grad_from_outputs_f32_into(None, None, &mut zeros)
+            .expect("zeros");
+        assert_eq!(zeros, vec![0.0; p.num_params()], "{name}");
+    }
+    let p64 = gaussian(Activation::Tanh, 71);
+    let obs64 = observations(&mut r, DType::F64);
+    let (_, pullback) = p64.dist_with_pullback(&obs64, None).expect("pullback");
+    let u64 = Tensor::zeros((N_STATES, ACT_DIM), DType::F64, &Device::Cpu).expect("u");
+    let mut out = Vec::new();
+    assert!(pullback
+        .flat_grad_from_outputs_f32_into(Some(&u64), None, &mut out)
+        .is_err());
+}

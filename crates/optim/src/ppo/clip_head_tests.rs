@@ -1,6 +1,8 @@
 //! [`crate::clip_head`] against the candle graph it replaces: the policy
 //! loss, the clip fraction, the gradient in the logits and the flat
-//! gradient, bit for bit.
+//! gradient, bit for bit, without and with the reference term of
+//! `[algo.reference]`; and whole PPO updates with a reference term (every
+//! mode, categorical and Gaussian policies) with the host heads on and off.
 //!
 //! The oracle is the general path of [`Ppo::minibatch_step`] itself:
 //! `dist_with_pullback`, [`Ppo::policy_terms`], `backward()`, the pullback.
@@ -9,15 +11,19 @@
 //! (uniform, ±50, ties).
 
 use candle_core::{DType, Device, Tensor};
-use klrl_policy::{Activation, CategoricalPolicy, MlpConfig, Policy, ValueNet};
+use klrl_policy::{
+    Activation, Categorical, CategoricalPolicy, DiagGaussianPolicy, Dist, GaussianHead,
+    GaussianStd, MlpConfig, Policy, ValueNet,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::Ppo;
-use crate::batch::MiniBatch;
-use crate::clip_head::clip_head;
-use crate::config::{PpoConfig, PpoObjective};
-use crate::losses::scalars_to_host;
+use crate::algorithm::Algorithm;
+use crate::batch::{Batch, MiniBatch};
+use crate::clip_head::{clip_head, RefPenalty};
+use crate::config::{PpoConfig, PpoObjective, ReferenceConfig, ReferenceMode};
+use crate::losses::{scalars_to_host, trainable_vars};
 
 /// A policy whose logits are its observations: `z = x Iᵀ + 0`.
 fn identity_policy(a: usize, dtype: DType) -> CategoricalPolicy {
@@ -143,7 +149,56 @@ pub(super) fn bits(t: &Tensor) -> Vec<u64> {
     }
 }
 
+/// π_ref at the minibatch's states: rows of one of several kinds (near
+/// π_θ, far from it, equal to it, uniform, nearly deterministic, with ties).
+fn reference_at(mb: &MiniBatch, seed: u64) -> Dist {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let (n, a) = mb.obs.dims2().unwrap();
+    let z = mb
+        .obs
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let mut q = Vec::with_capacity(n * a);
+    for row in z.chunks(a) {
+        let kind = rng.random_range(0..6);
+        let top = rng.random_range(0..a);
+        for (j, &z) in row.iter().enumerate() {
+            q.push(match kind {
+                0 => z + rng.random_range(-0.3..0.3),
+                1 => rng.random_range(-20.0..20.0),
+                2 => z,
+                3 => 0.0,
+                4 if j == top => 0.0,
+                4 => -30.0,
+                _ => f64::from(rng.random_range(0..2u8)),
+            });
+        }
+    }
+    let logits = Tensor::from_vec(q, (n, a), &Device::Cpu)
+        .unwrap()
+        .to_dtype(mb.obs.dtype())
+        .unwrap();
+    Dist::Categorical(Categorical::from_logits(&logits, None).unwrap())
+}
+
 fn check(n: usize, a: usize, dtype: DType, clip_eps: f64, seed: u64) {
+    check_with_reference(n, a, dtype, clip_eps, seed, None);
+}
+
+/// The host head against the graph, with the reference term of coefficient
+/// `ref_coef` to a random π_ref if given.
+fn check_with_reference(
+    n: usize,
+    a: usize,
+    dtype: DType,
+    clip_eps: f64,
+    seed: u64,
+    ref_coef: Option<f64>,
+) {
     let policy = identity_policy(a, dtype);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let value = ValueNet::new(a, &MlpConfig::default(), dtype, &Device::Cpu, &mut rng).unwrap();
@@ -151,11 +206,19 @@ fn check(n: usize, a: usize, dtype: DType, clip_eps: f64, seed: u64) {
         objective: PpoObjective::Clip,
         clip_eps,
         ent_coef: 0.0,
+        reference: ref_coef.map(|coef| ReferenceConfig {
+            coef,
+            ..ReferenceConfig::default()
+        }),
         ..PpoConfig::default()
     };
     let ppo = Ppo::new(config, &policy, &value);
-    let mb = minibatch(n, a, dtype, &policy, seed);
-    let ctx = format!("n = {n}, A = {a}, {dtype:?}, ε = {clip_eps}, seed {seed}");
+    let mut mb = minibatch(n, a, dtype, &policy, seed);
+    if ref_coef.is_some() {
+        mb.reference = Some(reference_at(&mb, seed));
+    }
+    let ctx = format!("n = {n}, A = {a}, {dtype:?}, ε = {clip_eps}, seed {seed}, c = {ref_coef:?}");
+    assert!(ppo.host_clip_head(&policy, &mb, false), "host head: {ctx}");
 
     // The candle graph (Ppo::minibatch_step's general path).
     let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
@@ -182,6 +245,15 @@ fn check(n: usize, a: usize, dtype: DType, clip_eps: f64, seed: u64) {
         &mb.old_log_probs,
         &mb.advantages,
         clip_eps,
+        ppo.host_reference(&mb).map(|(r, coef)| {
+            let Dist::Categorical(r) = r else {
+                panic!("a categorical reference")
+            };
+            RefPenalty {
+                log_probs: r.log_probs(),
+                coef,
+            }
+        }),
     )
     .unwrap();
     let host_flat = host_pullback
@@ -235,12 +307,60 @@ fn clip_head_matches_with_wide_rows() {
 }
 
 #[test]
+fn clip_head_with_a_reference_matches_the_candle_graph_bit_for_bit() {
+    // c: the default 0.1, 1, the adaptive and dual coefficients' clamps
+    // (1e-4, 1e3) and values between them as dual ascent leaves them
+    // (exp of a sum of steps), and 0 (no term).
+    let coefs = [
+        0.1,
+        1.0,
+        1e-4,
+        1e3,
+        0.0,
+        0.5f64.exp() * 0.1,
+        0.73 * 0.1f64.exp(),
+    ];
+    let mut seed = 200;
+    for dtype in [DType::F32, DType::F64] {
+        for n in [1, 7, 256, 513] {
+            for a in [2, 3, 6] {
+                for &coef in &coefs {
+                    seed += 1;
+                    check_with_reference(n, a, dtype, 0.2, seed, Some(coef));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn clip_head_with_a_reference_matches_with_wide_rows() {
+    // 20: the recommender's number of movies (MovieRec-v0's default); A ≥
+    // 32: the KL's row sums in candle's blocked f32 order too.
+    for (i, a) in [20, 31, 32, 33, 70].into_iter().enumerate() {
+        for dtype in [DType::F32, DType::F64] {
+            for coef in [0.1, 3.7] {
+                check_with_reference(65, a, dtype, 0.2, 300 + i as u64, Some(coef));
+                check_with_reference(256, a, dtype, 0.1, 310 + i as u64, Some(coef));
+            }
+        }
+    }
+}
+
+#[test]
 fn clip_head_rejects_out_of_range_actions() {
     let policy = identity_policy(3, DType::F32);
     let mut mb = minibatch(4, 3, DType::F32, &policy, 7);
     mb.actions = Tensor::from_vec(vec![0u32, 1, 3, 2], 4, &Device::Cpu).unwrap();
     let (logits, _) = policy.logits_with_pullback(&mb.obs).unwrap().unwrap();
-    let err = clip_head(&logits, &mb.actions, &mb.old_log_probs, &mb.advantages, 0.2);
+    let err = clip_head(
+        &logits,
+        &mb.actions,
+        &mb.old_log_probs,
+        &mb.advantages,
+        0.2,
+        None,
+    );
     assert!(matches!(
         err,
         Err(crate::OptimError::Policy(
@@ -250,4 +370,192 @@ fn clip_head_rejects_out_of_range_actions() {
             }
         ))
     ));
+}
+
+/// A batch of `n` random transitions of `policy` (actions drawn from it; the
+/// recorded log-probabilities are recomputed by the update) with π_ref, the
+/// frozen `reference` network, at its states.
+fn batch_with_reference(
+    policy: &dyn Policy,
+    reference: &dyn Policy,
+    n: usize,
+    update: u64,
+    rng: &mut ChaCha8Rng,
+) -> Batch {
+    let obs_dim = policy.obs_dim();
+    let obs: Vec<f32> = (0..n * obs_dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let obs_tensor = policy.obs_tensor(&obs).unwrap();
+    let actions = policy
+        .dist_detached(&obs_tensor, None)
+        .unwrap()
+        .sample(rng)
+        .unwrap();
+    Batch {
+        obs_dim,
+        obs,
+        actions,
+        old_log_probs: vec![0.0; n],
+        old_values: (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        advantages: (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect(),
+        returns: (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect(),
+        masks: None,
+        progress: 0.25,
+        update,
+        reference: Some(reference.dist_detached(&obs_tensor, None).unwrap()),
+    }
+}
+
+/// A policy from a seed.
+type MakePolicy<'a> = dyn Fn(u64) -> Box<dyn Policy> + 'a;
+
+/// Three PPO updates of the policy `make` builds from a seed (3
+/// observations) with the reference term `reference` (π_ref: the initial
+/// policy, or another network far from it), with the host heads on and
+/// forced off: the diagnostics (the reference's columns included), the
+/// parameters, Adam's state and the reference term's state must be the
+/// same bits.
+fn reference_updates_match(
+    make: &MakePolicy<'_>,
+    reference: &ReferenceConfig,
+    initial: bool,
+    minibatch_size: usize,
+    label: &str,
+) {
+    let net = MlpConfig {
+        hidden: vec![32, 32],
+        activation: Activation::Tanh,
+    };
+    let mut pi_ref = make(if initial { 22 } else { 23 });
+    if !initial {
+        // far from the policy: KLs of tenths of a nat, updates that start
+        // outside a tight ball
+        let theta: Vec<f64> = pi_ref.get_flat().unwrap().iter().map(|x| 3.0 * x).collect();
+        pi_ref.set_flat(&theta).unwrap();
+    }
+    let run = |graph_head_only: bool| {
+        let mut policy = make(22);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let dtype = policy.dtype();
+        let mut value = ValueNet::new(3, &net, dtype, &Device::Cpu, &mut rng).unwrap();
+        let config = PpoConfig {
+            objective: PpoObjective::Clip,
+            clip_eps: 0.2,
+            ent_coef: 0.0,
+            n_epochs: 4,
+            minibatch_size,
+            lr: 3e-3,
+            reference: Some(reference.clone()),
+            ..PpoConfig::default()
+        };
+        let mut ppo = Ppo::new(config, policy.as_ref(), &value);
+        ppo.graph_head_only = graph_head_only;
+        let mut diagnostics = Vec::new();
+        for update in 0..3 {
+            let b = batch_with_reference(policy.as_ref(), pi_ref.as_ref(), 300, update, &mut rng);
+            let d = ppo
+                .update(policy.as_mut(), &mut value, &b, &mut rng)
+                .unwrap();
+            diagnostics.extend(d.values());
+        }
+        let theta = klrl_policy::flat::get_flat(&trainable_vars(policy.as_ref(), &value)).unwrap();
+        (theta, ppo.state(), diagnostics)
+    };
+    let (host_theta, host_state, host_diag) = run(false);
+    let (graph_theta, graph_state, graph_diag) = run(true);
+    let flat_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        flat_bits(&host_diag),
+        flat_bits(&graph_diag),
+        "{label}: diagnostics"
+    );
+    assert_eq!(
+        flat_bits(&host_theta),
+        flat_bits(&graph_theta),
+        "{label}: parameters"
+    );
+    for key in ["adam_m", "adam_v"] {
+        assert_eq!(
+            flat_bits(&host_state.vectors[key]),
+            flat_bits(&graph_state.vectors[key]),
+            "{label}: {key}"
+        );
+    }
+    for key in ["ref_coef", "ref_last_end", "ref_shift_ms"] {
+        assert_eq!(
+            host_state.scalars[key].to_bits(),
+            graph_state.scalars[key].to_bits(),
+            "{label}: {key}"
+        );
+    }
+}
+
+#[test]
+fn ppo_updates_with_a_reference_are_the_same_with_the_host_head() {
+    let penalty = ReferenceConfig::default();
+    let adaptive = ReferenceConfig {
+        mode: ReferenceMode::Adaptive,
+        coef: 0.5,
+        target: Some(0.02),
+        ..ReferenceConfig::default()
+    };
+    let constraint = ReferenceConfig {
+        mode: ReferenceMode::Constraint,
+        max_kl: Some(0.05),
+        ..ReferenceConfig::default()
+    };
+    // Another network as π_ref with a tight bound: updates that start
+    // outside the ball (the restoration) and pull-backs.
+    let tight = ReferenceConfig {
+        mode: ReferenceMode::Constraint,
+        max_kl: Some(0.01),
+        coef: 2.0,
+        ..ReferenceConfig::default()
+    };
+    let net = MlpConfig {
+        hidden: vec![32, 32],
+        activation: Activation::Tanh,
+    };
+    for dtype in [DType::F32, DType::F64] {
+        // Categorical policies with A actions (20: the recommender's) and a
+        // Gaussian one with a state-independent σ and 2 action dimensions;
+        // minibatches of 64 (the last one partial) or the whole batch.
+        let net = &net;
+        let categorical = |a: usize| {
+            move |seed| -> Box<dyn Policy> {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                Box::new(CategoricalPolicy::new(3, a, net, dtype, &Device::Cpu, &mut rng).unwrap())
+            }
+        };
+        let gaussian = |seed| -> Box<dyn Policy> {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let head = GaussianHead {
+                std: GaussianStd::StateIndependent,
+                log_std_init: -0.5,
+            };
+            Box::new(
+                DiagGaussianPolicy::with_head(3, 2, net, &head, dtype, &Device::Cpu, &mut rng)
+                    .unwrap(),
+            )
+        };
+        let policies: [(&str, &MakePolicy<'_>, usize); 4] = [
+            ("A = 2", &categorical(2), 64),
+            ("A = 4", &categorical(4), 300),
+            ("A = 20", &categorical(20), 64),
+            ("Gaussian d = 2", &gaussian, 64),
+        ];
+        for (policy, make, mb) in policies {
+            for (name, reference, initial) in [
+                ("penalty", &penalty, true),
+                ("penalty, another network", &penalty, false),
+                ("adaptive", &adaptive, false),
+                ("constraint", &constraint, true),
+                ("tight constraint, another network", &tight, false),
+            ] {
+                let label = format!("{name}, {policy}, minibatch {mb}, {dtype:?}");
+                reference_updates_match(make, reference, initial, mb, &label);
+            }
+        }
+    }
 }

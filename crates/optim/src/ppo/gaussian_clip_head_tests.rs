@@ -1,7 +1,8 @@
 //! [`crate::gaussian_clip_head`] against the candle graph it replaces: the
 //! policy loss, the clip fraction, the gradients in the means and in log σ,
-//! and the flat gradient, bit for bit; and whole PPO updates with the host
-//! heads on and off.
+//! and the flat gradient, bit for bit, without and with the reference term
+//! of `[algo.reference]`; and whole PPO updates with the host heads on and
+//! off (with a reference term: `clip_head_tests.rs`).
 //!
 //! The oracle is the general path of [`Ppo::minibatch_step`] itself:
 //! `dist_with_pullback`, [`Ppo::policy_terms`], `backward()`, the pullback.
@@ -10,8 +11,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use klrl_policy::{
-    Actions, Activation, CategoricalPolicy, DiagGaussianPolicy, GaussianHead, GaussianStd,
-    GsdeConfig, MlpConfig, Policy, ValueNet,
+    Actions, Activation, CategoricalPolicy, DiagGaussian, DiagGaussianPolicy, Dist, GaussianHead,
+    GaussianStd, GsdeConfig, MlpConfig, Policy, ValueNet,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,8 +21,8 @@ use super::clip_head_tests::{assert_head_scalars, bits};
 use super::Ppo;
 use crate::algorithm::Algorithm;
 use crate::batch::{Batch, MiniBatch};
-use crate::config::{PpoConfig, PpoObjective};
-use crate::gaussian_clip_head::gaussian_clip_head;
+use crate::config::{PpoConfig, PpoObjective, ReferenceConfig};
+use crate::gaussian_clip_head::{gaussian_clip_head, GaussianRefPenalty};
 use crate::losses::{scalars_to_host, trainable_vars};
 use crate::OptimError;
 
@@ -178,9 +179,53 @@ struct Ties {
     one: usize,
 }
 
+/// π_ref at the minibatch's states: means near π_θ's, far from them or
+/// equal (per row), and a log σ of [`log_std`]'s kinds.
+fn reference_at(mb: &MiniBatch, rng: &mut ChaCha8Rng) -> Dist {
+    let (n, d) = mb.obs.dims2().unwrap();
+    let mu = mb
+        .obs
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f64>())
+        .unwrap();
+    let mut mu_q = Vec::with_capacity(n * d);
+    for row in mu.chunks(d) {
+        let kind = rng.random_range(0..3);
+        for &m in row {
+            mu_q.push(match kind {
+                0 => m + rng.random_range(-0.3..0.3),
+                1 => rng.random_range(-20.0..20.0),
+                _ => m,
+            });
+        }
+    }
+    let t = |v: Vec<f64>, shape: &[usize]| {
+        Tensor::from_vec(v, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(mb.obs.dtype())
+            .unwrap()
+    };
+    let log_std_q = log_std(d, rng);
+    Dist::DiagGaussian(DiagGaussian::new(&t(mu_q, &[n, d]), &t(log_std_q, &[d])).unwrap())
+}
+
 /// The head against the graph on one minibatch of `n` states and `d`
 /// action dimensions.
 fn check(n: usize, d: usize, dtype: DType, clip_eps: f64, seed: u64) -> Ties {
+    check_with_reference(n, d, dtype, clip_eps, seed, None)
+}
+
+/// The head against the graph, with the reference term of coefficient
+/// `ref_coef` to a random π_ref if given.
+fn check_with_reference(
+    n: usize,
+    d: usize,
+    dtype: DType,
+    clip_eps: f64,
+    seed: u64,
+    ref_coef: Option<f64>,
+) -> Ties {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let policy = identity_policy(&log_std(d, &mut rng), dtype);
     let value = ValueNet::new(d, &MlpConfig::default(), dtype, &Device::Cpu, &mut rng).unwrap();
@@ -188,11 +233,19 @@ fn check(n: usize, d: usize, dtype: DType, clip_eps: f64, seed: u64) -> Ties {
         objective: PpoObjective::Clip,
         clip_eps,
         ent_coef: 0.0,
+        reference: ref_coef.map(|coef| ReferenceConfig {
+            coef,
+            ..ReferenceConfig::default()
+        }),
         ..PpoConfig::default()
     };
     let ppo = Ppo::new(config, &policy, &value);
-    let mb = minibatch(n, &policy, clip_eps, &mut rng);
-    let ctx = format!("n = {n}, d = {d}, {dtype:?}, ε = {clip_eps}, seed {seed}");
+    let mut mb = minibatch(n, &policy, clip_eps, &mut rng);
+    if ref_coef.is_some() {
+        mb.reference = Some(reference_at(&mb, &mut rng));
+    }
+    let ctx = format!("n = {n}, d = {d}, {dtype:?}, ε = {clip_eps}, seed {seed}, c = {ref_coef:?}");
+    assert!(ppo.host_clip_head(&policy, &mb, false), "host head: {ctx}");
 
     // The candle graph (Ppo::minibatch_step's general path).
     let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
@@ -222,6 +275,16 @@ fn check(n: usize, d: usize, dtype: DType, clip_eps: f64, seed: u64) -> Ties {
         &mb.old_log_probs,
         &mb.advantages,
         clip_eps,
+        ppo.host_reference(&mb).map(|(r, coef)| {
+            let Dist::DiagGaussian(r) = r else {
+                panic!("a Gaussian reference")
+            };
+            GaussianRefPenalty {
+                mean: r.mean(),
+                log_std: r.log_std(),
+                coef,
+            }
+        }),
     )
     .unwrap();
     let host_flat = host_pullback
@@ -290,6 +353,38 @@ fn gaussian_clip_head_matches_the_candle_graph_bit_for_bit() {
 }
 
 #[test]
+fn gaussian_clip_head_with_a_reference_matches_the_candle_graph_bit_for_bit() {
+    // c: the default 0.1, 1, the clamps of the adaptive and dual
+    // coefficients (1e-4, 1e3), values between as dual ascent leaves them,
+    // and 0 (no term).
+    let coefs = [
+        0.1,
+        1.0,
+        1e-4,
+        1e3,
+        0.0,
+        0.5f64.exp() * 0.1,
+        0.73 * 0.1f64.exp(),
+    ];
+    let mut seed = 5000;
+    for dtype in [DType::F32, DType::F64] {
+        for n in [1, 7, 33, 64, 257] {
+            for d in [1, 2, 3, 6] {
+                for &coef in &coefs {
+                    seed += 1;
+                    check_with_reference(n, d, dtype, 0.2, seed, Some(coef));
+                }
+            }
+        }
+        // wide actions: the KL's row sums in candle's blocked f32 order
+        for d in [31, 32, 40] {
+            seed += 1;
+            check_with_reference(65, d, dtype, 0.2, seed, Some(0.3));
+        }
+    }
+}
+
+#[test]
 fn gaussian_with_pullback_is_for_a_state_independent_sigma_only() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let obs = Tensor::zeros((4, 3), DType::F32, &Device::Cpu).unwrap();
@@ -340,7 +435,7 @@ fn gaussian_clip_head_rejects_mismatched_inputs() {
         (&mean, &log_std, &short_old, &mb.advantages),
     ];
     for (m, l, old, adv) in cases {
-        let err = gaussian_clip_head(m, l, &mb.actions, old, adv, 0.2);
+        let err = gaussian_clip_head(m, l, &mb.actions, old, adv, 0.2, None);
         assert!(matches!(err, Err(OptimError::Mismatch(_))), "{err:?}");
     }
 }
