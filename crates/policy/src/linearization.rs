@@ -471,19 +471,7 @@ fn host_new<T: HostFloat>(
 
 /// A flat f64 tangent split into host layers of `T`.
 fn host_layers<T: HostFloat>(sizes: &[usize], flat: &[f64]) -> Vec<HostLayer<T>> {
-    let mut rest = flat;
-    sizes
-        .windows(2)
-        .map(|w| {
-            let (wk, rest2) = rest.split_at(w[0] * w[1]);
-            let (bk, rest3) = rest2.split_at(w[1]);
-            rest = rest3;
-            HostLayer {
-                w: wk.iter().map(|&x| T::narrow(x)).collect(),
-                b: bk.iter().map(|&x| T::narrow(x)).collect(),
-            }
-        })
-        .collect()
+    HostLayer::split(sizes, flat, T::narrow)
 }
 
 /// An optional tensor as host data.

@@ -16,6 +16,27 @@ pub(crate) struct HostLayer<T> {
     pub b: Vec<T>,
 }
 
+impl<T> HostLayer<T> {
+    /// A flat vector in layer order (each layer's `w` row-major, then `b`)
+    /// for layers of widths `sizes`, split into layers, each entry mapped by
+    /// `f`.
+    pub fn split<S: Copy>(sizes: &[usize], flat: &[S], f: impl Fn(S) -> T) -> Vec<Self> {
+        let mut rest = flat;
+        sizes
+            .windows(2)
+            .map(|w| {
+                let (wk, r) = rest.split_at(w[0] * w[1]);
+                let (bk, r) = r.split_at(w[1]);
+                rest = r;
+                HostLayer {
+                    w: wk.iter().map(|&x| f(x)).collect(),
+                    b: bk.iter().map(|&x| f(x)).collect(),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The linearisation of an MLP at fixed parameters and inputs.
 #[derive(Debug, Clone)]
 pub(crate) struct HostLinearization<T> {
@@ -110,19 +131,7 @@ impl<T: HostFloat> HostLinearization<T> {
     pub fn vjp(&self, u: Vec<T>, g: Option<&[T]>) -> Vec<HostLayer<T>> {
         let mut flat = vec![T::ZERO; self.num_params()];
         self.vjp_into(u, g, &mut flat);
-        let mut rest = &flat[..];
-        self.sizes
-            .windows(2)
-            .map(|w| {
-                let (wk, r) = rest.split_at(w[0] * w[1]);
-                let (bk, r) = r.split_at(w[1]);
-                rest = r;
-                HostLayer {
-                    w: wk.to_vec(),
-                    b: bk.to_vec(),
-                }
-            })
-            .collect()
+        HostLayer::split(&self.sizes, &flat, |x| x)
     }
 
     /// The number of parameters: Σ_l (in_l · out_l + out_l).
