@@ -796,9 +796,8 @@ fn adam_checked<T: Copy + Into<f64>, O: Store>(
     limit: f64,
 ) -> bool {
     let (m_out, v_out, theta_out) = next.single_piece();
-    let out = (m_out, v_out, theta_out);
     match grad {
-        GradPart::F64(g) => adam_checked_f64(theta, g, m, v, out, k, limit),
+        GradPart::F64(g) => adam_checked_f64(theta, g, m, v, (m_out, v_out, theta_out), k, limit),
         GradPart::F32 { grad, scale } => {
             // In blocks: the entries widened and scaled into an f64 buffer
             // (L1-resident), then the f64 step over the block; the f32
@@ -806,7 +805,6 @@ fn adam_checked<T: Copy + Into<f64>, O: Store>(
             const BLOCK: usize = 512;
             let mut wide = [0.0f64; BLOCK];
             let mut fits = true;
-            let (m_out, v_out, theta_out) = out;
             let blocks = theta
                 .chunks(BLOCK)
                 .zip(grad.chunks(BLOCK))
