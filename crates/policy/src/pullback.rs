@@ -193,7 +193,7 @@ impl OutputPullback {
         }
         match d_outputs {
             Some(u) => out.append_vjp(&self.lin, u, None)?,
-            None => out.append_zeros(self.lin.num_params()),
+            None => out.append_zeros(self.lin.num_params())?,
         }
         match (&self.log_std, d_log_std) {
             (Some(v), Some(g)) => {
@@ -206,7 +206,7 @@ impl OutputPullback {
                 }
                 out.append_tensor(g)?;
             }
-            (Some(v), None) => out.append_zeros(v.elem_count()),
+            (Some(v), None) => out.append_zeros(v.elem_count())?,
             (None, Some(g)) => {
                 return Err(PolicyError::Shape {
                     what: "log_std gradient",
@@ -261,11 +261,11 @@ impl OutputPullback {
         };
         match u {
             Some(u) => out.append_vjp(&self.lin, u, g_features.as_ref())?,
-            None => out.append_zeros(self.lin.num_params()),
+            None => out.append_zeros(self.lin.num_params())?,
         }
         match g_param {
             Some(g) => out.append_tensor(&g)?,
-            None => out.append_zeros(head.param_len()),
+            None => out.append_zeros(head.param_len())?,
         }
         Ok(())
     }
@@ -280,7 +280,7 @@ pub(crate) fn leaf(t: &Tensor) -> Result<Var> {
 /// f32 CPU policy (its gradient as computed, without widening).
 trait FlatOut {
     fn reserve_more(&mut self, n: usize);
-    fn append_zeros(&mut self, n: usize);
+    fn append_zeros(&mut self, n: usize) -> Result<()>;
     /// `Jᵀ u + J_zᵀ g` of the MLP.
     fn append_vjp(&mut self, lin: &MlpLinearization, u: &Tensor, g: Option<&Tensor>) -> Result<()>;
     /// A gradient tensor's elements, row-major.
@@ -292,8 +292,9 @@ impl FlatOut for Vec<f64> {
         self.reserve(n);
     }
 
-    fn append_zeros(&mut self, n: usize) {
+    fn append_zeros(&mut self, n: usize) -> Result<()> {
         self.resize(self.len() + n, 0.0);
+        Ok(())
     }
 
     fn append_vjp(&mut self, lin: &MlpLinearization, u: &Tensor, g: Option<&Tensor>) -> Result<()> {
@@ -332,10 +333,9 @@ impl Overwrite<'_> {
 impl FlatOut for Overwrite<'_> {
     fn reserve_more(&mut self, _n: usize) {}
 
-    fn append_zeros(&mut self, n: usize) {
-        if let Ok(zeros) = self.next(n) {
-            zeros.fill(0.0);
-        }
+    fn append_zeros(&mut self, n: usize) -> Result<()> {
+        self.next(n)?.fill(0.0);
+        Ok(())
     }
 
     fn append_vjp(&mut self, lin: &MlpLinearization, u: &Tensor, g: Option<&Tensor>) -> Result<()> {
