@@ -1,8 +1,8 @@
 //! PPO's clipped surrogate on a categorical policy, with or without the
 //! reference term of `[algo.reference]`, and its gradient in the logits,
 //! computed on host memory: the loss head of [`crate::Ppo`]'s minibatch step
-//! for the common case (objective `clip`, no entropy bonus, no action mask,
-//! no KL asked for, CPU f32 or f64).
+//! for the common case (any objective but the projection — `clip`, or the
+//! KL-penalised ones —, no entropy bonus, no action mask, CPU f32 or f64).
 //!
 //! For logits `z [N, A]`, actions `a`, log π_old(a|s) and advantages Â:
 //!
@@ -25,6 +25,16 @@
 //! step 1, and ∂/∂log p_j gains, before the clip term's entry,
 //! g_k p_j + (g_k (log p_j − log q_j)) p_j with g_k = c/n (the difference's
 //! path first, then the exp's: candle's topological order).
+//!
+//! With KL(π_old ‖ π_θ) ([`OldKl`], [`clip_head_with`]: the KL-penalised
+//! objectives, or a KL asked for by a stop rule) the per-state KL is
+//! Σ_j exp(log o_j) (log o_j − log p_j) (`Dist::kl`, π_old on the left), its
+//! mean is reported, and with β the loss gains β Ê[KL] after −L (before the
+//! reference term) and ∂/∂log p_j gains −(0 + g_β exp(log o_j)), g_β = β/n
+//! as candle forms it: after the reference term's entries, before the
+//! gathered one (candle's walk finishes the gather, then this subtraction,
+//! then the reference term's ops). The objectives that do not clip use
+//! r Â (eq. 6) for the surrogate (`Surrogate::clipping`).
 //!
 //! **Same bits as the candle graph.** [`crate::Ppo`]'s general path builds
 //! these terms with candle 0.11.1 ops and differentiates them with its
@@ -80,6 +90,23 @@ pub struct ClipHead {
     pub clip_frac: f64,
     /// ∂(policy_loss)/∂z, `[N, A]`, of the logits' dtype and device.
     pub d_logits: Tensor,
+    /// Ê[KL(π_old ‖ π_θ)] in the dtype, widened to f64, with an
+    /// [`OldKl`].
+    pub kl: Option<f64>,
+}
+
+/// KL(π_old ‖ π_θ) per state, `Σ_j exp(log o_j) · (log o_j − log p_j)` as
+/// `Dist::kl` builds it (`old.kl(dist)`), its mean reported, and with
+/// `beta` the penalty β Ê[KL(π_old ‖ π_θ)] of the KL-penalised objectives
+/// (`Ppo::policy_terms`, eq. 8) added to the loss after −L.
+#[derive(Debug, Clone, Copy)]
+pub struct OldKl<'a> {
+    /// log π_old(·|s) at the minibatch's states, `[N, A]`, of the logits'
+    /// dtype.
+    pub log_probs: &'a Tensor,
+    /// β, for a penalised objective (the term and its gradient are added
+    /// even at β = 0, as in the graph); `None` measures the KL only.
+    pub beta: Option<f64>,
 }
 
 /// The reference term c · Ê[KL(π_θ ‖ π_ref)] added to the head's loss, as
@@ -110,6 +137,33 @@ pub fn clip_head(
     clip_eps: f64,
     reference: Option<RefPenalty<'_>>,
 ) -> Result<ClipHead> {
+    clip_head_with(
+        logits,
+        actions,
+        old_log_probs,
+        advantages,
+        clip_eps,
+        true,
+        None,
+        reference,
+    )
+}
+
+/// [`clip_head`] for any of PPO's surrogates: the clipped one (eq. 7) if
+/// `clips`, else r Â (eq. 6, no clip fraction: 0), with KL(π_old ‖ π_θ)
+/// (`old_kl`: measured, and with β added as the penalty) before the
+/// reference term.
+#[allow(clippy::too_many_arguments)]
+pub fn clip_head_with(
+    logits: &Tensor,
+    actions: &Tensor,
+    old_log_probs: &Tensor,
+    advantages: &Tensor,
+    clip_eps: f64,
+    clips: bool,
+    old_kl: Option<OldKl<'_>>,
+    reference: Option<RefPenalty<'_>>,
+) -> Result<ClipHead> {
     let (n, a) = logits.dims2().map_err(candle_err("clip head logits"))?;
     let dtype = logits.dtype();
     let reference = reference.filter(|r| r.coef != 0.0);
@@ -121,6 +175,7 @@ pub fn clip_head(
         && old_log_probs.dtype() == dtype
         && advantages.dtype() == dtype
         && reference.is_none_or(|r| r.log_probs.dims() == [n, a] && r.log_probs.dtype() == dtype)
+        && old_kl.is_none_or(|o| o.log_probs.dims() == [n, a] && o.log_probs.dtype() == dtype)
         && supported(dtype, logits.device());
     if !fits {
         return Err(OptimError::Mismatch(format!(
@@ -150,9 +205,13 @@ pub fn clip_head(
     let q = reference.map(|r| inputs(r.log_probs)).transpose()?;
     let coef = reference.map(|r| r.coef);
     let q = q.as_ref().zip(coef);
+    let o = old_kl.map(|o| inputs(o.log_probs)).transpose()?;
+    let o = o.as_ref().zip(old_kl.map(|o| o.beta));
     match dtype {
-        DType::F32 => Host::<f32>::read(&z, &acts, &old, &adv, q, a)?.run(clip_eps, logits),
-        _ => Host::<f64>::read(&z, &acts, &old, &adv, q, a)?.run(clip_eps, logits),
+        DType::F32 => {
+            Host::<f32>::read(&z, &acts, &old, &adv, q, o, a)?.run(clip_eps, clips, logits)
+        }
+        _ => Host::<f64>::read(&z, &acts, &old, &adv, q, o, a)?.run(clip_eps, clips, logits),
     }
 }
 
@@ -164,6 +223,8 @@ struct Host<'a, T> {
     adv: Vec<T>,
     /// log π_ref(·|s) `[N · A]` and c, with a reference term.
     reference: Option<(Vec<T>, f64)>,
+    /// log π_old(·|s) `[N · A]` and β, with KL(π_old ‖ π_θ).
+    old_kl: Option<(Vec<T>, Option<f64>)>,
     n_actions: usize,
 }
 
@@ -174,6 +235,7 @@ impl<'a, T: Real> Host<'a, T> {
         old: &Tensor,
         adv: &Tensor,
         reference: Option<(&Tensor, f64)>,
+        old_kl: Option<(&Tensor, Option<f64>)>,
         n_actions: usize,
     ) -> Result<Self> {
         let e = candle_err("clip head to host");
@@ -186,16 +248,28 @@ impl<'a, T: Real> Host<'a, T> {
                 .map(|(q, c)| Ok((q.to_vec1::<T>()?, c)))
                 .transpose()
                 .map_err(&e)?,
+            old_kl: old_kl
+                .map(|(o, beta)| Ok((o.to_vec1::<T>()?, beta)))
+                .transpose()
+                .map_err(&e)?,
             n_actions,
         })
     }
 
     /// The policy loss, the clip fraction and the loss's gradient in the
     /// logits (on the device of `logits`).
-    fn run(&self, clip_eps: f64, logits: &Tensor) -> Result<ClipHead> {
+    fn run(&self, clip_eps: f64, clips: bool, logits: &Tensor) -> Result<ClipHead> {
         let (n, a) = (self.actions.len(), self.n_actions);
         let zero = T::ZERO;
-        let clip = Surrogate::<T>::new(clip_eps, n);
+        let clip = Surrogate::<T>::new(clip_eps, n).clipping(clips);
+        // KL(π_old ‖ π_θ): log π_old's rows, the term (β or 0 for the mean
+        // only) and whether it is in the loss.
+        let old_kl = self.old_kl.as_ref().map(|(o, beta)| {
+            let pen = KlPenalty::<T>::new(beta.unwrap_or(0.0), n);
+            (o.as_slice(), pen, beta.is_some())
+        });
+        let mut kl_old = Vec::with_capacity(if old_kl.is_some() { n } else { 0 });
+        let mut old_terms = vec![zero; if old_kl.is_some() { a } else { 0 }];
         let penalty = self
             .reference
             .as_ref()
@@ -239,6 +313,7 @@ impl<'a, T: Real> Host<'a, T> {
 
             let g = &mut grad[i * a..(i + 1) * a];
             match penalty {
+                None if old_kl.is_some() => g.fill(zero),
                 None => {
                     // ∂/∂log p_j: the gathered entry only.
                     for (j, g) in g.iter_mut().enumerate() {
@@ -258,8 +333,26 @@ impl<'a, T: Real> Host<'a, T> {
                         *g = (zero + (zero + pen.g_kl * p)) + (zero + pen.g_kl * diff) * p;
                     }
                     kl.push(T::sum(&kl_terms));
-                    g[act] += g_log_p;
                 }
+            }
+            if let Some((o, pen, penalised)) = old_kl {
+                // KL(π_old ‖ π_θ) = Σ_j exp(log o_j) · (log o_j − log p_j);
+                // with the penalty, ∂/∂log p_j −= (0 + g_β exp(log o_j))
+                // (the subtraction's right operand; candle finishes this
+                // term after the reference term's and before the gather).
+                let o = &o[i * a..(i + 1) * a];
+                for (j, (g, t)) in g.iter_mut().zip(old_terms.iter_mut()).enumerate() {
+                    let log_p = (z[j] - max) - log_sum;
+                    let e_o = o[j].exp();
+                    *t = e_o * (o[j] - log_p);
+                    if penalised {
+                        *g -= zero + pen.g_kl * e_o;
+                    }
+                }
+                kl_old.push(T::sum(&old_terms));
+            }
+            if penalty.is_some() || old_kl.is_some() {
+                g[act] += g_log_p;
             }
 
             // Log-softmax backward: log p = δ − B(log Σ exp δ), δ = z − B(max).
@@ -288,6 +381,13 @@ impl<'a, T: Real> Host<'a, T> {
             .map_err(candle_err("clip head gradient"))?;
         // −L^CLIP (+ c Ê[KL(π_θ ‖ π_ref)]), added in the dtype
         let mut loss = clip.loss(&surrogate);
+        let mut kl_mean = None;
+        if let Some((_, pen, penalised)) = old_kl {
+            kl_mean = Some(pen.mean(&kl_old).to_f64());
+            if penalised {
+                loss += pen.loss(&kl_old);
+            }
+        }
         if let Some((_, pen)) = penalty {
             loss += pen.loss(&kl);
         }
@@ -295,6 +395,7 @@ impl<'a, T: Real> Host<'a, T> {
             policy_loss: loss.to_f64(),
             clip_frac: clip.clip_frac(&clipped),
             d_logits,
+            kl: kl_mean,
         })
     }
 }

@@ -47,6 +47,9 @@ pub(crate) struct Surrogate<T> {
     inv_n: T,
     /// ∂(−Ê c)/∂c_i, as candle's backward forms it.
     g_c: T,
+    /// Whether c is the clipped surrogate (eq. 7) or r Â (eq. 6, the KL
+    /// penalised objectives without clipping).
+    clips: bool,
 }
 
 /// One sample's terms.
@@ -79,7 +82,15 @@ impl<T: Real> Surrogate<T> {
             // neg's backward 0 − 1, the mean's affine, each gradient added to
             // a zero (GradStore starts from zeros)
             g_c: zero + ((zero - T::ONE) * inv_n + zero),
+            clips: true,
         }
+    }
+
+    /// The same with c = r Â, the unclipped surrogate (eq. 6) of the
+    /// objectives that do not clip (`PpoObjective::clips`), when `clips` is
+    /// false: no clip fraction (0), ∂c/∂r = Â.
+    pub(crate) fn clipping(self, clips: bool) -> Self {
+        Surrogate { clips, ..self }
     }
 
     /// One sample with log π_θ(a|s) = `log_p`, log π_old(a|s) = `old` and
@@ -93,24 +104,30 @@ impl<T: Real> Surrogate<T> {
         let d_clamped = minimum(d_lo, self.hi_log);
         let r = d_clamped.exp();
 
-        // 2. min(r Â, clip(r, 1 − ε, 1 + ε) Â)  (eq. 7)
-        let unclipped = r * adv;
-        let r_lo = maximum(r, self.lo);
-        let r_clipped = minimum(r_lo, self.hi);
-        let clipped_adv = r_clipped * adv;
-        let c = minimum(clipped_adv, unclipped);
-        // |r − 1| > ε, with r − 1 as candle's affine(1, −1)
-        let clipped = T::indicator((r * T::ONE + self.minus_one).abs() > self.eps);
+        let (c, clipped, g_r) = if self.clips {
+            // 2. min(r Â, clip(r, 1 − ε, 1 + ε) Â)  (eq. 7)
+            let unclipped = r * adv;
+            let r_lo = maximum(r, self.lo);
+            let r_clipped = minimum(r_lo, self.hi);
+            let clipped_adv = r_clipped * adv;
+            let c = minimum(clipped_adv, unclipped);
+            // |r − 1| > ε, with r − 1 as candle's affine(1, −1)
+            let clipped = T::indicator((r * T::ONE + self.minus_one).abs() > self.eps);
 
-        // 3. backward, in candle's topological order. The minimum's
-        // gradient goes to the argument(s) equal to it:
-        let (g_clipped_adv, g_unclipped) = min_max_grads(c, clipped_adv, unclipped, self.g_c);
-        let g_r_clipped = zero + (zero + g_clipped_adv) * adv;
-        let (g_r_lo, _) = min_max_grads(r_clipped, r_lo, self.hi, g_r_clipped);
-        let (g_r_from_clip, _) = min_max_grads(r_lo, r, self.lo, zero + g_r_lo);
-        // ∂/∂r of both terms: Â from r Â, then the clipped branch (two terms
-        // added to a zero: the same in either order)
-        let g_r = (zero + (zero + g_unclipped) * adv) + g_r_from_clip;
+            // 3. backward, in candle's topological order. The minimum's
+            // gradient goes to the argument(s) equal to it:
+            let (g_clipped_adv, g_unclipped) = min_max_grads(c, clipped_adv, unclipped, self.g_c);
+            let g_r_clipped = zero + (zero + g_clipped_adv) * adv;
+            let (g_r_lo, _) = min_max_grads(r_clipped, r_lo, self.hi, g_r_clipped);
+            let (g_r_from_clip, _) = min_max_grads(r_lo, r, self.lo, zero + g_r_lo);
+            // ∂/∂r of both terms: Â from r Â, then the clipped branch (two
+            // terms added to a zero: the same in either order)
+            let g_r = (zero + (zero + g_unclipped) * adv) + g_r_from_clip;
+            (c, clipped, g_r)
+        } else {
+            // 2. r Â  (eq. 6); 3. its backward: the mean's gradient times Â
+            (r * adv, zero, zero + self.g_c * adv)
+        };
         // ∂exp(x)/∂x = exp(x)
         let g_d_clamped = zero + g_r * r;
         let (g_d_lo, _) = min_max_grads(d_clamped, d_lo, self.hi_log, g_d_clamped);
@@ -164,6 +181,11 @@ impl<T: Real> KlPenalty<T> {
         }
     }
 
+    /// Ê[KL] = Σ_s KL_s · (1/n) + 0 from the per-state KLs (`mean_all`).
+    pub(crate) fn mean(&self, kl: &[T]) -> T {
+        T::sum(kl) * self.inv_n + T::ZERO
+    }
+
     /// (Σ_s KL_s · (1/n) + 0) · c + 0 from the per-state KLs.
     pub(crate) fn loss(&self, kl: &[T]) -> T {
         (T::sum(kl) * self.inv_n + T::ZERO) * self.coef + T::ZERO
@@ -210,6 +232,7 @@ pub(crate) trait Real:
     + std::ops::Div<Output = Self>
     + std::ops::Neg<Output = Self>
     + std::ops::AddAssign
+    + std::ops::SubAssign
 {
     const ZERO: Self;
     const ONE: Self;

@@ -35,9 +35,9 @@ use crate::adam::{widen, Adam, GradPart, SquaredNorm};
 use crate::algorithm::{AlgoState, Algorithm};
 use crate::batch::{Batch, MiniBatch};
 use crate::beta::{AdaptiveBeta, DualBeta};
-use crate::clip_head::{clip_head, RefPenalty};
+use crate::clip_head::{clip_head_with, OldKl, RefPenalty};
 use crate::clip_surrogate;
-use crate::config::{PpoConfig, PpoObjective};
+use crate::config::PpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
 use crate::gaussian_clip_head::{gaussian_clip_head, GaussianRefPenalty};
@@ -295,7 +295,8 @@ impl Ppo {
     /// share no parameter) at well under half the cost. A shared trunk or a
     /// clipped value loss takes one backward through the whole loss.
     ///
-    /// For the plain `clip` objective with nothing added to it but a
+    /// For the `clip` objective (and, on a categorical policy, the
+    /// KL-penalised ones, and a KL asked for), with nothing added to it but a
     /// reference term ([`Ppo::host_clip_head`]) on a categorical policy or a
     /// Gaussian one with a state-independent σ, not even the head goes
     /// through candle: [`crate::clip_head`] / [`crate::gaussian_clip_head`]
@@ -331,7 +332,7 @@ impl Ppo {
         // part's c_v applied as Adam reads it, `GradPart::F32`): the same
         // values as widened to f64, in half the memory.
         let mut bufs = std::mem::take(&mut self.grad_buffers);
-        let host_head = self.host_clip_head(policy, mb, want_kl);
+        let host_head = self.host_clip_head(policy, mb);
         let policy_f32 = host_head && all_f32_cpu(&policy.vars());
         let value_f32 = all_f32_cpu(&value.vars());
         let value_grad = || -> Result<f64> {
@@ -350,15 +351,24 @@ impl Ppo {
                     // The clipped surrogate and its gradient in the outputs
                     // on host memory, the same bits as the graph below.
                     let reference = self.host_reference(mb);
+                    // KL(π_old ‖ π_θ): β with a penalty, else measured only
+                    let old_kl = if c.objective.penalises() {
+                        Some((old.dist()?, Some(self.beta)))
+                    } else if want_kl {
+                        Some((old.dist()?, None))
+                    } else {
+                        None
+                    };
+                    let clips = c.objective.clips();
                     if let Some((head, pullback)) =
-                        host_loss_head(policy, mb, args.clip_eps, reference)?
+                        host_loss_head(policy, mb, args.clip_eps, clips, old_kl, reference)?
                     {
                         let read = HostTerms {
                             objective: head.policy_loss,
                             policy: head.policy_loss,
                             value: None,
-                            clip_frac: Some(head.clip_frac),
-                            kl: None,
+                            clip_frac: clips.then_some(head.clip_frac),
+                            kl: if want_kl { head.kl } else { None },
                         };
                         let Some(h) = self.step_checks(read, args)? else {
                             return Ok(None);
@@ -505,14 +515,15 @@ impl Ppo {
     }
 
     /// Whether the minibatch step can take the policy's loss head on the
-    /// host ([`host_loss_head`]): the plain clipped objective with nothing
-    /// added to it (no entropy bonus, KL penalty or projection) but the
-    /// reference term, no KL asked for, no action mask, a dtype and device
-    /// the heads support. The policy must further be categorical
-    /// ([`Policy::logits_with_pullback`]) or Gaussian with a
-    /// state-independent σ ([`Policy::gaussian_with_pullback`]), and π_ref
-    /// of the same kind.
-    fn host_clip_head(&self, policy: &dyn Policy, mb: &MiniBatch, want_kl: bool) -> bool {
+    /// host ([`host_loss_head`]): any objective but the projection, with no
+    /// entropy bonus, no action mask, a dtype and device the heads support.
+    /// The policy must further be categorical
+    /// ([`Policy::logits_with_pullback`]; every objective, with the KL
+    /// penalty β Ê[KL(π_old ‖ π_θ)] and the KL asked for) or Gaussian with a
+    /// state-independent σ ([`Policy::gaussian_with_pullback`]; `clip` with
+    /// no KL asked for), and π_ref of the same kind; otherwise
+    /// [`host_loss_head`] answers `None` and the step builds the graph.
+    fn host_clip_head(&self, policy: &dyn Policy, mb: &MiniBatch) -> bool {
         #[cfg(test)]
         if self.graph_head_only {
             return false;
@@ -525,9 +536,8 @@ impl Ppo {
             }
             _ => true,
         };
-        c.objective == PpoObjective::Clip
+        !c.objective.projects()
             && c.ent_coef == 0.0
-            && !want_kl
             && reference_on_host
             && mb.mask.is_none()
             && clip_surrogate::supported(policy.dtype(), policy.device())
@@ -554,6 +564,8 @@ struct HostHead {
     d_outputs: Tensor,
     /// ∂(policy_loss)/∂log σ, `[d]` (Gaussian policies).
     d_log_std: Option<Tensor>,
+    /// Ê[KL(π_old ‖ π_θ)], where computed.
+    kl: Option<f64>,
 }
 
 /// The clipped surrogate of the minibatch `mb`, plus c Ê[KL(π_θ ‖ π_ref)]
@@ -567,9 +579,19 @@ fn host_loss_head(
     policy: &dyn Policy,
     mb: &MiniBatch,
     clip_eps: f64,
+    clips: bool,
+    old_kl: Option<(&Dist, Option<f64>)>,
     reference: Option<(&Dist, f64)>,
 ) -> Result<Option<(HostHead, OutputPullback)>> {
     if let Some((logits, pullback)) = policy.logits_with_pullback(&mb.obs)? {
+        let old_kl = match old_kl {
+            None => None,
+            Some((Dist::Categorical(o), beta)) => Some(OldKl {
+                log_probs: o.log_probs(),
+                beta,
+            }),
+            Some(_) => return Ok(None),
+        };
         let reference = match reference {
             None => None,
             Some((Dist::Categorical(r), coef)) => Some(RefPenalty {
@@ -578,12 +600,14 @@ fn host_loss_head(
             }),
             Some(_) => return Ok(None),
         };
-        let head = clip_head(
+        let head = clip_head_with(
             &logits,
             &mb.actions,
             &mb.old_log_probs,
             &mb.advantages,
             clip_eps,
+            clips,
+            old_kl,
             reference,
         )?;
         let head = HostHead {
@@ -591,8 +615,13 @@ fn host_loss_head(
             clip_frac: head.clip_frac,
             d_outputs: head.d_logits,
             d_log_std: None,
+            kl: head.kl,
         };
         return Ok(Some((head, pullback)));
+    }
+    // The Gaussian head has neither r Â nor KL(π_old ‖ π_θ): the graph.
+    if !clips || old_kl.is_some() {
+        return Ok(None);
     }
     if let Some((mean, log_std, pullback)) = policy.gaussian_with_pullback(&mb.obs)? {
         let reference = match reference {
@@ -620,6 +649,7 @@ fn host_loss_head(
             clip_frac: head.clip_frac,
             d_outputs: head.d_mean,
             d_log_std: Some(head.d_log_std),
+            kl: None,
         };
         return Ok(Some((head, pullback)));
     }

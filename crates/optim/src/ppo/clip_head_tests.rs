@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use super::Ppo;
 use crate::algorithm::Algorithm;
 use crate::batch::{Batch, MiniBatch};
-use crate::clip_head::{clip_head, RefPenalty};
+use crate::clip_head::{clip_head, clip_head_with, OldKl, RefPenalty};
 use crate::config::{PpoConfig, PpoObjective, ReferenceConfig, ReferenceMode};
 use crate::losses::{scalars_to_host, trainable_vars};
 
@@ -218,7 +218,7 @@ fn check_with_reference(
         mb.reference = Some(reference_at(&mb, seed));
     }
     let ctx = format!("n = {n}, A = {a}, {dtype:?}, ε = {clip_eps}, seed {seed}, c = {ref_coef:?}");
-    assert!(ppo.host_clip_head(&policy, &mb, false), "host head: {ctx}");
+    assert!(ppo.host_clip_head(&policy, &mb), "host head: {ctx}");
 
     // The candle graph (Ppo::minibatch_step's general path).
     let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
@@ -556,6 +556,251 @@ fn ppo_updates_with_a_reference_are_the_same_with_the_host_head() {
                 let label = format!("{name}, {policy}, minibatch {mb}, {dtype:?}");
                 reference_updates_match(make, reference, initial, mb, &label);
             }
+        }
+    }
+}
+
+/// The host head with KL(π_old ‖ π_θ) (π_old a random categorical, some rows
+/// equal to π_θ) against the graph of `objective` (β `beta`), with the
+/// reference term of coefficient `ref_coef` if given and the KL reported
+/// if `want_kl`: loss, clip fraction, KL, ∂/∂logits and the flat gradient,
+/// bit for bit.
+#[allow(clippy::too_many_arguments)]
+fn check_old_kl(
+    n: usize,
+    a: usize,
+    dtype: DType,
+    objective: PpoObjective,
+    beta: f64,
+    ref_coef: Option<f64>,
+    want_kl: bool,
+    seed: u64,
+) {
+    let clip_eps = 0.2;
+    let policy = identity_policy(a, dtype);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let value = ValueNet::new(a, &MlpConfig::default(), dtype, &Device::Cpu, &mut rng).unwrap();
+    let config = PpoConfig {
+        objective,
+        clip_eps,
+        ent_coef: 0.0,
+        beta,
+        reference: ref_coef.map(|coef| ReferenceConfig {
+            coef,
+            ..ReferenceConfig::default()
+        }),
+        ..PpoConfig::default()
+    };
+    let mut ppo = Ppo::new(config, &policy, &value);
+    ppo.beta = beta;
+    let mut mb = minibatch(n, a, dtype, &policy, seed);
+    if ref_coef.is_some() {
+        mb.reference = Some(reference_at(&mb, seed));
+    }
+    let Dist::Categorical(old) = reference_at(&mb, seed ^ 0x01d) else {
+        unreachable!()
+    };
+    let ctx = format!(
+        "n = {n}, A = {a}, {dtype:?}, {objective:?}, β = {beta}, c = {ref_coef:?}, \
+         KL asked {want_kl}, seed {seed}"
+    );
+    assert!(ppo.host_clip_head(&policy, &mb), "host head: {ctx}");
+
+    // The candle graph.
+    let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
+    let old_dist = Dist::Categorical(old.clone());
+    let p = ppo
+        .policy_terms(&dist, &mb, &old_dist, clip_eps, want_kl, false)
+        .unwrap();
+    let mut report = vec![&p.objective, &p.policy];
+    report.extend(p.clip_frac.as_ref());
+    report.extend(p.kl.as_ref());
+    let host = scalars_to_host(&report).unwrap();
+    let grads = p.objective.backward().unwrap();
+    let d_logits = grads.get(pullback.outputs().as_tensor()).unwrap();
+    let flat = pullback.flat_grad(&grads).unwrap();
+
+    // The host head.
+    let (logits, host_pullback) = policy.logits_with_pullback(&mb.obs).unwrap().unwrap();
+    let penalises = objective.penalises();
+    let head = clip_head_with(
+        &logits,
+        &mb.actions,
+        &mb.old_log_probs,
+        &mb.advantages,
+        clip_eps,
+        objective.clips(),
+        (penalises || want_kl).then_some(OldKl {
+            log_probs: old.log_probs(),
+            beta: penalises.then_some(ppo.beta),
+        }),
+        ppo.host_reference(&mb).map(|(r, coef)| {
+            let Dist::Categorical(r) = r else {
+                panic!("a categorical reference")
+            };
+            RefPenalty {
+                log_probs: r.log_probs(),
+                coef,
+            }
+        }),
+    )
+    .unwrap();
+    let host_flat = host_pullback
+        .flat_grad_from_outputs(Some(&head.d_logits), None)
+        .unwrap();
+
+    let mut want = vec![head.policy_loss, head.policy_loss];
+    if objective.clips() {
+        want.push(head.clip_frac);
+    } else {
+        assert!(p.clip_frac.is_none(), "{ctx}");
+    }
+    want.extend(head.kl);
+    let to_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(to_bits(&want), to_bits(&host), "scalars: {ctx}");
+    let (got, want) = (bits(&head.d_logits), bits(d_logits));
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        panic!(
+            "∂/∂logits differ at {i} (row {}, action {}): host {:#x}, candle {:#x}: {ctx}",
+            i / a,
+            i % a,
+            got[i],
+            want[i]
+        );
+    }
+    assert_eq!(to_bits(&host_flat), to_bits(&flat), "flat gradient: {ctx}");
+}
+
+#[test]
+fn clip_head_with_the_kl_penalty_matches_the_candle_graph_bit_for_bit() {
+    // β: the default 1, the adaptive rule's clamps (and beyond), values the
+    // rules leave (products of 1.5 and 2), 0.
+    let betas = [1.0, 3.0, 1e-4, 1e3, 0.0, 1.5f64.powi(3) / 2.0, 0.37];
+    let objectives = [
+        PpoObjective::KlPenalty,
+        PpoObjective::KlAdaptive,
+        PpoObjective::ClipKlAdaptive,
+        PpoObjective::KlDual,
+    ];
+    let mut seed = 500;
+    for dtype in [DType::F32, DType::F64] {
+        for n in [1, 7, 256, 513] {
+            for a in [2, 3, 6] {
+                for (k, &beta) in betas.iter().enumerate() {
+                    seed += 1;
+                    let objective = objectives[k % objectives.len()];
+                    check_old_kl(n, a, dtype, objective, beta, None, false, seed);
+                    check_old_kl(n, a, dtype, objective, beta, None, true, seed);
+                    let c = Some([0.1, 2.0][k % 2]);
+                    check_old_kl(n, a, dtype, objective, beta, c, k % 3 == 0, seed);
+                }
+                // clip with the KL asked for (a stop rule): measured only
+                seed += 1;
+                check_old_kl(n, a, dtype, PpoObjective::Clip, 1.0, None, true, seed);
+                check_old_kl(n, a, dtype, PpoObjective::Clip, 1.0, Some(0.3), true, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn clip_head_with_the_kl_penalty_matches_with_wide_rows() {
+    for (i, a) in [20, 31, 32, 33, 70].into_iter().enumerate() {
+        for dtype in [DType::F32, DType::F64] {
+            let seed = 600 + i as u64;
+            for objective in [PpoObjective::KlAdaptive, PpoObjective::ClipKlAdaptive] {
+                check_old_kl(65, a, dtype, objective, 1.7, None, true, seed);
+                check_old_kl(256, a, dtype, objective, 0.3, Some(0.1), false, seed);
+            }
+        }
+    }
+}
+
+/// Three PPO updates with objective `objective` (and `max_kl` /
+/// `early_stop_kl` if given) of a categorical policy with A actions, host
+/// head on and forced off: diagnostics, parameters, Adam's state and β the
+/// same bits.
+fn penalised_updates_match(
+    objective: PpoObjective,
+    a: usize,
+    dtype: DType,
+    minibatch_size: usize,
+    limits: (Option<f64>, Option<f64>),
+) {
+    let net = MlpConfig {
+        hidden: vec![32, 32],
+        activation: Activation::Tanh,
+    };
+    let label =
+        format!("{objective:?}, A = {a}, {dtype:?}, minibatch {minibatch_size}, {limits:?}");
+    let run = |graph_head_only: bool| {
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let mut policy = CategoricalPolicy::new(3, a, &net, dtype, &Device::Cpu, &mut rng).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut value = ValueNet::new(3, &net, dtype, &Device::Cpu, &mut rng).unwrap();
+        let config = PpoConfig {
+            objective,
+            clip_eps: 0.2,
+            ent_coef: 0.0,
+            n_epochs: 4,
+            minibatch_size,
+            lr: 3e-3,
+            kl_target: 0.003,
+            max_kl: limits.0,
+            early_stop_kl: limits.1,
+            ..PpoConfig::default()
+        };
+        let mut ppo = Ppo::new(config, &policy, &value);
+        ppo.graph_head_only = graph_head_only;
+        let mut diagnostics = Vec::new();
+        let mut betas = Vec::new();
+        for update in 0..3 {
+            let mut b = batch_with_reference(&policy, &policy, 300, update, &mut rng);
+            b.reference = None;
+            let d = ppo.update(&mut policy, &mut value, &b, &mut rng).unwrap();
+            diagnostics.extend(d.values());
+            betas.push(ppo.beta());
+        }
+        let theta = klrl_policy::flat::get_flat(&trainable_vars(&policy, &value)).unwrap();
+        (theta, ppo.state(), diagnostics, betas)
+    };
+    let (host_theta, host_state, host_diag, host_beta) = run(false);
+    let (graph_theta, graph_state, graph_diag, graph_beta) = run(true);
+    let flat_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        flat_bits(&host_diag),
+        flat_bits(&graph_diag),
+        "{label}: diagnostics"
+    );
+    assert_eq!(
+        flat_bits(&host_theta),
+        flat_bits(&graph_theta),
+        "{label}: parameters"
+    );
+    assert_eq!(flat_bits(&host_beta), flat_bits(&graph_beta), "{label}: β");
+    for key in ["adam_m", "adam_v"] {
+        assert_eq!(
+            flat_bits(&host_state.vectors[key]),
+            flat_bits(&graph_state.vectors[key]),
+            "{label}: {key}"
+        );
+    }
+}
+
+#[test]
+fn ppo_updates_with_the_kl_penalty_are_the_same_with_the_host_head() {
+    for dtype in [DType::F32, DType::F64] {
+        for (a, mb) in [(2, 64), (4, 300), (20, 64)] {
+            for objective in [
+                PpoObjective::KlAdaptive,
+                PpoObjective::KlPenalty,
+                PpoObjective::ClipKlAdaptive,
+                PpoObjective::KlDual,
+            ] {
+                penalised_updates_match(objective, a, dtype, mb, (None, None));
+            }
+            penalised_updates_match(PpoObjective::KlAdaptive, a, dtype, mb, (Some(0.01), None));
+            penalised_updates_match(PpoObjective::Clip, a, dtype, mb, (Some(0.01), Some(0.005)));
         }
     }
 }

@@ -245,7 +245,7 @@ fn check_with_reference(
         mb.reference = Some(reference_at(&mb, &mut rng));
     }
     let ctx = format!("n = {n}, d = {d}, {dtype:?}, ε = {clip_eps}, seed {seed}, c = {ref_coef:?}");
-    assert!(ppo.host_clip_head(&policy, &mb, false), "host head: {ctx}");
+    assert!(ppo.host_clip_head(&policy, &mb), "host head: {ctx}");
 
     // The candle graph (Ppo::minibatch_step's general path).
     let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
