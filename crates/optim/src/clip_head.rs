@@ -29,7 +29,7 @@
 //! With KL(π_old ‖ π_θ) ([`OldKl`], [`clip_head_with`]: the KL-penalised
 //! objectives, or a KL asked for by a stop rule) the per-state KL is
 //! Σ_j exp(log o_j) (log o_j − log p_j) (`Dist::kl`, π_old on the left), its
-//! mean is reported, and with β the loss gains β Ê[KL] after −L (before the
+//! mean is reported, and with β the loss gains β Ê\[KL\] after −L (before the
 //! reference term) and ∂/∂log p_j gains −(0 + g_β exp(log o_j)), g_β = β/n
 //! as candle forms it: after the reference term's entries, before the
 //! gathered one (candle's walk finishes the gather, then this subtraction,
