@@ -106,14 +106,20 @@ enum Trigger {
     End,
 }
 
-/// A random kill moment of a run that has `done` of its `total` rows.
-fn trigger(rng: &mut Rng, done: usize, total: usize) -> Trigger {
+/// A random kill moment of a run that has `done` of its `total` rows and
+/// writes a row every `row_time` or so (the uninterrupted run's wall time
+/// over its rows): the delay after the chosen row is drawn within two rows'
+/// time, so that the kill lands in that update or the next whatever the
+/// pace of the build (a fixed 60 ms overshot the end of a run whose
+/// updates had become fast, and too few kills landed mid-run).
+fn trigger(rng: &mut Rng, done: usize, total: usize, row_time: Duration) -> Trigger {
+    let within = (2 * row_time.as_micros()).clamp(1_000, 60_000) as usize;
     match rng.below(10) {
         0 => Trigger::After(Duration::from_micros(rng.below(12_000) as u64)),
         1 => Trigger::End,
         _ => Trigger::Rows(
             done + 1 + rng.below(total.saturating_sub(done).max(1)),
-            Duration::from_micros(rng.below(60_000) as u64),
+            Duration::from_micros(rng.below(within) as u64),
         ),
     }
 }
@@ -325,7 +331,8 @@ fn train_killed_at_random_moments_resumes_to_the_uninterrupted_run() {
                 vec!["train", "c.toml", "--out", &run]
             };
             let metrics_file = run_dir.join("metrics.csv");
-            let when = trigger(&mut rng, metrics_rows(&metrics_file), updates);
+            let row_time = full / updates as u32;
+            let when = trigger(&mut rng, metrics_rows(&metrics_file), updates, row_time);
             let status = run_and_kill(&args, &dir, when, &|| metrics_rows(&metrics_file), &err);
             let rows = metrics_rows(&metrics_file);
             let moment = match status {
@@ -426,7 +433,7 @@ fn compare_killed_at_random_moments_resumes_to_the_uninterrupted_tables() {
                 a.push("--resume".into());
                 a
             };
-            let when = trigger(&mut rng, rows(&out_dir), 64);
+            let when = trigger(&mut rng, rows(&out_dir), 64, full / 64);
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let status = run_and_kill(&argv, &dir, when, &|| rows(&out_dir), &err);
             let moment = match status {
