@@ -120,6 +120,20 @@ pub struct RefPenalty<'a> {
     pub coef: f64,
 }
 
+impl<'a> RefPenalty<'a> {
+    /// The term of a categorical π_ref (its log-probabilities) with
+    /// coefficient c; `None` for a Gaussian π_ref (the Gaussian head's).
+    pub fn of(reference: &'a klrl_policy::Dist, coef: f64) -> Option<Self> {
+        match reference {
+            klrl_policy::Dist::Categorical(r) => Some(RefPenalty {
+                log_probs: r.log_probs(),
+                coef,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The clipped surrogate of the logits `logits [N, A]` (a contiguous CPU
 /// tensor), the actions `actions` (U32 `[N]`), `old_log_probs` and
 /// `advantages` (`[N]`, of the logits' dtype) with clip range `clip_eps`,

@@ -594,11 +594,10 @@ fn host_loss_head(
         };
         let reference = match reference {
             None => None,
-            Some((Dist::Categorical(r), coef)) => Some(RefPenalty {
-                log_probs: r.log_probs(),
-                coef,
-            }),
-            Some(_) => return Ok(None),
+            Some((r, coef)) => match RefPenalty::of(r, coef) {
+                Some(p) => Some(p),
+                None => return Ok(None),
+            },
         };
         let head = clip_head_with(
             &logits,

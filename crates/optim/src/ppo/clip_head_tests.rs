@@ -245,15 +245,8 @@ fn check_with_reference(
         &mb.old_log_probs,
         &mb.advantages,
         clip_eps,
-        ppo.host_reference(&mb).map(|(r, coef)| {
-            let Dist::Categorical(r) = r else {
-                panic!("a categorical reference")
-            };
-            RefPenalty {
-                log_probs: r.log_probs(),
-                coef,
-            }
-        }),
+        ppo.host_reference(&mb)
+            .map(|(r, coef)| RefPenalty::of(r, coef).expect("a categorical reference")),
     )
     .unwrap();
     let host_flat = host_pullback
@@ -634,15 +627,8 @@ fn check_old_kl(
             log_probs: old.log_probs(),
             beta: penalises.then_some(ppo.beta),
         }),
-        ppo.host_reference(&mb).map(|(r, coef)| {
-            let Dist::Categorical(r) = r else {
-                panic!("a categorical reference")
-            };
-            RefPenalty {
-                log_probs: r.log_probs(),
-                coef,
-            }
-        }),
+        ppo.host_reference(&mb)
+            .map(|(r, coef)| RefPenalty::of(r, coef).expect("a categorical reference")),
     )
     .unwrap();
     let host_flat = host_pullback
