@@ -333,8 +333,9 @@ impl Ppo {
         // values as widened to f64, in half the memory.
         let mut bufs = std::mem::take(&mut self.grad_buffers);
         let host_head = self.host_clip_head(policy, mb);
-        let policy_f32 = host_head && all_f32_cpu(&policy.vars());
-        let value_f32 = all_f32_cpu(&value.vars());
+        // (`vars` are both networks' parameters, of the run's one dtype.)
+        let value_f32 = all_f32_cpu(vars);
+        let policy_f32 = host_head && value_f32;
         let value_grad = || -> Result<f64> {
             if value_f32 {
                 value_loss_and_grad_into_f32(value, &mb.obs, &mb.returns, &mut bufs.value_f32)
