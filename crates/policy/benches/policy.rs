@@ -4,7 +4,8 @@
 //! (`gaussian_std/…`), and the MLP's host passes against the tensor ops
 //! they replaced (`linearize_vjp/…`), and the machine's practical f32
 //! matrix-product peak (`gemm_peak/…`: one large product through the same
-//! `gemm` kernels the networks use, the yardstick for the update's GFLOP/s).
+//! `gemm` kernels the networks use, the yardstick for the update's GFLOP/s), and one PPO-zoo minibatch
+//! step's products at their own shapes (`zoo_step_products/…`).
 //!
 //! Run single-threaded as the README reports:
 //! `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 cargo bench -p klrl-policy`.
@@ -324,9 +325,174 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
+/// One PPO-zoo minibatch step's matrix products (CartPole, two 4-64-64
+/// tanh networks — the policy with 2 outputs, the value with 1 —, 256
+/// rows), each a `gemm` call with the operands' layouts and arguments of
+/// the host passes (`crates/policy/src/host.rs`, `mlp_host.rs`): per
+/// network the forward pass `h Wᵀ` of its three layers, then from the head
+/// down `∂W = δᵀ h`, `∂b = 1ᵀ δ` and (above the first layer) `δ W`. That is
+/// 2 · 256 · (3·64·64 + 2·4·64 + 2·64 + o·(3·64 + 1)) FLOP per network with
+/// o outputs: 6 816 768 (o = 2) + 6 717 952 (o = 1) = 13.535 MFLOP per
+/// step, GFLOP/s = 13 535 / (time in µs). The zoo run does
+/// 391 updates × 20 epochs = 7 820 such steps, so this time × 7 820 is what
+/// its update phase spends in products at `gemm`'s rate for these shapes —
+/// against the floor of `gemm_peak`'s large-product rate (README,
+/// "Arithmetic floor"). `benches/sb3/torch_matmul.py` times the same
+/// products with torch.
+fn zoo_step_products(c: &mut Criterion) {
+    const N: usize = 256;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut data =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    // A row-major `rows × cols` matrix or, transposed, its view.
+    #[derive(Clone, Copy)]
+    struct M<'a> {
+        d: &'a [f32],
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+    }
+    fn m(d: &[f32], rows: usize, cols: usize) -> M<'_> {
+        assert_eq!(d.len(), rows * cols);
+        M {
+            d,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    fn t(a: M<'_>) -> M<'_> {
+        M {
+            d: a.d,
+            rows: a.cols,
+            cols: a.rows,
+            rs: a.cs,
+            cs: a.rs,
+        }
+    }
+    // `dst = a · b` with the host passes' (candle's) gemm arguments.
+    fn product(a: M<'_>, b: M<'_>, dst: &mut [f32]) {
+        let (mm, n, k) = (a.rows, b.cols, a.cols);
+        assert!(a.cols == b.rows && dst.len() == mm * n);
+        // SAFETY: every element the strides address lies inside a.d / b.d
+        // (row-major data and their transposes, lengths asserted), dst
+        // holds m × n elements at row stride n and is a unique borrow.
+        unsafe {
+            gemm::gemm(
+                mm,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.d.as_ptr(),
+                a.cs as isize,
+                a.rs as isize,
+                b.d.as_ptr(),
+                b.cs as isize,
+                b.rs as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+    struct Net {
+        x: Vec<f32>,
+        h1: Vec<f32>,
+        h2: Vec<f32>,
+        w: [Vec<f32>; 3],
+        delta: [Vec<f32>; 3],
+        out: usize,
+    }
+    let mut net = |out: usize| Net {
+        x: data(N * 4),
+        h1: data(N * 64),
+        h2: data(N * 64),
+        w: [data(64 * 4), data(64 * 64), data(out * 64)],
+        delta: [data(N * 64), data(N * 64), data(N * out)],
+        out,
+    };
+    let nets = [net(2), net(1)];
+    let ones = vec![1.0f32; N];
+    let mut scratch = vec![0.0f32; N * 64];
+    // `all`: every product of the step; else only the three 64 × 64 ×
+    // 256 ones per network (h₁ W₁ᵀ, δ₁ᵀ h₁, δ₁ W₁: 12.583 MFLOP of the
+    // 13.535), to tell the rate at the large shapes from the cost of the
+    // 16 small products (the first layer's 4 inputs, the heads' 1–2
+    // outputs, the bias gradients).
+    let mut step = |all: bool| {
+        for q in &nets {
+            let o = q.out;
+            // forward: z_l = h_{l-1} W_lᵀ
+            if all {
+                product(m(&q.x, N, 4), t(m(&q.w[0], 64, 4)), &mut scratch[..N * 64]);
+            }
+            product(
+                m(&q.h1, N, 64),
+                t(m(&q.w[1], 64, 64)),
+                &mut scratch[..N * 64],
+            );
+            if all {
+                product(m(&q.h2, N, 64), t(m(&q.w[2], o, 64)), &mut scratch[..N * o]);
+                // reverse, head first: ∂W, ∂b, δ W
+                product(
+                    t(m(&q.delta[2], N, o)),
+                    m(&q.h2, N, 64),
+                    &mut scratch[..o * 64],
+                );
+                product(m(&ones, 1, N), m(&q.delta[2], N, o), &mut scratch[..o]);
+                product(
+                    m(&q.delta[2], N, o),
+                    m(&q.w[2], o, 64),
+                    &mut scratch[..N * 64],
+                );
+            }
+            product(
+                t(m(&q.delta[1], N, 64)),
+                m(&q.h1, N, 64),
+                &mut scratch[..64 * 64],
+            );
+            if all {
+                product(m(&ones, 1, N), m(&q.delta[1], N, 64), &mut scratch[..64]);
+            }
+            product(
+                m(&q.delta[1], N, 64),
+                m(&q.w[1], 64, 64),
+                &mut scratch[..N * 64],
+            );
+            if all {
+                product(
+                    t(m(&q.delta[0], N, 64)),
+                    m(&q.x, N, 4),
+                    &mut scratch[..64 * 4],
+                );
+                product(m(&ones, 1, N), m(&q.delta[0], N, 64), &mut scratch[..64]);
+            }
+        }
+        black_box(&scratch);
+    };
+    let mut g = c.benchmark_group("zoo_step_products");
+    g.bench_function("f32 two 4-64-64 nets, 256 rows (13.535 MFLOP)", |bench| {
+        bench.iter(|| step(true))
+    });
+    g.bench_function(
+        "f32 the six 256x64x64 products only (12.583 MFLOP)",
+        |bench| bench.iter(|| step(false)),
+    );
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain, linearization, gemm_peak
+    targets = forward, distribution_ops, fisher, adam_step, gsde_vs_plain, linearization, gemm_peak,
+        zoo_step_products
 }
 criterion_main!(benches);
