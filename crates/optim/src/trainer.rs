@@ -203,18 +203,9 @@ impl<E: Env> Trainer<E> {
         collector.keep_raw_obs = config.algo.reference().is_some();
         collector.sde_sample_freq = config.policy.sde_sample_freq;
         venv.reset(Some(t.seed))?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(t.threads)
-            .thread_name(|i| format!("klrl-compute-{i}"))
-            .build()
-            .map_err(|e| {
-                OptimError::config(
-                    "train.threads",
-                    format!("cannot start the thread pool: {e}"),
-                )
-            })?;
+        let pool = compute_pool(t.threads.resolve_here())?;
         let mut trainer = Trainer {
-            pool: std::sync::Arc::new(pool),
+            pool,
             config,
             venv,
             policy,
@@ -337,6 +328,34 @@ impl<E: Env> Trainer<E> {
     }
 
     /// Whether `train.total_steps` have been taken.
+    /// The number of compute threads the trainer runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Run on `threads` compute threads from now on (a new pool), whatever
+    /// `train.threads` says: e.g. `klrl compare` gives each of its parallel
+    /// runs its share of the cores. Results do not depend on the count.
+    ///
+    /// # Errors
+    /// [`OptimError::Config`] on `train.threads` if `threads` is 0 or above
+    /// [`crate::threads::MAX_THREADS`], or the pool cannot start.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        if !(1..=crate::threads::MAX_THREADS).contains(&threads) {
+            return Err(OptimError::config(
+                "train.threads",
+                format!(
+                    "must be in [1, {}], got {threads}",
+                    crate::threads::MAX_THREADS
+                ),
+            ));
+        }
+        if threads != self.threads() {
+            self.pool = compute_pool(threads)?;
+        }
+        Ok(())
+    }
+
     pub fn is_done(&self) -> bool {
         self.env_steps >= self.config.train.total_steps
     }
@@ -520,4 +539,19 @@ fn rejection(
     } else {
         Ok(d)
     })
+}
+
+/// The trainer's own thread pool of `threads` workers (`klrl-compute-i`).
+fn compute_pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("klrl-compute-{i}"))
+        .build()
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            OptimError::config(
+                "train.threads",
+                format!("cannot start the thread pool: {e}"),
+            )
+        })
 }

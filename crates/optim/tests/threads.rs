@@ -60,3 +60,71 @@ fn two_threads_give_the_same_parameters_as_one() {
         assert_eq!(one, two, "{env} {algo}");
     }
 }
+
+/// A trainer of the CartPole PPO test config with `threads` as given (TOML
+/// text: `"auto"`, `1`, …, or nothing for the default).
+fn cartpole_trainer(threads: &str) -> Trainer {
+    let line = if threads.is_empty() {
+        String::new()
+    } else {
+        format!("threads = {threads}\n")
+    };
+    let text = format!(
+        "[env]\nname = \"CartPole-v1\"\n[train]\nn_envs = 4\nn_steps = 64\nseed = 3\n{line}\
+         [algo]\nname = \"ppo\"\nn_epochs = 3\nminibatch_size = 64\n"
+    );
+    let config: ExperimentConfig = toml::from_str(&text).unwrap();
+    Trainer::from_config(config, &Registry::builtin()).unwrap()
+}
+
+fn all_params(t: &Trainer) -> Vec<f64> {
+    let mut p = t.policy.get_flat().unwrap();
+    p.extend(flat::get_flat(&t.value.unshared_vars()).unwrap());
+    p
+}
+
+#[test]
+fn auto_is_the_default_and_takes_the_cores_up_to_two() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want = cores.clamp(1, 2);
+    assert_eq!(cartpole_trainer("").threads(), want);
+    assert_eq!(cartpole_trainer("\"auto\"").threads(), want);
+    assert_eq!(cartpole_trainer("1").threads(), 1);
+    assert_eq!(cartpole_trainer("3").threads(), 3);
+}
+
+#[test]
+fn changing_the_thread_count_mid_run_keeps_every_bit() {
+    let mut steady = cartpole_trainer("1");
+    let mut switched = cartpole_trainer("2");
+    for u in 0..6 {
+        if u == 2 {
+            switched.set_threads(1).unwrap();
+            assert_eq!(switched.threads(), 1);
+        }
+        if u == 4 {
+            switched.set_threads(2).unwrap();
+            assert_eq!(switched.threads(), 2);
+        }
+        steady.update().unwrap();
+        switched.update().unwrap();
+        assert_eq!(
+            all_params(&steady),
+            all_params(&switched),
+            "after update {u}"
+        );
+    }
+}
+
+#[test]
+fn an_impossible_thread_count_is_refused_and_changes_nothing() {
+    let mut t = cartpole_trainer("2");
+    for bad in [0, klrl_optim::threads::MAX_THREADS + 1] {
+        let e = t.set_threads(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("train.threads") && e.contains(&bad.to_string()),
+            "{e}"
+        );
+        assert_eq!(t.threads(), 2);
+    }
+}

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use klrl_envs::Registry;
-use klrl_optim::{KlLimit, KlLimitKind};
+use klrl_optim::{KlLimit, KlLimitKind, Threads};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ConfigSource, ResolvedConfig};
@@ -453,6 +453,7 @@ fn sweep(
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = opts.jobs.unwrap_or(cores).clamp(1, mine.len().max(1));
+    let share = cores_per_run(cores, jobs);
     let queue = Mutex::new(VecDeque::from(mine));
     let errors: Mutex<Vec<RunnerError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -463,7 +464,7 @@ fn sweep(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                match train_one(&entry, resolved, out, registry, stop) {
+                match train_one(&entry, resolved, out, registry, stop, share) {
                     Ok(line) => on_done(&line),
                     Err(e) => {
                         on_done(&format!("{} seed {}: failed: {e}", entry.label, entry.seed));
@@ -493,14 +494,23 @@ fn sweep(
     Ok(stats)
 }
 
+/// The cores each of `jobs` parallel runs gets when its `train.threads` is
+/// `"auto"`: an equal share, at least one (`"auto"` then caps it at 2).
+fn cores_per_run(cores: usize, jobs: usize) -> usize {
+    (cores / jobs.max(1)).max(1)
+}
+
 /// Train one run of the comparison to the end (or until `stop`): keep it if
-/// it is finished, resume it if it started, start it otherwise.
+/// it is finished, resume it if it started, start it otherwise. With
+/// `train.threads = "auto"` it runs on `cores` of the machine's cores (its
+/// share beside the other parallel runs; at most `"auto"`'s 2).
 fn train_one(
     entry: &RunEntry,
     resolved: ResolvedConfig,
     out: &Path,
     registry: &Registry,
     stop: &AtomicBool,
+    cores: usize,
 ) -> Result<String> {
     let dir = out.join(&entry.dir);
     let mut run = match run_state(&dir, resolved.experiment.train.total_steps) {
@@ -520,6 +530,10 @@ fn train_one(
             Run::create(resolved, RunDir::Exactly(dir), registry)?
         }
     };
+    let threads = run.config.experiment.train.threads;
+    if threads == Threads::Auto {
+        run.trainer.set_threads(threads.resolve(cores))?;
+    }
     let mut interrupted = false;
     while !run.is_done() {
         if stop.load(Ordering::SeqCst) {
@@ -1118,6 +1132,21 @@ pub fn markdown_with(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auto_runs_share_the_cores() {
+        use super::cores_per_run;
+        use klrl_optim::Threads;
+        // 2 cores: two parallel runs get one thread each, a lone run two
+        assert_eq!(Threads::Auto.resolve(cores_per_run(2, 2)), 1);
+        assert_eq!(Threads::Auto.resolve(cores_per_run(2, 1)), 2);
+        // more jobs than cores still get a thread; 16 cores, 4 jobs: 2 each
+        assert_eq!(Threads::Auto.resolve(cores_per_run(2, 5)), 1);
+        assert_eq!(Threads::Auto.resolve(cores_per_run(16, 4)), 2);
+        assert_eq!(Threads::Auto.resolve(cores_per_run(16, 16)), 1);
+        // an explicit count is kept
+        assert_eq!(Threads::Count(3).resolve(cores_per_run(2, 2)), 3);
+    }
+
     use super::*;
 
     #[test]

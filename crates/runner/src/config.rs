@@ -441,15 +441,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The fields `klrl train --resume DIR --set KEY=VALUE` may change: the
 /// run's length, the algorithms' learning rates, how many rejected updates
-/// in a row it survives, and the logging, checkpoint
+/// in a row it survives, its compute threads (results do not depend on
+/// them), and the logging, checkpoint
 /// and evaluation fields of `[run]` (not `run.init_from`). Everything else
 /// (the environment, the network, the algorithm and its other settings,
 /// `train.n_envs`, `n_steps`, `seed`, `dtype`, the normalisation flags, …)
 /// shapes what the checkpoint holds or what the updates mean, so a change
 /// would break the run; [`load_amended`] refuses it.
-pub const AMENDABLE: [&str; 10] = [
+pub const AMENDABLE: [&str; 11] = [
     "train.total_steps",
     "train.max_rejected_updates",
+    "train.threads",
     "algo.lr",
     "algo.vf_lr",
     "run.checkpoint_every",
