@@ -40,7 +40,7 @@ use crate::clip_surrogate;
 use crate::config::PpoConfig;
 use crate::diagnostics::{explained_variance, UpdateDiagnostics};
 use crate::error::{OptimError, Result};
-use crate::gaussian_clip_head::{gaussian_clip_head, GaussianRefPenalty};
+use crate::gaussian_clip_head::{gaussian_clip_head_with, GaussianOldKl, GaussianRefPenalty};
 use crate::kl_limit::Guard;
 use crate::losses::{scalars_to_host, trainable_vars, value_loss};
 use crate::measure::{batch_mean_kl, diagnostics_from, measure_update, select_rows};
@@ -295,10 +295,10 @@ impl Ppo {
     /// share no parameter) at well under half the cost. A shared trunk or a
     /// clipped value loss takes one backward through the whole loss.
     ///
-    /// For the `clip` objective (and, on a categorical policy, the
-    /// KL-penalised ones, and a KL asked for), with nothing added to it but a
-    /// reference term ([`Ppo::host_clip_head`]) on a categorical policy or a
-    /// Gaussian one with a state-independent σ, not even the head goes
+    /// For the `clip` objective and the KL-penalised ones (with a KL asked
+    /// for or not), with nothing added to it but a reference term
+    /// ([`Ppo::host_clip_head`]) on a categorical policy or a Gaussian one
+    /// with a state-independent σ, not even the head goes
     /// through candle: [`crate::clip_head`] / [`crate::gaussian_clip_head`]
     /// compute the loss, the clip fraction and its gradient in the network's
     /// outputs (and log σ) on host memory, the same bits as the graph.
@@ -519,11 +519,12 @@ impl Ppo {
     /// host ([`host_loss_head`]): any objective but the projection, with no
     /// entropy bonus, no action mask, a dtype and device the heads support.
     /// The policy must further be categorical
-    /// ([`Policy::logits_with_pullback`]; every objective, with the KL
-    /// penalty β Ê[KL(π_old ‖ π_θ)] and the KL asked for) or Gaussian with a
-    /// state-independent σ ([`Policy::gaussian_with_pullback`]; `clip` with
-    /// no KL asked for), and π_ref of the same kind; otherwise
-    /// [`host_loss_head`] answers `None` and the step builds the graph.
+    /// ([`Policy::logits_with_pullback`]) or Gaussian with a
+    /// state-independent σ ([`Policy::gaussian_with_pullback`]), for every
+    /// such objective with the KL penalty β Ê[KL(π_old ‖ π_θ)] and the KL
+    /// asked for, and π_ref (and, for a KL, π_old) of the same kind;
+    /// otherwise [`host_loss_head`] answers `None` and the step builds the
+    /// graph.
     fn host_clip_head(&self, policy: &dyn Policy, mb: &MiniBatch) -> bool {
         #[cfg(test)]
         if self.graph_head_only {
@@ -569,8 +570,10 @@ struct HostHead {
     kl: Option<f64>,
 }
 
-/// The clipped surrogate of the minibatch `mb`, plus c Ê[KL(π_θ ‖ π_ref)]
-/// for `reference` = (π_ref, c), and its gradient at the network's outputs,
+/// The surrogate of the minibatch `mb` (clipped if `clips`), plus
+/// β Ê[KL(π_old ‖ π_θ)] for `old_kl` = (π_old, Some(β)) (with `None` the KL
+/// is measured only) and c Ê[KL(π_θ ‖ π_ref)] for `reference` = (π_ref, c),
+/// and its gradient at the network's outputs,
 /// on host memory ([`crate::clip_head`] for a categorical policy,
 /// [`crate::gaussian_clip_head`] for a Gaussian one with a state-independent
 /// σ), with the pullback that carries it to the parameters; `None` for the
@@ -619,10 +622,17 @@ fn host_loss_head(
         };
         return Ok(Some((head, pullback)));
     }
-    // The Gaussian head has neither r Â nor KL(π_old ‖ π_θ): the graph.
-    if !clips || old_kl.is_some() {
-        return Ok(None);
-    }
+    // KL(π_old ‖ π_θ) on the Gaussian head needs a π_old with a
+    // state-independent σ (as π_θ's must be); otherwise the graph.
+    let old_kl = match old_kl {
+        None => None,
+        Some((Dist::DiagGaussian(o), beta)) if !o.is_state_dependent() => Some(GaussianOldKl {
+            mean: o.mean(),
+            log_std: o.log_std(),
+            beta,
+        }),
+        Some(_) => return Ok(None),
+    };
     if let Some((mean, log_std, pullback)) = policy.gaussian_with_pullback(&mb.obs)? {
         let reference = match reference {
             None => None,
@@ -635,13 +645,15 @@ fn host_loss_head(
             }
             Some(_) => return Ok(None),
         };
-        let head = gaussian_clip_head(
+        let head = gaussian_clip_head_with(
             &mean,
             &log_std,
             &mb.actions,
             &mb.old_log_probs,
             &mb.advantages,
             clip_eps,
+            clips,
+            old_kl,
             reference,
         )?;
         let head = HostHead {
@@ -649,7 +661,7 @@ fn host_loss_head(
             clip_frac: head.clip_frac,
             d_outputs: head.d_mean,
             d_log_std: Some(head.d_log_std),
-            kl: None,
+            kl: head.kl,
         };
         return Ok(Some((head, pullback)));
     }

@@ -1,8 +1,10 @@
 //! [`crate::gaussian_clip_head`] against the candle graph it replaces: the
 //! policy loss, the clip fraction, the gradients in the means and in log σ,
 //! and the flat gradient, bit for bit, without and with the reference term
-//! of `[algo.reference]`; and whole PPO updates with the host heads on and
-//! off (with a reference term: `clip_head_tests.rs`).
+//! of `[algo.reference]`, and with KL(π_old ‖ π_θ) (the KL-penalised
+//! objectives, a KL asked for); and whole PPO updates with the host heads on
+//! and off (with a reference term: `clip_head_tests.rs`; with the KL
+//! penalty and the stop rules: here).
 //!
 //! The oracle is the general path of [`Ppo::minibatch_step`] itself:
 //! `dist_with_pullback`, [`Ppo::policy_terms`], `backward()`, the pullback.
@@ -22,7 +24,9 @@ use super::Ppo;
 use crate::algorithm::Algorithm;
 use crate::batch::{Batch, MiniBatch};
 use crate::config::{PpoConfig, PpoObjective, ReferenceConfig};
-use crate::gaussian_clip_head::{gaussian_clip_head, GaussianRefPenalty};
+use crate::gaussian_clip_head::{
+    gaussian_clip_head, gaussian_clip_head_with, GaussianOldKl, GaussianRefPenalty,
+};
 use crate::losses::{scalars_to_host, trainable_vars};
 use crate::OptimError;
 
@@ -438,6 +442,33 @@ fn gaussian_clip_head_rejects_mismatched_inputs() {
         let err = gaussian_clip_head(m, l, &mb.actions, old, adv, 0.2, None);
         assert!(matches!(err, Err(OptimError::Mismatch(_))), "{err:?}");
     }
+    // π_old's means or log σ of the wrong shape or dtype (a per-state σ)
+    let short_mean = mean.narrow(0, 0, 3).unwrap();
+    let per_state = Tensor::zeros((4, 2), DType::F32, &Device::Cpu).unwrap();
+    let f64_log_std = log_std.to_dtype(DType::F64).unwrap();
+    for (m, l) in [
+        (&short_mean, &log_std),
+        (&mean, &per_state),
+        (&mean, &f64_log_std),
+    ] {
+        let old_kl = GaussianOldKl {
+            mean: m,
+            log_std: l,
+            beta: Some(1.0),
+        };
+        let err = gaussian_clip_head_with(
+            &mean,
+            &log_std,
+            &mb.actions,
+            &mb.old_log_probs,
+            &mb.advantages,
+            0.2,
+            false,
+            Some(old_kl),
+            None,
+        );
+        assert!(matches!(err, Err(OptimError::Mismatch(_))), "{err:?}");
+    }
 }
 
 /// A batch of `n` random transitions for `policy` (actions drawn from it;
@@ -555,5 +586,306 @@ fn ppo_updates_are_the_same_with_the_host_heads() {
             Box::new(CategoricalPolicy::new(3, 4, &net, dtype, &Device::Cpu, &mut rng).unwrap())
         };
         update_with_and_without_host_head(&categorical, &format!("categorical {dtype:?}"));
+    }
+}
+
+/// π_old at the minibatch's states for the KL(π_old ‖ π_θ) checks: means
+/// near π_θ's, far or equal (per row, [`reference_at`]), and a log σ of
+/// [`log_std`]'s kinds or π_θ's own.
+fn old_at(mb: &MiniBatch, policy: &DiagGaussianPolicy, rng: &mut ChaCha8Rng) -> DiagGaussian {
+    let Dist::DiagGaussian(old) = reference_at(mb, rng) else {
+        unreachable!()
+    };
+    if rng.random_range(0..4) == 0 {
+        let own = policy.log_std().unwrap().as_tensor().clone();
+        return DiagGaussian::new(old.mean(), &own).unwrap();
+    }
+    old
+}
+
+/// The host head with KL(π_old ‖ π_θ) (a random π_old) against the graph of
+/// `objective` (β `beta`), with the reference term of coefficient
+/// `ref_coef` if given and the KL reported if `want_kl`: loss, clip
+/// fraction, KL, ∂/∂μ, ∂/∂log σ and the flat gradient, bit for bit; and
+/// the step's routing takes the host head.
+#[allow(clippy::too_many_arguments)]
+fn check_old_kl(
+    n: usize,
+    d: usize,
+    dtype: DType,
+    objective: PpoObjective,
+    beta: f64,
+    ref_coef: Option<f64>,
+    want_kl: bool,
+    seed: u64,
+) {
+    let clip_eps = 0.2;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let policy = identity_policy(&log_std(d, &mut rng), dtype);
+    let value = ValueNet::new(d, &MlpConfig::default(), dtype, &Device::Cpu, &mut rng).unwrap();
+    let config = PpoConfig {
+        objective,
+        clip_eps,
+        ent_coef: 0.0,
+        beta,
+        reference: ref_coef.map(|coef| ReferenceConfig {
+            coef,
+            ..ReferenceConfig::default()
+        }),
+        ..PpoConfig::default()
+    };
+    let mut ppo = Ppo::new(config, &policy, &value);
+    ppo.beta = beta;
+    let mut mb = minibatch(n, &policy, clip_eps, &mut rng);
+    if ref_coef.is_some() {
+        mb.reference = Some(reference_at(&mb, &mut rng));
+    }
+    let old = old_at(&mb, &policy, &mut rng);
+    let ctx = format!(
+        "n = {n}, d = {d}, {dtype:?}, {objective:?}, β = {beta}, c = {ref_coef:?}, \
+         KL asked {want_kl}, seed {seed}"
+    );
+    assert!(ppo.host_clip_head(&policy, &mb), "host head: {ctx}");
+    let penalises = objective.penalises();
+    let old_dist = Dist::DiagGaussian(old.clone());
+    let routed = super::host_loss_head(
+        &policy,
+        &mb,
+        clip_eps,
+        objective.clips(),
+        (penalises || want_kl).then_some((&old_dist, penalises.then_some(beta))),
+        ppo.host_reference(&mb),
+    )
+    .unwrap();
+    assert!(routed.is_some(), "routed to the host head: {ctx}");
+
+    // The candle graph.
+    let (dist, pullback) = policy.dist_with_pullback(&mb.obs, None).unwrap();
+    let p = ppo
+        .policy_terms(&dist, &mb, &old_dist, clip_eps, want_kl, false)
+        .unwrap();
+    let mut report = vec![&p.objective, &p.policy];
+    report.extend(p.clip_frac.as_ref());
+    report.extend(p.kl.as_ref());
+    let host = scalars_to_host(&report).unwrap();
+    let grads = p.objective.backward().unwrap();
+    let d_mean = grads.get(pullback.outputs().as_tensor()).unwrap();
+    let d_log_std = grads.get(pullback.log_std().unwrap().as_tensor()).unwrap();
+    let flat = pullback.flat_grad(&grads).unwrap();
+
+    // The host head.
+    let (mean, log_std, host_pullback) = policy.gaussian_with_pullback(&mb.obs).unwrap().unwrap();
+    let head = gaussian_clip_head_with(
+        &mean,
+        &log_std,
+        &mb.actions,
+        &mb.old_log_probs,
+        &mb.advantages,
+        clip_eps,
+        objective.clips(),
+        (penalises || want_kl).then_some(GaussianOldKl {
+            mean: old.mean(),
+            log_std: old.log_std(),
+            beta: penalises.then_some(ppo.beta),
+        }),
+        ppo.host_reference(&mb).map(|(r, coef)| {
+            let Dist::DiagGaussian(r) = r else {
+                panic!("a Gaussian reference")
+            };
+            GaussianRefPenalty {
+                mean: r.mean(),
+                log_std: r.log_std(),
+                coef,
+            }
+        }),
+    )
+    .unwrap();
+    let host_flat = host_pullback
+        .flat_grad_from_outputs(Some(&head.d_mean), Some(&head.d_log_std))
+        .unwrap();
+
+    let mut want = vec![head.policy_loss, head.policy_loss];
+    if objective.clips() {
+        want.push(head.clip_frac);
+    } else {
+        assert!(p.clip_frac.is_none(), "{ctx}");
+    }
+    assert_eq!(head.kl.is_some(), p.kl.is_some(), "{ctx}");
+    want.extend(head.kl);
+    let to_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(to_bits(&want), to_bits(&host), "scalars: {ctx}");
+    assert_same_bits(&head.d_mean, d_mean, "∂/∂μ", &ctx);
+    assert_same_bits(&head.d_log_std, d_log_std, "∂/∂log σ", &ctx);
+    assert_eq!(to_bits(&host_flat), to_bits(&flat), "flat gradient: {ctx}");
+}
+
+#[test]
+fn gaussian_clip_head_with_the_kl_penalty_matches_the_candle_graph_bit_for_bit() {
+    // β: the default 1, the adaptive rule's clamps (and beyond), values the
+    // rules leave (products of 1.5 and 2), 0.
+    let betas = [1.0, 3.0, 1e-4, 1e3, 0.0, 1.5f64.powi(3) / 2.0, 0.37];
+    let objectives = [
+        PpoObjective::KlPenalty,
+        PpoObjective::KlAdaptive,
+        PpoObjective::ClipKlAdaptive,
+        PpoObjective::KlDual,
+    ];
+    let mut seed = 7000;
+    for dtype in [DType::F32, DType::F64] {
+        for n in [1, 7, 33, 256, 513] {
+            for d in 1..=6 {
+                for (k, &beta) in betas.iter().enumerate() {
+                    seed += 1;
+                    let objective = objectives[(k + d) % objectives.len()];
+                    check_old_kl(n, d, dtype, objective, beta, None, false, seed);
+                    check_old_kl(n, d, dtype, objective, beta, None, true, seed);
+                    let c = Some([0.1, 2.0][k % 2]);
+                    check_old_kl(n, d, dtype, objective, beta, c, k % 3 == 0, seed);
+                }
+                // clip with the KL asked for (a stop rule): measured only
+                seed += 1;
+                check_old_kl(n, d, dtype, PpoObjective::Clip, 1.0, None, true, seed);
+                check_old_kl(n, d, dtype, PpoObjective::Clip, 1.0, Some(0.3), true, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn gaussian_clip_head_with_the_kl_penalty_matches_with_wide_actions() {
+    // the KL's row sums and K's sum in candle's blocked f32 order
+    for (i, d) in [20, 31, 32, 33, 40].into_iter().enumerate() {
+        for dtype in [DType::F32, DType::F64] {
+            let seed = 7900 + i as u64;
+            for objective in [PpoObjective::KlAdaptive, PpoObjective::ClipKlAdaptive] {
+                check_old_kl(65, d, dtype, objective, 1.7, None, true, seed);
+                check_old_kl(256, d, dtype, objective, 0.3, Some(0.1), false, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn gaussian_old_kl_with_a_state_dependent_sigma_keeps_the_graph() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let policy = identity_policy(&[0.1, -0.2], DType::F32);
+    let mb = minibatch(5, &policy, 0.2, &mut rng);
+    let Dist::DiagGaussian(old) = reference_at(&mb, &mut rng) else {
+        unreachable!()
+    };
+    let per_state = Tensor::zeros((5, 2), DType::F32, &Device::Cpu).unwrap();
+    let old = Dist::DiagGaussian(DiagGaussian::new(old.mean(), &per_state).unwrap());
+    let routed = super::host_loss_head(&policy, &mb, 0.2, false, Some((&old, Some(1.0))), None);
+    assert!(routed.unwrap().is_none());
+}
+
+/// Three PPO updates with objective `objective` (and `max_kl` /
+/// `early_stop_kl` if given, and a reference term to the initial policy if
+/// `reference`) of a Gaussian policy with a state-independent σ and d
+/// action dimensions, host head on and forced off: diagnostics,
+/// parameters, Adam's state and β the same bits.
+fn penalised_updates_match(
+    objective: PpoObjective,
+    d: usize,
+    dtype: DType,
+    minibatch_size: usize,
+    limits: (Option<f64>, Option<f64>),
+    reference: bool,
+) {
+    let net = MlpConfig {
+        hidden: vec![32, 32],
+        activation: Activation::Tanh,
+    };
+    let label = format!(
+        "{objective:?}, d = {d}, {dtype:?}, minibatch {minibatch_size}, {limits:?}, \
+         reference {reference}"
+    );
+    let make = || {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let head = GaussianHead {
+            std: GaussianStd::StateIndependent,
+            log_std_init: -0.5,
+        };
+        DiagGaussianPolicy::with_head(3, d, &net, &head, dtype, &Device::Cpu, &mut rng).unwrap()
+    };
+    let pi_ref = make();
+    let run = |graph_head_only: bool| {
+        let mut policy = make();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut value = ValueNet::new(3, &net, dtype, &Device::Cpu, &mut rng).unwrap();
+        let config = PpoConfig {
+            objective,
+            clip_eps: 0.2,
+            ent_coef: 0.0,
+            n_epochs: 4,
+            minibatch_size,
+            lr: 3e-3,
+            kl_target: 0.003,
+            max_kl: limits.0,
+            early_stop_kl: limits.1,
+            reference: reference.then(|| ReferenceConfig {
+                coef: 0.5,
+                ..ReferenceConfig::default()
+            }),
+            ..PpoConfig::default()
+        };
+        let mut ppo = Ppo::new(config, &policy, &value);
+        ppo.graph_head_only = graph_head_only;
+        let mut diagnostics = Vec::new();
+        let mut betas = Vec::new();
+        for update in 0..3 {
+            let mut b = batch(&policy, 300, &mut rng);
+            b.update = update;
+            if reference {
+                let obs = policy.obs_tensor(&b.obs).unwrap();
+                b.reference = Some(pi_ref.dist_detached(&obs, None).unwrap());
+            }
+            let d = ppo.update(&mut policy, &mut value, &b, &mut rng).unwrap();
+            diagnostics.extend(d.values());
+            betas.push(ppo.beta());
+        }
+        let theta = klrl_policy::flat::get_flat(&trainable_vars(&policy, &value)).unwrap();
+        (theta, ppo.state(), diagnostics, betas)
+    };
+    let (host_theta, host_state, host_diag, host_beta) = run(false);
+    let (graph_theta, graph_state, graph_diag, graph_beta) = run(true);
+    let flat_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        flat_bits(&host_diag),
+        flat_bits(&graph_diag),
+        "{label}: diagnostics"
+    );
+    assert_eq!(
+        flat_bits(&host_theta),
+        flat_bits(&graph_theta),
+        "{label}: parameters"
+    );
+    assert_eq!(flat_bits(&host_beta), flat_bits(&graph_beta), "{label}: β");
+    for key in ["adam_m", "adam_v"] {
+        assert_eq!(
+            flat_bits(&host_state.vectors[key]),
+            flat_bits(&graph_state.vectors[key]),
+            "{label}: {key}"
+        );
+    }
+}
+
+#[test]
+fn gaussian_ppo_updates_with_the_kl_penalty_are_the_same_with_the_host_head() {
+    for dtype in [DType::F32, DType::F64] {
+        for (d, mb) in [(1, 64), (2, 300), (6, 64)] {
+            for objective in [
+                PpoObjective::KlAdaptive,
+                PpoObjective::KlPenalty,
+                PpoObjective::ClipKlAdaptive,
+                PpoObjective::KlDual,
+            ] {
+                penalised_updates_match(objective, d, dtype, mb, (None, None), false);
+            }
+            let (kl_limit, stop) = ((Some(0.01), None), (Some(0.01), Some(0.005)));
+            penalised_updates_match(PpoObjective::KlAdaptive, d, dtype, mb, kl_limit, false);
+            penalised_updates_match(PpoObjective::Clip, d, dtype, mb, stop, false);
+            penalised_updates_match(PpoObjective::KlAdaptive, d, dtype, mb, (None, None), true);
+        }
     }
 }
