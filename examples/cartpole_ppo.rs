@@ -31,7 +31,7 @@ use klrl::optim::{ExperimentConfig, Trainer};
 
 fn main() -> Result<()> {
     // No thread settings: the Trainer runs its work on a pool of its own
-    // (`train.threads`, default "auto": the machine's cores, at most 2).
+    // (`train.threads`, default 1; "auto" takes the machine's cores, at most 2).
     let quick = std::env::var_os("KLRL_EXAMPLE_QUICK").is_some();
 
     let mut config: ExperimentConfig =

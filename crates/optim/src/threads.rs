@@ -1,5 +1,5 @@
-//! How many compute threads a run uses (`train.threads`): a count, or
-//! `"auto"`, the default.
+//! How many compute threads a run uses (`train.threads`): a count (1 by
+//! default), or `"auto"`.
 //!
 //! The trainer's parallelism is two-way: PPO and vanilla PG compute the
 //! value network's gradient beside the policy's and step Adam in two
@@ -18,10 +18,9 @@ pub const MAX_THREADS: usize = 1024;
 pub const AUTO_MAX: usize = 2;
 
 /// `train.threads`: TOML `"auto"` or a count (e.g. `threads = 1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// The machine's cores, at most [`AUTO_MAX`] (the default).
-    #[default]
+    /// The machine's cores, at most [`AUTO_MAX`].
     Auto,
     /// Exactly this many (1 ..= [`MAX_THREADS`], checked by
     /// [`crate::ExperimentConfig::validate`]).
