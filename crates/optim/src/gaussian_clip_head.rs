@@ -422,6 +422,40 @@ impl<T: Real> Host<T> {
     }
 }
 
+/// The state-independent parts of KL(p ‖ q) between diagonal Gaussians
+/// with state-independent σ, as `DiagGaussian::kl` builds them (shared by
+/// the reference term, p = π_θ, and KL(π_old ‖ π_θ), p = π_old).
+struct StdParts;
+
+impl StdParts {
+    /// For `log σ_p`, `log σ_q`: (e^{−2 log σ_qj} (`affine(−2, 0)`, `exp`),
+    /// h_j = that · ½ (`affine(½, 0)`), e^{2 log σ_pj} (`affine(2, 0)`,
+    /// `exp`), K = Σ_j ((log σ_qj − log σ_pj) + e^{2 log σ_pj} h_j) · 1 − ½).
+    #[allow(clippy::type_complexity)]
+    fn of<T: Real>(log_std_p: &[T], log_std_q: &[T]) -> (Vec<T>, Vec<T>, Vec<T>, T) {
+        let zero = T::ZERO;
+        let inv_var_q: Vec<T> = log_std_q
+            .iter()
+            .map(|&l| (l * T::from_f64(-2.0) + zero).exp())
+            .collect();
+        let half_inv_var_q: Vec<T> = inv_var_q
+            .iter()
+            .map(|&v| v * T::from_f64(0.5) + zero)
+            .collect();
+        let var_p: Vec<T> = log_std_p
+            .iter()
+            .map(|&l| (l * T::from_f64(2.0) + zero).exp())
+            .collect();
+        let terms: Vec<T> = (0..log_std_p.len())
+            .map(|j| {
+                ((log_std_q[j] - log_std_p[j]) + var_p[j] * half_inv_var_q[j]) * T::ONE
+                    + T::from_f64(-0.5)
+            })
+            .collect();
+        (inv_var_q, half_inv_var_q, var_p, T::sum(&terms))
+    }
+}
+
 /// The reference term's closed-form KL(π_θ ‖ π_ref) between diagonal
 /// Gaussians with state-independent σ (`DiagGaussian::kl`): its
 /// state-independent parts and the gradient per state, in candle's ops.
@@ -439,26 +473,12 @@ struct RefKl<'a, T> {
 
 impl<'a, T: Real> RefKl<'a, T> {
     fn new(log_std: &[T], mean_q: &'a [T], log_std_q: &[T], coef: f64, n: usize) -> Self {
-        let zero = T::ZERO;
-        let half_inv_var_q: Vec<T> = log_std_q
-            .iter()
-            .map(|&l| (l * T::from_f64(-2.0) + zero).exp() * T::from_f64(0.5) + zero)
-            .collect();
-        let var_p: Vec<T> = log_std
-            .iter()
-            .map(|&l| (l * T::from_f64(2.0) + zero).exp())
-            .collect();
-        let terms: Vec<T> = (0..log_std.len())
-            .map(|j| {
-                ((log_std_q[j] - log_std[j]) + var_p[j] * half_inv_var_q[j]) * T::ONE
-                    + T::from_f64(-0.5)
-            })
-            .collect();
+        let (_, half_inv_var_q, var_p, constant) = StdParts::of(log_std, log_std_q);
         RefKl {
             mean_q,
             half_inv_var_q,
             var_p,
-            constant: T::sum(&terms),
+            constant,
             penalty: KlPenalty::new(coef, n),
         }
     }
@@ -529,31 +549,14 @@ struct OldKlTerm<'a, T> {
 
 impl<'a, T: Real> OldKlTerm<'a, T> {
     fn new(log_std: &[T], mean_o: &'a [T], log_std_o: &[T], beta: Option<f64>, n: usize) -> Self {
-        let zero = T::ZERO;
-        let inv_var: Vec<T> = log_std
-            .iter()
-            .map(|&l| (l * T::from_f64(-2.0) + zero).exp())
-            .collect();
-        let half_inv_var: Vec<T> = inv_var
-            .iter()
-            .map(|&v| v * T::from_f64(0.5) + zero)
-            .collect();
-        let var_o: Vec<T> = log_std_o
-            .iter()
-            .map(|&l| (l * T::from_f64(2.0) + zero).exp())
-            .collect();
-        let terms: Vec<T> = (0..log_std.len())
-            .map(|j| {
-                ((log_std[j] - log_std_o[j]) + var_o[j] * half_inv_var[j]) * T::ONE
-                    + T::from_f64(-0.5)
-            })
-            .collect();
+        // KL(π_old ‖ π_θ): π_old on the left.
+        let (inv_var, half_inv_var, var_o, constant) = StdParts::of(log_std_o, log_std);
         OldKlTerm {
             mean_o,
             inv_var,
             half_inv_var,
             var_o,
-            constant: T::sum(&terms),
+            constant,
             penalty: KlPenalty::new(beta.unwrap_or(0.0), n),
             penalised: beta.is_some(),
             differentiated: beta.is_some_and(|b| b != 0.0),
